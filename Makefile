@@ -1,0 +1,43 @@
+# make run   - the pipeline on the bundled sample log (local Spark, ./warehouse)
+# make test  - the whole test suite (what CI runs)
+# Both create .venv and install what they need on first use (and Java 17 if missing, as root).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+EXTRAS ?= test,serve,report,bench
+CONF   ?= conf/local.yaml
+FROM   ?= 2024-01-08
+TO     ?= 2024-01-10
+SAMPLE_EVENTS ?= 150000
+
+.PHONY: setup java test test-quick run sample bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	@touch $@
+
+java:
+	@scripts/ensure_java.sh
+
+setup: $(STAMP) java
+
+test: setup
+	$(PY) -m pytest
+
+test-quick: setup
+	$(PY) -m pytest -m "not slow"
+
+sample: setup
+	$(PY) scripts/generate_sample_logs.py --out data/sample --events $(SAMPLE_EVENTS)
+
+run: sample
+	$(PY) jobs/run_pipeline.py --conf $(CONF) --from $(FROM) --to $(TO)
+	@echo "tables under ./warehouse (database embedlib); see README for how to query them"
+
+bench: setup
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf warehouse data/sample reports benchmarks/work

@@ -1,0 +1,3 @@
+"""embedlib: item embeddings that stay stable from one version to the next."""
+
+__version__ = "0.1.0"

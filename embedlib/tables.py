@@ -1,0 +1,158 @@
+"""The one table I/O layer: read inputs, write and read dt partitions of Hive tables.
+
+Outputs are Hive tables over Parquet, partitioned by ``dt`` (a 'YYYY-MM-DD' string).
+Writing a partition is stage-then-swap: the data goes to a fresh run folder that no reader
+knows about, then one metastore operation points the partition at it. A reader sees the
+old partition or the new one, never a half-written one; a crash before the swap leaves the
+table as it was (the orphan folder is removed by the next write of that dt). Rewriting a dt
+replaces it, so reruns never append duplicates.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import uuid
+from typing import Optional
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from embedlib.config import InputConfig, TablesConfig
+from embedlib.errors import EmbedlibError
+from embedlib.log import get_logger
+
+log = get_logger(__name__)
+
+PARTITION_COL = "dt"
+
+
+class TableError(EmbedlibError):
+    """A table is missing, has the wrong schema, or an input cannot be read."""
+
+
+def qualified(tables: TablesConfig, name: str) -> str:
+    return f"{tables.database}.{name}"
+
+
+def read_input(spark: SparkSession, input_cfg: InputConfig) -> DataFrame:
+    """The raw behaviour log, any schema, as configured (CSV is read as strings)."""
+    if input_cfg.format == "table":
+        if not input_cfg.table:
+            raise TableError("input.format is 'table' but input.table is not set")
+        if not spark.catalog.tableExists(input_cfg.table):
+            raise TableError(f"input table {input_cfg.table!r} does not exist")
+        return spark.table(input_cfg.table)
+    if not input_cfg.path:
+        raise TableError(f"input.format is {input_cfg.format!r} but input.path is not set")
+    if not path_exists(spark, input_cfg.path):
+        raise TableError(f"input path {input_cfg.path!r} does not exist")
+    if input_cfg.format == "parquet":
+        return spark.read.parquet(input_cfg.path)
+    return (
+        spark.read.option("header", input_cfg.csv_header)
+        .option("sep", input_cfg.csv_delimiter)
+        .option("mode", "PERMISSIVE")
+        .csv(input_cfg.path)
+    )
+
+
+def table_exists(spark: SparkSession, table: str) -> bool:
+    return spark.catalog.tableExists(table)
+
+
+def list_partitions(spark: SparkSession, table: str) -> list[str]:
+    """The dt values of ``table``, sorted; empty when the table does not exist."""
+    if not table_exists(spark, table):
+        return []
+    rows = spark.sql(f"SHOW PARTITIONS {table}").collect()
+    return sorted(r[0].split("=", 1)[1] for r in rows)
+
+
+def read_partition(spark: SparkSession, table: str, dt: str) -> DataFrame:
+    """Rows of partition ``dt`` (without the dt column); an error if it does not exist."""
+    if dt not in list_partitions(spark, table):
+        raise TableError(f"table {table} has no partition dt={dt}")
+    return spark.table(table).where(F.col(PARTITION_COL) == dt).drop(PARTITION_COL)
+
+
+def write_partition(spark: SparkSession, df: DataFrame, table: str, dt: str) -> str:
+    """Replace partition ``dt`` of ``table`` with ``df``, atomically; returns its folder."""
+    _dt.date.fromisoformat(dt)
+    if PARTITION_COL in df.columns:
+        raise TableError(f"cannot write {table}: the frame already has a {PARTITION_COL!r} column")
+    database, _, _name = table.partition(".")
+    if not spark.catalog.databaseExists(database):
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS {database}")
+    root = _ensure_table(spark, df, table)
+    run_dir = f"{root}/{PARTITION_COL}={dt}/run={_run_id()}"
+    df.write.mode("errorifexists").parquet(run_dir)
+    spec = f"PARTITION ({PARTITION_COL}='{dt}')"
+    if dt in list_partitions(spark, table):
+        spark.sql(f"ALTER TABLE {table} {spec} SET LOCATION '{run_dir}'")
+    else:
+        spark.sql(f"ALTER TABLE {table} ADD {spec} LOCATION '{run_dir}'")
+    spark.catalog.refreshTable(table)
+    _remove_other_runs(spark, f"{root}/{PARTITION_COL}={dt}", keep=run_dir)
+    log.info("wrote %s dt=%s -> %s", table, dt, run_dir)
+    return run_dir
+
+
+def drop_partition(spark: SparkSession, table: str, dt: str) -> None:
+    """Forget partition ``dt`` (the metastore entry; files are left for the next write)."""
+    if dt in list_partitions(spark, table):
+        spark.sql(f"ALTER TABLE {table} DROP PARTITION ({PARTITION_COL}='{dt}')")
+        spark.catalog.refreshTable(table)
+
+
+def table_location(spark: SparkSession, table: str) -> Optional[str]:
+    if not table_exists(spark, table):
+        return None
+    rows = spark.sql(f"DESCRIBE TABLE EXTENDED {table}").collect()
+    return next((r.data_type for r in rows if r.col_name == "Location"), None)
+
+
+def _ensure_table(spark: SparkSession, df: DataFrame, table: str) -> str:
+    """Create ``table`` from ``df``'s schema if missing, else check the schema; its root."""
+    wanted = [(f.name, f.dataType.simpleString()) for f in df.schema.fields]
+    if table_exists(spark, table):
+        found = [(f.name, f.dataType.simpleString())
+                 for f in spark.table(table).schema.fields if f.name != PARTITION_COL]
+        if found != wanted:
+            raise TableError(
+                f"table {table} has columns {found}, the job writes {wanted}; "
+                "drop or rename the table to change its schema"
+            )
+        return table_location(spark, table)
+    warehouse = spark.conf.get("spark.sql.warehouse.dir").rstrip("/")
+    database, _, name = table.partition(".")
+    root = f"{warehouse}/{database}.db/{name}"
+    columns = ", ".join(f"`{n}` {t}" for n, t in wanted)
+    spark.sql(
+        f"CREATE TABLE IF NOT EXISTS {table} ({columns}) "
+        f"PARTITIONED BY ({PARTITION_COL} STRING) STORED AS PARQUET LOCATION '{root}'"
+    )
+    return table_location(spark, table)
+
+
+def _run_id() -> str:
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return f"{now}-{uuid.uuid4().hex[:8]}"
+
+
+def _hadoop_fs(spark: SparkSession, path: str):
+    jvm = spark.sparkContext._jvm
+    jpath = jvm.org.apache.hadoop.fs.Path(path)
+    return jpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), jpath
+
+
+def path_exists(spark: SparkSession, path: str) -> bool:
+    """Whether ``path`` exists on its filesystem (local, HDFS, S3, ... via Hadoop)."""
+    fs, jpath = _hadoop_fs(spark, path)
+    return bool(fs.exists(jpath)) or bool(fs.globStatus(jpath))
+
+
+def _remove_other_runs(spark: SparkSession, partition_dir: str, keep: str) -> None:
+    fs, jpath = _hadoop_fs(spark, partition_dir)
+    keep_name = keep.rstrip("/").rsplit("/", 1)[1]
+    for status in fs.listStatus(jpath):
+        if status.getPath().getName() != keep_name:
+            fs.delete(status.getPath(), True)

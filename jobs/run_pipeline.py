@@ -1,0 +1,30 @@
+"""Run the whole pipeline for one dt (--dt) or a date range in order (--from/--to).
+
+Each dt goes through every step (see embedlib/pipeline.py for the list) in one Spark
+session; each step is also runnable alone from its own job file. Ends with a summary table
+of the dts it ran.
+"""
+import sys
+
+from embedlib import pipeline
+from embedlib.cli import job_parser, load_job_config, parse_dt, run_job
+from embedlib.spark import get_spark
+
+
+def main(argv=None):
+    parser = job_parser(__doc__, dt_required=False)
+    parser.add_argument("--from", dest="first", type=parse_dt, help="first dt of a backfill")
+    parser.add_argument("--to", dest="last", type=parse_dt, help="last dt of a backfill (inclusive)")
+    args = parser.parse_args(argv)
+    if bool(args.dt) == bool(args.first or args.last) or bool(args.first) != bool(args.last):
+        parser.error("give either --dt, or both --from and --to")
+    cfg = load_job_config(args)
+    dts = [args.dt] if args.dt else pipeline.date_range(args.first, args.last)
+    spark = get_spark(cfg.spark, "run_pipeline")
+    results = pipeline.run_range(spark, cfg, dts)
+    print(pipeline.format_table(pipeline.summary_rows(results)))
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(run_job(main))
