@@ -48,6 +48,8 @@ class TablesConfig:
     raw_embeddings_prefix: str = "embeddings_raw"
     embeddings_prefix: str = "embeddings"
     versions: str = "versions"
+    # One row per dt: the trainer's metadata (parameters, vocabulary, speed, versions).
+    train_runs: str = "train_runs"
     deltas: str = "embedding_deltas"
     neighbors: str = "neighbors"
 
