@@ -1,0 +1,274 @@
+"""The one linear-algebra module: n x e passes on Spark, e x e maths on the driver.
+
+Distributed side: every pass over an (id, vector array<float>) DataFrame runs on Arrow record
+batches (``mapInArrow``). The list column's values buffer is flattened and reshaped to an
+n x e matrix, so each batch costs one BLAS call instead of n Python-level row operations;
+per-partition results (e x e) are combined with a tree reduction.
+
+Driver side (small e x e matrices, float64): the Cholesky factor of a Gram matrix as the R of
+a QR that is never computed, with an eigen-decomposition fallback for (near) singular
+Grams; the low-rank SVD of S = T W^T from the two R factors; the Procrustes rotation.
+See ../shared/design/STABILIZATION.md for the derivations.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import pyarrow as pa
+import scipy.linalg
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from embedlib.errors import EmbedlibError
+
+
+class LinalgError(EmbedlibError):
+    """The vectors cannot give a meaningful result (rank, NaN, shapes); the message says why."""
+
+
+# ----------------------------------------------------------------------------- Arrow kernels
+def batch_matrix(arr: pa.Array, dim: int) -> Optional[np.ndarray]:
+    """The list<float> column ``arr`` as an (n, dim) float32 matrix, or None if any row is bad.
+
+    Bad: a null vector, a length other than ``dim``, a null element. NaN/Inf are not checked
+    here (see ``finite_rows``).
+    """
+    if isinstance(arr, pa.ChunkedArray):
+        arr = pa.concat_arrays(arr.chunks)
+    if arr.null_count:
+        return None
+    offsets = arr.offsets.to_numpy()
+    if len(arr) and not np.all(np.diff(offsets) == dim):
+        return None
+    values = arr.flatten()
+    if values.null_count:
+        return None
+    return values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(arr), dim)
+
+
+def list_column(matrix: np.ndarray, like: pa.DataType) -> pa.Array:
+    """An (n, e) matrix as a list column of Arrow type ``like`` (float32 values)."""
+    n, e = matrix.shape
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * e)
+    values = pa.array(np.ascontiguousarray(matrix, dtype=np.float32).ravel())
+    return pa.ListArray.from_arrays(offsets, values, type=like)
+
+
+def invalid_vector(col_name: str, dim: int):
+    """Spark Column: true where the vector is null, of the wrong length, or not all finite."""
+    col = F.col(col_name)
+    bad_value = F.exists(col, lambda x: x.isNull() | F.isnan(x) | (F.abs(x) == float("inf")))
+    return col.isNull() | (F.size(col) != dim) | bad_value
+
+
+# ------------------------------------------------------------------- distributed e x e passes
+@dataclass
+class BlockGram:
+    """Gram matrix of the column blocks [X_1 M_1, X_2 M_2, ...] over the rows of a frame."""
+
+    matrix: np.ndarray  # shape (k*e, k*e), float64
+    n_rows: int
+    n_invalid: int
+    dim: int
+
+    def block(self, i: int, j: int) -> np.ndarray:
+        e = self.dim
+        return self.matrix[i * e:(i + 1) * e, j * e:(j + 1) * e]
+
+
+def block_gram(df: DataFrame, cols: Sequence[str], dim: int,
+               transforms: Optional[Sequence[Optional[np.ndarray]]] = None) -> BlockGram:
+    """Z^T Z for Z = [X_1 M_1, ..., X_k M_k] (rows with a bad vector counted, not summed).
+
+    Parameters
+    ----------
+    df : DataFrame with list<float> columns ``cols``, each of length ``dim``.
+    transforms : optional e x e float64 matrix per column (None = identity).
+    """
+    cols, k = list(cols), len(cols)
+    mats = [None if m is None else np.asarray(m, dtype=np.float64) for m in (transforms or [None] * k)]
+    size = k * dim
+
+    def partial(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        gram, n, n_bad = np.zeros((size, size)), 0, 0
+        for batch in batches:
+            blocks = [batch_matrix(batch.column(c), dim) for c in cols]
+            if any(b is None for b in blocks):  # rare: filter row by row only then
+                keep = _valid_rows(batch, cols, dim)
+                n_bad += batch.num_rows - int(keep.sum())
+                batch = batch.filter(pa.array(keep))
+                blocks = [batch_matrix(batch.column(c), dim) for c in cols]
+            z = np.hstack([b.astype(np.float64) if m is None else b.astype(np.float64) @ m
+                           for b, m in zip(blocks, mats)])
+            finite = np.isfinite(z).all(axis=1)
+            if not finite.all():
+                n_bad += int((~finite).sum())
+                z = z[finite]
+            gram += z.T @ z  # one BLAS syrk per batch, accumulated in float64
+            n += z.shape[0]
+        yield pa.record_batch([pa.array([n]), pa.array([n_bad]), pa.array([gram.tobytes()])],
+                              names=["n", "n_bad", "gram"])
+
+    parts = df.select(*cols).mapInArrow(partial, "n long, n_bad long, gram binary").rdd
+    if parts.getNumPartitions() == 0:
+        return BlockGram(np.zeros((size, size)), 0, 0, dim)
+    n, n_bad, flat = parts.map(
+        lambda r: (r.n, r.n_bad, np.frombuffer(r.gram, dtype=np.float64))
+    ).treeReduce(lambda a, b: (a[0] + b[0], a[1] + b[1], a[2] + b[2]), depth=2)
+    return BlockGram(flat.reshape(size, size).copy(), n, n_bad, dim)
+
+
+def _valid_rows(batch: pa.RecordBatch, cols: Sequence[str], dim: int) -> np.ndarray:
+    keep = np.ones(batch.num_rows, dtype=bool)
+    for c in cols:
+        arr = batch.column(c)
+        keep &= ~arr.is_null().to_numpy(zero_copy_only=False)
+        lengths = arr.value_lengths().fill_null(-1).to_numpy()
+        keep &= lengths == dim
+        for i in np.flatnonzero(keep):
+            if arr[i].values.null_count:
+                keep[i] = False
+    return keep
+
+
+def gram(df: DataFrame, col_name: str, dim: int) -> BlockGram:
+    """X^T X of the vector column (e x e, float64)."""
+    return block_gram(df, [col_name], dim)
+
+
+def cross_gram(df: DataFrame, col_a: str, col_b: str, dim: int,
+               transform_a: Optional[np.ndarray] = None) -> BlockGram:
+    """[A B]^T [A B] over joined rows (A = col_a @ transform_a): block(0, 1) is A^T B."""
+    return block_gram(df, [col_a, col_b], dim, [transform_a, None])
+
+
+def apply_transform(df: DataFrame, col_name: str, matrix: np.ndarray) -> DataFrame:
+    """Replace vector column ``col_name`` by (vector @ matrix) as float32, other columns kept.
+
+    Vectors must already be valid (checked by the Gram pass); a bad one raises.
+    """
+    m = np.asarray(matrix, dtype=np.float64)
+    dim = m.shape[0]
+
+    def apply(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            idx = batch.schema.get_field_index(col_name)
+            x = batch_matrix(batch.column(idx), dim)
+            if x is None:
+                raise ValueError(f"column {col_name} has a vector that is null or not of length {dim}")
+            y = x.astype(np.float64) @ m
+            yield batch.set_column(idx, batch.schema.field(idx),
+                                   list_column(y, batch.schema.field(idx).type))
+
+    return df.mapInArrow(apply, df.schema)
+
+
+def row_cosines(df: DataFrame, col_a: str, col_b: str, dim: int,
+                transforms_a: dict[str, Optional[np.ndarray]]) -> DataFrame:
+    """One double column per name in ``transforms_a``: cos(col_a @ M, col_b) row by row."""
+    mats = {k: None if m is None else np.asarray(m, dtype=np.float64) for k, m in transforms_a.items()}
+
+    def cosines(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            a = batch_matrix(batch.column(col_a), dim).astype(np.float64)
+            b = batch_matrix(batch.column(col_b), dim).astype(np.float64)
+            b_norm = np.linalg.norm(b, axis=1)
+            out = []
+            for m in mats.values():
+                am = a if m is None else a @ m
+                denom = np.linalg.norm(am, axis=1) * b_norm
+                out.append(pa.array(np.divide(np.einsum("ij,ij->i", am, b), denom,
+                                              out=np.zeros(len(denom)), where=denom > 0)))
+            yield pa.record_batch(out, names=list(mats))
+
+    schema = ", ".join(f"{k} double" for k in mats)
+    return df.select(col_a, col_b).mapInArrow(cosines, schema)
+
+
+# ------------------------------------------------------------------------ driver-side maths
+@dataclass
+class Factor:
+    """R with R^T R ~= G: (rank, e); the Cholesky factor when G is well conditioned."""
+
+    r: np.ndarray
+    rank: int
+    method: str  # "cholesky" or "eigh"
+    condition: float  # eigenvalue ratio of G (inf when singular)
+
+
+def cholesky_factor(gram_matrix: np.ndarray, rcond: float = 1e-10, on_deficient: str = "eigh",
+                    name: str = "matrix") -> Factor:
+    """A square root R of the Gram matrix G (R^T R = G), the R of a QR never computed.
+
+    Cholesky when the smallest eigenvalue of G is above ``rcond`` times the largest;
+    otherwise ``on_deficient='eigh'`` returns diag(sqrt(w_r)) V_r^T over the r eigenvalues
+    above that threshold (shape (r, e)), and ``'error'`` raises LinalgError.
+    """
+    g = (np.asarray(gram_matrix, dtype=np.float64) + np.asarray(gram_matrix, dtype=np.float64).T) / 2
+    if not np.all(np.isfinite(g)):
+        raise LinalgError(f"the Gram matrix of {name} has NaN or Inf entries")
+    w, v = np.linalg.eigh(g)
+    top = w[-1] if w.size else 0.0
+    if top <= 0:
+        raise LinalgError(f"{name} has no nonzero vector (its Gram matrix is zero)")
+    condition = float(top / w[0]) if w[0] > 0 else float("inf")
+    if w[0] > rcond * top:
+        try:
+            return Factor(scipy.linalg.cholesky(g, lower=False), g.shape[0], "cholesky", condition)
+        except np.linalg.LinAlgError:
+            pass
+    keep = w > rcond * top
+    rank = int(keep.sum())
+    if on_deficient == "error":
+        raise LinalgError(
+            f"{name} is rank deficient: numerical rank {rank} of {g.shape[0]} "
+            f"(Gram eigenvalue ratio {condition:.3g}, threshold 1/rcond = {1 / rcond:.3g}); "
+            "set stabilize.on_rank_deficient=eigh to continue with the reduced rank")
+    r = np.sqrt(w[keep])[:, None] * v[:, keep].T
+    return Factor(r[::-1].copy(), rank, "eigh", condition)
+
+
+@dataclass
+class CanonicalTransforms:
+    """T' = T m_t, W' = W m_w with T' W'^T = T W^T and T'^T T' = W'^T W' = diag(sigma)."""
+
+    m_t: np.ndarray  # (e, e)
+    m_w: np.ndarray  # (e, e)
+    singular_values: np.ndarray  # (rank,)
+    rank: int
+
+
+def low_rank_svd_transforms(r_t: np.ndarray, r_w: np.ndarray, rtol: float = 1e-12) -> CanonicalTransforms:
+    """The e x e maps to the canonical pair of S = T W^T, from R_T (r_t x e) and R_W (r_w x e).
+
+    With R_T R_W^T = U S V^T: M_T = R_W^T V S^-1/2 and M_W = R_T^T U S^-1/2 (no inverse of R).
+    Singular values at or below ``rtol`` times the largest are a rank loss: those columns are
+    zero (the canonical vectors have ``rank`` meaningful dimensions).
+    """
+    e = r_t.shape[1]
+    u, s, vt = np.linalg.svd(r_t @ r_w.T, full_matrices=False)
+    keep = s > rtol * (s[0] if s.size else 0.0)
+    rank = int(keep.sum())
+    if rank == 0:
+        raise LinalgError("the score matrix T W^T is zero: nothing to canonicalize")
+    inv_sqrt = 1.0 / np.sqrt(s[keep])
+    m_t, m_w = np.zeros((e, e)), np.zeros((e, e))
+    m_t[:, :rank] = r_w.T @ vt[keep].T * inv_sqrt
+    m_w[:, :rank] = r_t.T @ u[:, keep] * inv_sqrt
+    return CanonicalTransforms(m_t, m_w, s[keep], rank)
+
+
+def procrustes_rotation(cross: np.ndarray) -> np.ndarray:
+    """The orthogonal O minimizing ||A O - B||_F, from the cross-Gram A^T B: O = U V^T."""
+    if not np.all(np.isfinite(cross)):
+        raise LinalgError("the cross-Gram matrix has NaN or Inf entries")
+    u, _, vt = np.linalg.svd(cross)
+    return u @ vt
+
+
+def alignment_residual(gram_a: np.ndarray, cross: np.ndarray, gram_b: np.ndarray, o: np.ndarray) -> float:
+    """||A O - B||_F / ||B||_F from the Gram blocks alone (no second pass over the rows)."""
+    sq = np.trace(o.T @ gram_a @ o) - 2 * np.trace(o.T @ cross) + np.trace(gram_b)
+    return float(np.sqrt(max(sq, 0.0) / np.trace(gram_b))) if np.trace(gram_b) > 0 else float("nan")

@@ -1,0 +1,104 @@
+"""The linear-algebra module against numpy/scipy references."""
+import numpy as np
+import pytest
+import scipy.linalg
+
+from embedlib import linalg
+
+RNG = np.random.default_rng(0)
+
+
+def vectors_df(spark, x, parts=3, ids=None):
+    ids = ids if ids is not None else [f"i{k}" for k in range(len(x))]
+    rows = [(i, None if v is None else [float(a) for a in v]) for i, v in zip(ids, x)]
+    return spark.createDataFrame(rows, "id string, vector array<float>").repartition(parts)
+
+
+def f32(x):
+    return np.asarray(x, dtype=np.float32).astype(np.float64)
+
+
+def test_gram_matches_numpy_in_float64(spark):
+    x = RNG.normal(size=(500, 8)).astype(np.float32)
+    g = linalg.gram(vectors_df(spark, x), "vector", 8)
+    assert g.n_rows == 500 and g.n_invalid == 0
+    np.testing.assert_allclose(g.matrix, f32(x).T @ f32(x), rtol=1e-12)
+
+
+def test_cross_gram_with_transform(spark):
+    a, b = RNG.normal(size=(300, 6)), RNG.normal(size=(300, 6))
+    m = RNG.normal(size=(6, 6))
+    df = spark.createDataFrame([(f"i{k}", a[k].tolist(), b[k].tolist()) for k in range(300)],
+                               "id string, a array<float>, b array<float>").repartition(4)
+    cg = linalg.cross_gram(df, "a", "b", 6, m)
+    np.testing.assert_allclose(cg.block(0, 1), (f32(a) @ m).T @ f32(b), rtol=1e-10)
+    np.testing.assert_allclose(cg.block(1, 1), f32(b).T @ f32(b), rtol=1e-10)
+
+
+def test_bad_vectors_are_counted_not_summed(spark):
+    x = [[1.0, 2.0], [float("nan"), 1.0], [1.0], None, [float("inf"), 0.0], [3.0, 4.0]]
+    g = linalg.gram(vectors_df(spark, x, parts=2), "vector", 2)
+    assert (g.n_rows, g.n_invalid) == (2, 4)
+    np.testing.assert_allclose(g.matrix, np.array([[10.0, 14.0], [14.0, 20.0]]))
+    bad = vectors_df(spark, x).where(linalg.invalid_vector("vector", 2)).count()
+    assert bad == 4
+
+
+def test_apply_transform_keeps_other_columns(spark):
+    x = RNG.normal(size=(50, 4)).astype(np.float32)
+    m = RNG.normal(size=(4, 4))
+    df = vectors_df(spark, x, parts=2).withColumnRenamed("id", "key")
+    out = {r.key: r.vector for r in linalg.apply_transform(df, "vector", m).collect()}
+    np.testing.assert_allclose(np.array([out[f"i{k}"] for k in range(50)]),
+                               (f32(x) @ m).astype(np.float32), rtol=1e-6)
+
+
+def test_canonical_transforms_match_explicit_svd():
+    t, w = RNG.normal(size=(200, 6)), RNG.normal(size=(150, 6))
+    r_t = linalg.cholesky_factor(t.T @ t).r
+    r_w = linalg.cholesky_factor(w.T @ w).r
+    np.testing.assert_allclose(r_t.T @ r_t, t.T @ t, rtol=1e-10)
+    c = linalg.low_rank_svd_transforms(r_t, r_w)
+    tc, wc = t @ c.m_t, w @ c.m_w
+    s = t @ w.T
+    np.testing.assert_allclose(tc @ wc.T, s, atol=1e-10 * np.abs(s).max())
+    np.testing.assert_allclose(c.m_t @ c.m_w.T, np.eye(6), atol=1e-10)
+    u, sig, _ = np.linalg.svd(s, full_matrices=False)
+    np.testing.assert_allclose(c.singular_values, sig[:6], rtol=1e-10)
+    # T' = U_S sigma^1/2 up to column signs: T' T'^T is sign free.
+    np.testing.assert_allclose(tc @ tc.T, (u[:, :6] * sig[:6]) @ u[:, :6].T, atol=1e-9 * sig[0])
+    np.testing.assert_allclose(tc.T @ tc, np.diag(sig[:6]), atol=1e-9 * sig[0])
+
+
+def test_rank_deficient_gram_falls_back_to_eigh_with_rank():
+    base = RNG.normal(size=(100, 3))
+    t = np.hstack([base, base[:, :1] * 2.0, np.zeros((100, 1))])  # rank 3 of 5
+    w = RNG.normal(size=(80, 5))
+    f = linalg.cholesky_factor(t.T @ t)
+    assert (f.rank, f.method) == (3, "eigh") and f.r.shape == (3, 5)
+    np.testing.assert_allclose(f.r.T @ f.r, t.T @ t, atol=1e-9 * np.abs(t.T @ t).max())
+    c = linalg.low_rank_svd_transforms(f.r, linalg.cholesky_factor(w.T @ w).r)
+    assert c.rank == 3 and not np.any(np.isnan(c.m_t))
+    np.testing.assert_allclose((t @ c.m_t) @ (w @ c.m_w).T, t @ w.T, atol=1e-9 * np.abs(t @ w.T).max())
+    with pytest.raises(linalg.LinalgError, match="rank deficient: numerical rank 3 of 5"):
+        linalg.cholesky_factor(t.T @ t, on_deficient="error", name="items")
+
+
+def test_zero_and_nan_grams_are_clear_errors():
+    with pytest.raises(linalg.LinalgError, match="no nonzero vector"):
+        linalg.cholesky_factor(np.zeros((3, 3)))
+    with pytest.raises(linalg.LinalgError, match="NaN or Inf"):
+        linalg.cholesky_factor(np.full((2, 2), np.nan))
+
+
+def test_procrustes_matches_scipy_and_recovers_rotation():
+    a = RNG.normal(size=(400, 8))
+    q, _ = np.linalg.qr(RNG.normal(size=(8, 8)))
+    b = a @ q + 0.01 * RNG.normal(size=(400, 8))
+    o = linalg.procrustes_rotation(a.T @ b)
+    ref, _ = scipy.linalg.orthogonal_procrustes(a, b)
+    np.testing.assert_allclose(o, ref, atol=1e-12)
+    np.testing.assert_allclose(o, q, atol=0.01)
+    np.testing.assert_allclose(o @ o.T, np.eye(8), atol=1e-12)
+    res = linalg.alignment_residual(a.T @ a, a.T @ b, b.T @ b, o)
+    assert res == pytest.approx(np.linalg.norm(a @ o - b) / np.linalg.norm(b), rel=1e-8)
