@@ -105,12 +105,201 @@ class SequencesConfig:
 
 
 @dataclass
+class TrainConfig:
+    """Item2Vec training (step 2). Defaults are word2vec's skip-gram defaults."""
+
+    # gensim (driver, multi-threaded, corpus_file mode) or spark (pyspark.ml Word2Vec).
+    trainer: str = "gensim"
+    vector_size: int = 64
+    window: int = 5
+    # Negative samples per positive (gensim); the spark trainer uses hierarchical softmax.
+    negative: int = 5
+    # Exponent of the negative-sampling distribution (gensim only); may be negative.
+    ns_exponent: float = 0.75
+    # Down-sampling threshold of frequent items (gensim only); 0 disables it.
+    sample: float = 1e-3
+    epochs: int = 5
+    # Items seen fewer times than this in the dt's sequences get no vector.
+    min_count: int = 1
+    # 1: skip-gram, 0: CBOW (gensim only; the spark trainer is skip-gram).
+    sg: int = 1
+    alpha: float = 0.025
+    min_alpha: float = 0.0001
+    workers: int = 2
+    seed: int = 1
+    # A vocabulary (after min_count) smaller than this is an error, nothing is written.
+    min_vocab_size: int = 2
+    # Local folder for the exported corpus file; null means a temporary folder.
+    corpus_dir: Optional[str] = None
+    # spark trainer: numPartitions (more is faster and less accurate) and maxSentenceLength.
+    spark_partitions: int = 1
+    spark_max_sentence_length: int = 1000
+
+    def __post_init__(self):
+        _check_choice("train.trainer", self.trainer, ("gensim", "spark"))
+        for name in ("vector_size", "window", "epochs", "min_count", "workers",
+                     "spark_partitions", "spark_max_sentence_length"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be a positive integer, got {getattr(self, name)}")
+        if self.negative < 0:
+            raise ConfigError(f"train.negative must be >= 0, got {self.negative}")
+        if self.sg not in (0, 1):
+            raise ConfigError(f"train.sg must be 0 (CBOW) or 1 (skip-gram), got {self.sg}")
+        if self.sample < 0:
+            raise ConfigError(f"train.sample must be >= 0, got {self.sample}")
+        if not 0 < self.alpha <= 1 or not 0 <= self.min_alpha <= self.alpha:
+            raise ConfigError("train.alpha must be in (0, 1] and train.min_alpha in [0, alpha]")
+        if self.min_vocab_size < 2:
+            raise ConfigError(f"train.min_vocab_size must be >= 2, got {self.min_vocab_size}")
+
+
+@dataclass
+class EvaluateConfig:
+    """Next-item evaluation on a temporal hold-out (jobs/evaluate_item2vec.py)."""
+
+    # Sequences starting at or after the cut are held out; the cut is cut_time (ISO
+    # timestamp, UTC) or, when null, the start time below which 1 - test_share of them lie.
+    cut_time: Optional[str] = None
+    test_share: float = 0.1
+    k: int = 10
+    # Held-out transitions kept per user, earliest first; 0 keeps all.
+    max_pairs_per_user: int = 0
+    # Planted-cluster ground truth (item_id, cluster) CSV for the purity metric; null skips it.
+    clusters_path: Optional[str] = None
+
+    def __post_init__(self):
+        if not 0 < self.test_share < 1:
+            raise ConfigError(f"evaluate.test_share must be within (0, 1), got {self.test_share}")
+        if self.k < 1 or self.max_pairs_per_user < 0:
+            raise ConfigError("evaluate.k must be >= 1 and evaluate.max_pairs_per_user >= 0")
+
+
+@dataclass
+class VectorSourceConfig:
+    """A user-supplied (id, vector) table: a Parquet folder or a Hive table."""
+
+    format: str = "parquet"
+    path: Optional[str] = None
+    table: Optional[str] = None
+    id_col: str = "id"
+    vector_col: str = "vector"
+    # For a partitioned Hive table: read only this dt partition (null reads all rows).
+    dt: Optional[str] = None
+
+    def __post_init__(self):
+        _check_choice("stabilize.*.format", self.format, ("parquet", "table"))
+
+
+@dataclass
+class StabilizeConfig:
+    # auto: canonicalize_align when a second matrix (context / user) exists, else align.
+    mode: str = "auto"
+    # Sources; null means the pipeline's raw tables of the dt (embeddings_raw_item/_context).
+    items: Optional[VectorSourceConfig] = None
+    other: Optional[VectorSourceConfig] = None
+    # Name of the second side in published tables: context (Item2Vec) or user (two-tower).
+    other_side: str = "context"
+    # Fit the rotation on items only, or on items and the other side (weighted).
+    align_on: str = "items"
+    other_weight: float = 1.0
+    # Alignment needs at least max(dim, min_overlap_share * rows) ids shared with the parent.
+    min_overlap_share: float = 0.2
+    on_low_overlap: str = "error"
+    on_dim_change: str = "error"
+    on_rank_deficient: str = "eigh"
+    on_invalid_vectors: str = "error"
+    # Gram eigenvalues below rcond * largest count as zero (cond(T) about 1/sqrt(rcond)).
+    gram_rcond: float = 1e-10
+    # Quality gates: nothing is published when they fail.
+    max_score_error: float = 1e-4
+    min_stabilized_cosine: Optional[float] = None
+    # Metrics sampling.
+    score_sample: int = 512
+    overlap_sample: int = 5000
+    overlap_queries: int = 500
+    overlap_k: int = 10
+    seed: int = 0
+
+    def __post_init__(self):
+        _check_choice("stabilize.mode", self.mode, ("auto", "canonicalize_align", "align", "none"))
+        _check_choice("stabilize.other_side", self.other_side, ("context", "user"))
+        _check_choice("stabilize.align_on", self.align_on, ("items", "items_and_other"))
+        for key in ("on_low_overlap", "on_dim_change"):
+            _check_choice(f"stabilize.{key}", getattr(self, key), ("error", "new_root"))
+        _check_choice("stabilize.on_rank_deficient", self.on_rank_deficient, ("eigh", "error"))
+        _check_choice("stabilize.on_invalid_vectors", self.on_invalid_vectors, ("error", "drop"))
+        if not 0 <= self.min_overlap_share <= 1:
+            raise ConfigError("stabilize.min_overlap_share must be within [0, 1]")
+
+
+@dataclass
+class PublishConfig:
+    # The parent is the latest registered version before dt, if at most this old; an older
+    # or missing one makes dt a new root (recorded as such).
+    max_age_days: int = 7
+    # Items of the parent absent today keep their published vector (carried) this long.
+    ttl_days: int = 7
+    # Delta table: items whose published vector turned by more than this cosine distance.
+    delta_cosine_threshold: float = 0.05
+
+    def __post_init__(self):
+        if self.max_age_days < 1 or self.ttl_days < 0:
+            raise ConfigError("publish.max_age_days must be >= 1 and publish.ttl_days >= 0")
+
+
+@dataclass
+class ServeConfig:
+    # Array backend: auto picks CuPy when a CUDA device is visible, else NumPy.
+    backend: str = "auto"
+    # Storage dtype on the device; float16 halves memory, scores are computed in float32.
+    dtype: str = "float32"
+    metric: str = "cosine"
+    # Default and largest k of /similar.
+    k: int = 10
+    max_k: int = 1000
+    # Ids that are not in the index: error, zero (a zero vector) or skip (left out).
+    unknown_ids: str = "error"
+    # One block of scores (query rows x index rows x 4 bytes) stays under this.
+    max_chunk_bytes: int = 16 * 2**20
+    # Query rows scored together (larger batches make better use of the matmul).
+    query_batch: int = 1024
+    # Embedding table side served and used for neighbours: <embeddings_prefix>_<side>.
+    side: str = "item"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # The neighbours table: K per item, and query partitions (0 keeps the input's).
+    neighbors_k: int = 20
+    neighbors_partitions: int = 0
+
+    def __post_init__(self):
+        _check_choice("serve.backend", self.backend, ("auto", "numpy", "cupy"))
+        _check_choice("serve.dtype", self.dtype, ("float32", "float16"))
+        _check_choice("serve.metric", self.metric, ("cosine", "dot"))
+        _check_choice("serve.unknown_ids", self.unknown_ids, ("error", "zero", "skip"))
+        _check_choice("serve.side", self.side, ("item", "context", "user"))
+        for name in ("k", "max_k", "neighbors_k", "query_batch", "port"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"serve.{name} must be >= 1, got {getattr(self, name)}")
+        if self.k > self.max_k:
+            raise ConfigError(f"serve.k ({self.k}) must be <= serve.max_k ({self.max_k})")
+        if self.max_chunk_bytes < 4096:
+            raise ConfigError(f"serve.max_chunk_bytes must be >= 4096, got {self.max_chunk_bytes}")
+        if self.neighbors_partitions < 0:
+            raise ConfigError("serve.neighbors_partitions must be >= 0")
+
+
+@dataclass
 class Config:
     env: str = "local"
     spark: SparkConfig = field(default_factory=SparkConfig)
     tables: TablesConfig = field(default_factory=TablesConfig)
     input: InputConfig = field(default_factory=InputConfig)
     sequences: SequencesConfig = field(default_factory=SequencesConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    stabilize: StabilizeConfig = field(default_factory=StabilizeConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     # Where the config came from (file and overrides), for logs; not a YAML key.
     source: str = field(default="<defaults>", metadata={"yaml": False})
 

@@ -86,12 +86,15 @@ def write_partition(spark: SparkSession, df: DataFrame, table: str, dt: str) -> 
     run_dir = f"{root}/{PARTITION_COL}={dt}/run={_run_id()}"
     df.write.mode("errorifexists").parquet(run_dir)
     spec = f"PARTITION ({PARTITION_COL}='{dt}')"
-    if dt in list_partitions(spark, table):
+    previous = partition_location(spark, table, dt)
+    if previous is not None:
         spark.sql(f"ALTER TABLE {table} {spec} SET LOCATION '{run_dir}'")
     else:
         spark.sql(f"ALTER TABLE {table} ADD {spec} LOCATION '{run_dir}'")
     spark.catalog.refreshTable(table)
-    _remove_other_runs(spark, f"{root}/{PARTITION_COL}={dt}", keep=run_dir)
+    # The replaced folder stays until the next rewrite: a registry row written before this
+    # swap may still point at it (see embedlib/registry.py).
+    _remove_other_runs(spark, f"{root}/{PARTITION_COL}={dt}", keep=[run_dir, previous])
     log.info("wrote %s dt=%s -> %s", table, dt, run_dir)
     return run_dir
 
@@ -101,6 +104,14 @@ def drop_partition(spark: SparkSession, table: str, dt: str) -> None:
     if dt in list_partitions(spark, table):
         spark.sql(f"ALTER TABLE {table} DROP PARTITION ({PARTITION_COL}='{dt}')")
         spark.catalog.refreshTable(table)
+
+
+def partition_location(spark: SparkSession, table: str, dt: str) -> Optional[str]:
+    """The folder partition ``dt`` of ``table`` points at, or None when there is none."""
+    if dt not in list_partitions(spark, table):
+        return None
+    rows = spark.sql(f"DESCRIBE TABLE EXTENDED {table} PARTITION ({PARTITION_COL}='{dt}')").collect()
+    return next((r.data_type for r in rows if r.col_name == "Location"), None)
 
 
 def table_location(spark: SparkSession, table: str) -> Optional[str]:
@@ -150,9 +161,9 @@ def path_exists(spark: SparkSession, path: str) -> bool:
     return bool(fs.exists(jpath)) or bool(fs.globStatus(jpath))
 
 
-def _remove_other_runs(spark: SparkSession, partition_dir: str, keep: str) -> None:
+def _remove_other_runs(spark: SparkSession, partition_dir: str, keep: list) -> None:
     fs, jpath = _hadoop_fs(spark, partition_dir)
-    keep_name = keep.rstrip("/").rsplit("/", 1)[1]
+    keep_names = {k.rstrip("/").rsplit("/", 1)[1] for k in keep if k}
     for status in fs.listStatus(jpath):
-        if status.getPath().getName() != keep_name:
+        if status.getPath().getName() not in keep_names:
             fs.delete(status.getPath(), True)

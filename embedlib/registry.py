@@ -1,0 +1,142 @@
+"""The version registry: a Hive table, one row per published dt and side.
+
+A version EXISTS only once its registry partition is written, and that write is the last
+step of a publish (data first, register last; both through the atomic table layer).
+Readers - the next day's alignment, neighbours, serving - only read registered versions.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from pyspark.sql import SparkSession
+
+import embedlib
+from embedlib import tables
+from embedlib.config import Config
+from embedlib.errors import EmbedlibError
+
+REGISTRY_SCHEMA = (
+    "side string, dim int, n_rows long, n_carried long, parent_dt string, root boolean, "
+    "root_reason string, mode string, metrics_json string, transform array<double>, "
+    "trainer_json string, code_version string, created_at timestamp, location string"
+)
+
+
+class RegistryError(EmbedlibError):
+    """A registered version cannot be read (missing data, unknown side)."""
+
+
+@dataclass
+class VersionRecord:
+    side: str
+    dim: int
+    n_rows: int
+    n_carried: int
+    parent_dt: Optional[str]
+    root: bool
+    root_reason: Optional[str]
+    mode: str
+    metrics: dict
+    transform: np.ndarray  # (e, e): published = raw @ transform
+    trainer: dict = field(default_factory=dict)
+    code_version: str = ""
+    created_at: Optional[_dt.datetime] = None
+    location: str = ""
+
+    def to_row(self) -> tuple:
+        d = asdict(self)
+        d["metrics_json"] = json.dumps(_plain(d.pop("metrics")), sort_keys=True)
+        d["trainer_json"] = json.dumps(_plain(d.pop("trainer")), sort_keys=True)
+        d["transform"] = [float(v) for v in np.asarray(self.transform, dtype=np.float64).ravel()]
+        d["created_at"] = self.created_at or _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
+        names = [c.split()[0] for c in REGISTRY_SCHEMA.split(", ")]
+        return tuple(d[n] for n in names)
+
+    @classmethod
+    def from_row(cls, row) -> "VersionRecord":
+        d = row.asDict()
+        e = int(d["dim"])
+        return cls(side=d["side"], dim=e, n_rows=d["n_rows"], n_carried=d["n_carried"],
+                   parent_dt=d["parent_dt"], root=d["root"], root_reason=d["root_reason"],
+                   mode=d["mode"], metrics=json.loads(d["metrics_json"] or "{}"),
+                   transform=np.array(d["transform"], dtype=np.float64).reshape(e, e),
+                   trainer=json.loads(d["trainer_json"] or "{}"), code_version=d["code_version"],
+                   created_at=d["created_at"], location=d["location"])
+
+
+def _plain(value):
+    """JSON-safe copy: numpy scalars to Python, NaN/Inf to None."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def registry_table(cfg: Config) -> str:
+    return tables.qualified(cfg.tables, cfg.tables.versions)
+
+
+def register(spark: SparkSession, cfg: Config, dt: str, records: list[VersionRecord]) -> None:
+    """Commit the version of ``dt``: the last write of a publish."""
+    df = spark.createDataFrame([r.to_row() for r in records], REGISTRY_SCHEMA)
+    tables.write_partition(spark, df, registry_table(cfg), dt)
+
+
+def registered_dts(spark: SparkSession, cfg: Config) -> list[str]:
+    return tables.list_partitions(spark, registry_table(cfg))
+
+
+def read_version(spark: SparkSession, cfg: Config, dt: str) -> dict[str, VersionRecord]:
+    """{side: record} of the registered version ``dt``."""
+    rows = tables.read_partition(spark, registry_table(cfg), dt).collect()
+    return {r.side: VersionRecord.from_row(r) for r in rows}
+
+
+def previous_dt(spark: SparkSession, cfg: Config, dt: str,
+                max_age_days: Optional[int] = None) -> tuple[Optional[str], Optional[str]]:
+    """(latest registered dt before ``dt`` within ``max_age_days``, or None; why none)."""
+    earlier = [d for d in registered_dts(spark, cfg) if d < dt]
+    if not earlier:
+        return None, "no previous version"
+    age = (_dt.date.fromisoformat(dt) - _dt.date.fromisoformat(earlier[-1])).days
+    if max_age_days is not None and age > max_age_days:
+        return None, f"previous version {earlier[-1]} is {age} days old (max_age_days={max_age_days})"
+    return earlier[-1], None
+
+
+def read_published(spark: SparkSession, cfg: Config, dt: str, side: str):
+    """The published vectors of a registered version and side, checked to be readable."""
+    versions = read_version(spark, cfg, dt)
+    if side not in versions:
+        raise RegistryError(f"version {dt} has no side {side!r} (sides: {', '.join(sorted(versions))})")
+    record = versions[side]
+    if not tables.path_exists(spark, record.location):
+        raise RegistryError(
+            f"version {dt} ({side}) is registered but its data at {record.location} is missing; "
+            "restore it, or unregister the version (embedlib.registry.unregister) and rerun")
+    return spark.read.parquet(record.location), record
+
+
+def unregister(spark: SparkSession, cfg: Config, dt: str) -> None:
+    tables.drop_partition(spark, registry_table(cfg), dt)
+
+
+def code_version() -> str:
+    """Package version, plus the git commit when running from a checkout."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(embedlib.__file__).parent, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{embedlib.__version__}+{sha}" if sha else embedlib.__version__

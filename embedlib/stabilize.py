@@ -1,0 +1,243 @@
+"""Step 3 maths on DataFrames: canonicalize (low-rank SVD of T W^T), align (Procrustes), measure.
+
+Frames are (id string, vector array<float>, ...). Only e x e matrices reach the driver,
+plus small samples for the score-preservation and neighbour-overlap metrics.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from embedlib import linalg
+from embedlib.config import StabilizeConfig
+from embedlib.errors import EmbedlibError
+from embedlib.log import get_logger
+
+log = get_logger(__name__)
+
+
+class StabilizeError(EmbedlibError):
+    """The inputs cannot be stabilized as configured, or a quality gate failed."""
+
+
+@dataclass
+class Side:
+    """One matrix: today's raw vectors and, when there is one, the parent version's."""
+
+    name: str
+    df: DataFrame
+    prev_df: Optional[DataFrame] = None
+
+
+@dataclass
+class Stabilized:
+    items_df: DataFrame
+    other_df: Optional[DataFrame]
+    transform_items: np.ndarray  # (e, e): published = raw @ transform_items
+    transform_other: Optional[np.ndarray]
+    mode: str
+    root_reason: Optional[str]  # why this version is a root (no parent used), else None
+    metrics: dict = field(default_factory=dict)
+
+
+def vector_dim(df: DataFrame, name: str) -> int:
+    row = df.select(F.size("vector").alias("n")).where(F.col("vector").isNotNull()).first()
+    if row is None:
+        raise StabilizeError(f"{name}: no vectors to stabilize (empty input)")
+    if row.n <= 0:
+        raise StabilizeError(f"{name}: vectors have length {row.n}")
+    return int(row.n)
+
+
+def checked_gram(side: Side, dim: int, cfg: StabilizeConfig) -> tuple[Side, linalg.BlockGram]:
+    """Gram of a side; bad vectors (null, wrong length, NaN/Inf) stop the job or are dropped."""
+    g = linalg.gram(side.df, "vector", dim)
+    if g.n_invalid:
+        examples = [r.id for r in side.df.where(linalg.invalid_vector("vector", dim)).select("id").limit(3).collect()]
+        message = (f"{side.name}: {g.n_invalid} of {g.n_rows + g.n_invalid} vectors are null, not of "
+                   f"length {dim}, or have NaN/Inf (e.g. ids {examples})")
+        if cfg.on_invalid_vectors == "error":
+            raise StabilizeError(message + "; set stabilize.on_invalid_vectors=drop to drop them")
+        log.warning("%s: dropped", message)
+        side = Side(side.name, side.df.where(~linalg.invalid_vector("vector", dim)), side.prev_df)
+        g = linalg.gram(side.df, "vector", dim)
+    if g.n_rows == 0:
+        raise StabilizeError(f"{side.name}: no valid vector to stabilize")
+    return side, g
+
+
+def canonical_transforms(g_t, g_w, cfg: StabilizeConfig, names=("items", "other")) -> tuple:
+    """(M_T, M_W, metrics) of the low-rank SVD of T W^T from the two Gram matrices."""
+    f_t = linalg.cholesky_factor(g_t.matrix, cfg.gram_rcond, cfg.on_rank_deficient, names[0])
+    f_w = linalg.cholesky_factor(g_w.matrix, cfg.gram_rcond, cfg.on_rank_deficient, names[1])
+    canon = linalg.low_rank_svd_transforms(f_t.r, f_w.r)
+    e = g_t.dim
+    metrics = {"gram_condition_items": f_t.condition, "gram_condition_other": f_w.condition,
+               "factor_items": f_t.method, "factor_other": f_w.method,
+               "rank": canon.rank, "dim": e}
+    if canon.rank < e:
+        log.warning("score matrix has numerical rank %d < %d: the last %d canonical dimensions are zero",
+                    canon.rank, e, e - canon.rank)
+    return canon.m_t, canon.m_w, metrics
+
+
+def join_previous(side: Side) -> DataFrame:
+    """Today's raw vectors ``t`` next to the parent's published vectors ``b``, on shared ids."""
+    prev = side.prev_df.select("id", F.col("vector").alias("b"))
+    return side.df.select("id", F.col("vector").alias("t")).join(prev, on="id", how="inner")
+
+
+def stabilize(items: Side, other: Optional[Side], cfg: StabilizeConfig,
+              prev_dim: Optional[int] = None) -> Stabilized:
+    """Canonicalize and/or align today's vectors to the parent version, with quality metrics."""
+    dim = vector_dim(items.df, items.name)
+    if other is not None and vector_dim(other.df, other.name) != dim:
+        raise StabilizeError(f"{items.name} and {other.name} vectors have different lengths")
+    mode = cfg.mode if cfg.mode != "auto" else ("canonicalize_align" if other is not None else "align")
+    if mode == "canonicalize_align" and other is None:
+        raise StabilizeError("stabilize.mode=canonicalize_align needs a second matrix "
+                             "(Item2Vec context vectors or two-tower user vectors); use mode=align")
+    items, g_t = checked_gram(items, dim, cfg)
+    metrics: dict = {"dim": dim, "rows_items": g_t.n_rows, "mode": mode}
+    eye = np.eye(dim)
+    m_t, m_w = eye, (eye if other is not None else None)
+    if other is not None:
+        other, g_w = checked_gram(other, dim, cfg)
+        metrics["rows_other"] = g_w.n_rows
+        if mode == "canonicalize_align":
+            m_t, m_w, canon_metrics = canonical_transforms(g_t, g_w, cfg, (items.name, other.name))
+            metrics.update(canon_metrics)
+    root_reason = _root_reason(items, dim, prev_dim, mode, cfg)
+    o, joined = eye, None
+    if root_reason is None:
+        o, joined, align_metrics = _align(items, other, m_t, m_w, g_t.n_rows, dim, cfg)
+        metrics.update(align_metrics)
+        if metrics.get("root_reason"):
+            root_reason, o = metrics.pop("root_reason"), eye
+    f_t = m_t @ o
+    f_w = m_w @ o if m_w is not None else None
+    metrics.update(score_preservation(items.df, other.df if other else None, f_t, f_w, cfg))
+    if joined is not None and root_reason is None:
+        metrics.update(same_id_metrics(joined, f_t, dim, cfg))
+    if joined is not None:
+        joined.unpersist()
+    _check_gates(metrics, cfg)
+    return Stabilized(linalg.apply_transform(items.df, "vector", f_t),
+                      linalg.apply_transform(other.df, "vector", f_w) if other else None,
+                      f_t, f_w, mode, root_reason, metrics)
+
+
+def _root_reason(items: Side, dim: int, prev_dim: Optional[int], mode: str, cfg) -> Optional[str]:
+    if mode == "none":
+        return "mode none"
+    if items.prev_df is None:
+        return "no previous version"
+    if prev_dim is not None and prev_dim != dim:
+        message = f"dimension changed from {prev_dim} to {dim}: an orthogonal alignment is impossible"
+        if cfg.on_dim_change == "error":
+            raise StabilizeError(message + "; set stabilize.on_dim_change=new_root to start a new chain")
+        log.warning("%s: publishing a new root", message)
+        return f"dimension change {prev_dim}->{dim}"
+    return None
+
+
+def _align(items: Side, other: Optional[Side], m_t, m_w, n_items: int, dim: int, cfg) -> tuple:
+    joined = join_previous(items).persist(StorageLevel.MEMORY_AND_DISK)
+    cg = linalg.cross_gram(joined, "t", "b", dim, m_t)
+    needed = max(dim, int(np.ceil(cfg.min_overlap_share * n_items)))
+    metrics = {"rows_joined": cg.n_rows, "overlap_share": cg.n_rows / n_items}
+    if cg.n_invalid:
+        raise StabilizeError(f"the parent version has {cg.n_invalid} invalid vectors on shared ids")
+    if cg.n_rows < needed:
+        message = (f"only {cg.n_rows} of {n_items} item ids are in the parent version (need {needed}: "
+                   f"at least the dimension {dim} and stabilize.min_overlap_share={cfg.min_overlap_share})")
+        if cfg.on_low_overlap == "error":
+            joined.unpersist()
+            raise StabilizeError(message + "; set stabilize.on_low_overlap=new_root to start a new chain")
+        log.warning("%s: publishing a new root", message)
+        return np.eye(dim), joined, {**metrics, "root_reason": "low overlap"}
+    cross = cg.block(0, 1).copy()
+    if cfg.align_on == "items_and_other" and other is not None and other.prev_df is not None:
+        og = linalg.cross_gram(join_previous(other), "t", "b", dim, m_w)
+        cross += cfg.other_weight * og.block(0, 1)
+        metrics["rows_joined_other"] = og.n_rows
+    o = linalg.procrustes_rotation(cross)
+    metrics["alignment_residual"] = linalg.alignment_residual(cg.block(0, 0), cg.block(0, 1), cg.block(1, 1), o)
+    log.info("aligned on %d shared ids: residual %.4g", cg.n_rows, metrics["alignment_residual"])
+    return o, joined, metrics
+
+
+def score_preservation(items_df, other_df, f_t, f_w, cfg: StabilizeConfig) -> dict:
+    """Max |S_new - S_raw| / max |S_raw| over sampled pairs, with float32 storage of S_new.
+
+    S = T W^T (item x other) when there is a second matrix, else T T^T (item x item).
+    """
+    t = _sample_matrix(items_df, cfg.score_sample, cfg.seed)
+    w, f_other = (_sample_matrix(other_df, cfg.score_sample, cfg.seed + 1), f_w) if other_df is not None else (t, f_t)
+    before = t @ w.T
+    after = (t @ f_t).astype(np.float32).astype(np.float64) @ (w @ f_other).astype(np.float32).astype(np.float64).T
+    scale = np.abs(before).max()
+    err = float(np.abs(after - before).max() / scale) if scale > 0 else 0.0
+    return {"score_max_rel_err": err, "score_pairs": int(before.size)}
+
+
+def _sample_matrix(df: DataFrame, n: int, seed: int) -> np.ndarray:
+    rows = df.select("vector").orderBy(F.xxhash64("id", F.lit(seed))).limit(n).collect()
+    return np.array([r.vector for r in rows], dtype=np.float64)
+
+
+def same_id_metrics(joined: DataFrame, f_t: np.ndarray, dim: int, cfg: StabilizeConfig) -> dict:
+    """Same-id cosine to the parent (raw and stabilized) and neighbour overlap@k on a sample."""
+    cos_df = linalg.row_cosines(joined, "t", "b", dim, {"raw": None, "stabilized": f_t})
+    aggs = []
+    for c in ("raw", "stabilized"):
+        aggs += [F.mean(c).alias(f"{c}_mean"), F.percentile_approx(c, [0.5, 0.05], 10000).alias(f"{c}_q")]
+    row = cos_df.agg(*aggs).first()
+    metrics = {}
+    for c in ("raw", "stabilized"):
+        metrics[f"cosine_{c}_mean"] = row[f"{c}_mean"]
+        metrics[f"cosine_{c}_median"], metrics[f"cosine_{c}_p5"] = row[f"{c}_q"]
+    sample = joined.orderBy(F.xxhash64("id", F.lit(cfg.seed))).limit(cfg.overlap_sample).collect()
+    if len(sample) > cfg.overlap_k:
+        new = np.array([r.t for r in sample], dtype=np.float64) @ f_t
+        prev = np.array([r.b for r in sample], dtype=np.float64)
+        metrics[f"neighbour_overlap_at_{cfg.overlap_k}"] = neighbour_overlap(
+            new, prev, cfg.overlap_k, cfg.overlap_queries)
+        metrics["overlap_sample"] = len(sample)
+    log.info("same-id cosine to parent: raw %.3f, stabilized %.3f (mean)",
+             metrics["cosine_raw_mean"], metrics["cosine_stabilized_mean"])
+    return metrics
+
+
+def neighbour_overlap(a: np.ndarray, b: np.ndarray, k: int, n_queries: int) -> float:
+    """Mean share of the k cosine nearest neighbours (self excluded) that a and b agree on.
+
+    Parameters
+    ----------
+    a, b : ndarray, shape (n, e) - the same ids, row for row, in two versions.
+    """
+    def topk(x, q):
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-30)
+        sims = x[q] @ x.T
+        sims[np.arange(len(q)), q] = -np.inf
+        return np.argpartition(-sims, k, axis=1)[:, :k]
+
+    q = np.arange(min(n_queries, a.shape[0]))
+    na, nb = topk(a, q), topk(b, q)
+    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(na, nb)]))
+
+
+def _check_gates(metrics: dict, cfg: StabilizeConfig) -> None:
+    err = metrics.get("score_max_rel_err", 0.0)
+    if not np.isfinite(err) or err > cfg.max_score_error:
+        raise StabilizeError(f"quality gate: score preservation error {err:.3g} is above "
+                             f"stabilize.max_score_error={cfg.max_score_error:g}; nothing published")
+    floor, cos = cfg.min_stabilized_cosine, metrics.get("cosine_stabilized_mean")
+    if floor is not None and cos is not None and cos < floor:
+        raise StabilizeError(f"quality gate: mean stabilized same-id cosine {cos:.3f} is below "
+                             f"stabilize.min_stabilized_cosine={floor}; nothing published")
