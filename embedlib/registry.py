@@ -103,14 +103,14 @@ def read_version(spark: SparkSession, cfg: Config, dt: str) -> dict[str, Version
     return {r.side: VersionRecord.from_row(r) for r in rows}
 
 
-def previous_dt(spark: SparkSession, cfg: Config, dt: str,
-                max_age_days: Optional[int] = None) -> tuple[Optional[str], Optional[str]]:
-    """(latest registered dt before ``dt`` within ``max_age_days``, or None; why none)."""
+def previous_dt(spark: SparkSession, cfg: Config, dt: str) -> tuple[Optional[str], Optional[str]]:
+    """(latest registered dt before ``dt`` within publish.max_age_days, or None; why none)."""
     earlier = [d for d in registered_dts(spark, cfg) if d < dt]
     if not earlier:
         return None, "no previous version"
     age = (_dt.date.fromisoformat(dt) - _dt.date.fromisoformat(earlier[-1])).days
-    if max_age_days is not None and age > max_age_days:
+    max_age_days = cfg.publish.max_age_days
+    if age > max_age_days:
         return None, f"previous version {earlier[-1]} is {age} days old (max_age_days={max_age_days})"
     return earlier[-1], None
 

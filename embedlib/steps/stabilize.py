@@ -2,7 +2,8 @@
 
 Reads: the raw embedding tables of dt (or user-supplied sources, stabilize.items/other), the
 registry and the parent's published vectors, the train_runs row of dt when there is one.
-Writes: tables embeddings_<side> (dt partition), then the registry partition of dt, last.
+Writes: tables embeddings_<side> (today's vectors plus the parent's carried rows), the delta
+table, then the registry partition of dt, last: the version exists from that write on.
 """
 from __future__ import annotations
 
@@ -12,14 +13,12 @@ from typing import Optional
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from embedlib import registry, tables
+from embedlib import publish, registry, tables
 from embedlib.config import Config, VectorSourceConfig
 from embedlib.log import get_logger, step
 from embedlib.stabilize import Side, Stabilized, StabilizeError, stabilize
 
 log = get_logger(__name__)
-
-PUBLISHED_COLS = ["id", "vector", "count", "carried", "trained_dt"]
 
 
 @dataclass
@@ -81,7 +80,7 @@ def extract(spark: SparkSession, cfg: Config, dt: str) -> Inputs:
         raise StabilizeError(f"no item vectors for dt={dt}: {raw_table(cfg, 'item')} has no "
                              "partition for it (run train_item2vec first) and stabilize.items is not set")
     other_df = _today(spark, cfg, dt, s.other_side, s.other) if s.other or s.other_side == "context" else None
-    parent_dt, reason = registry.previous_dt(spark, cfg, dt, cfg.publish.max_age_days)
+    parent_dt, reason = registry.previous_dt(spark, cfg, dt)
     prev_items = prev_other = parent_dim = None
     if parent_dt is not None:
         prev_items, record = registry.read_published(spark, cfg, parent_dt, "item")
@@ -111,26 +110,37 @@ def transform(inputs: Inputs, cfg: Config) -> Stabilized:
     return result
 
 
-def published(df: DataFrame, dt: str) -> DataFrame:
-    return df.select("id", "vector", "count", F.lit(False).alias("carried"),
-                     F.lit(dt).alias("trained_dt")).select(*PUBLISHED_COLS)
-
-
 def load(spark: SparkSession, result: Stabilized, inputs: Inputs, cfg: Config, dt: str) -> list:
-    """Write every side's vectors, then register the version (the commit point)."""
-    sides = [("item", result.items_df, result.transform_items)]
+    """Write every side's vectors (+ carried rows) and the delta, then register the version."""
+    chained = result.root_reason is None  # same space as the parent: carry and diff against it
+    sides = [("item", result.items_df, result.transform_items, inputs.items.prev_df)]
     if result.other_df is not None:
-        sides.append((cfg.stabilize.other_side, result.other_df, result.transform_other))
+        sides.append((cfg.stabilize.other_side, result.other_df, result.transform_other, inputs.other.prev_df))
+    written, deltas = [], []
+    for side, df, transform_matrix, parent_df in sides:
+        pub_df = publish.as_published(df, dt)
+        if chained and parent_df is not None:
+            pub_df = publish.with_carried(pub_df, parent_df, dt, cfg.publish.ttl_days)
+        location = tables.write_partition(spark, pub_df, published_table(cfg, side), dt)
+        pub_df = spark.read.parquet(location)
+        counts = pub_df.agg(F.count(F.lit(1)).alias("n"), F.sum(F.col("carried").cast("int")).alias("c")).first()
+        written.append((side, location, counts.n, counts.c or 0, transform_matrix))
+        deltas.append(publish.delta(side, pub_df, parent_df if chained else None,
+                                    cfg.publish.delta_cosine_threshold))
+    delta_df = deltas[0] if len(deltas) == 1 else deltas[0].unionByName(deltas[1])
+    delta_location = tables.write_partition(spark, delta_df, tables.qualified(cfg.tables, cfg.tables.deltas), dt)
+    changes = {f"{r.side}_{r.change}": r["count"]
+               for r in spark.read.parquet(delta_location).groupBy("side", "change").count().collect()}
+    metrics = {**result.metrics, "delta": changes}
+    log.info("published %s; delta %s", ", ".join(f"{s}: {n} rows ({c} carried)" for s, _, n, c, _ in written),
+             changes)
     parent = None if result.root_reason else inputs.parent_dt
-    records = []
-    for side, df, transform_matrix in sides:
-        location = tables.write_partition(spark, published(df, dt), published_table(cfg, side), dt)
-        n_rows = spark.read.parquet(location).count()
-        records.append(registry.VersionRecord(
-            side=side, dim=result.metrics["dim"], n_rows=n_rows, n_carried=0, parent_dt=parent,
-            root=parent is None, root_reason=result.root_reason, mode=result.mode,
-            metrics=result.metrics, transform=transform_matrix, trainer=inputs.trainer,
-            code_version=registry.code_version(), location=location))
+    records = [registry.VersionRecord(
+        side=side, dim=result.metrics["dim"], n_rows=n, n_carried=c, parent_dt=parent,
+        root=parent is None, root_reason=result.root_reason, mode=result.mode,
+        metrics={**metrics, "evicted": changes.get(f"{side}_evicted", 0)}, transform=transform_matrix,
+        trainer=inputs.trainer, code_version=registry.code_version(), location=location)
+        for side, location, n, c, transform_matrix in written]
     registry.register(spark, cfg, dt, records)
     return records
 
@@ -140,5 +150,6 @@ def run(spark: SparkSession, cfg: Config, dt: str) -> dict:
         inputs = extract(spark, cfg, dt)
         result = transform(inputs, cfg)
         records = load(spark, result, inputs, cfg, dt)
-    return {**result.metrics, "parent_dt": records[0].parent_dt, "root_reason": result.root_reason,
-            "rows": {r.side: r.n_rows for r in records}}
+    item = records[0]
+    return {**item.metrics, "parent_dt": item.parent_dt, "root_reason": result.root_reason,
+            "rows": {r.side: r.n_rows for r in records}, "carried": {r.side: r.n_carried for r in records}}

@@ -1,0 +1,228 @@
+"""Stabilization speed: the Gram pass three ways, and the whole job against one process.
+
+1. Gram of N x 128 float32 vectors from Parquet (default 500k), in one run: embedlib.linalg
+   (Arrow batches, one BLAS call each); the per-row approach (df.rdd.mapPartitions summing
+   np.outer per row, as published reference code does); pyarrow + numpy in one process.
+2. The stabilize job (items + users, 128 dims, read -> canonicalize -> align to a registered
+   parent -> write, with its metrics) at several sizes per side, against a single-process
+   pyarrow + numpy script doing the same maths and I/O.
+
+Usage: python benchmarks/bench_stabilize.py [--gram-rows 500000] [--sizes 250000,1000000,4000000]
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import WORK, timed, write_results  # noqa: E402
+
+from embedlib import linalg  # noqa: E402
+from embedlib.config import config_from_dict  # noqa: E402
+from embedlib.log import get_logger  # noqa: E402
+
+log = get_logger("bench_stabilize")
+DIM = 128
+D1, D2 = "2024-01-01", "2024-01-02"
+
+
+def write_matrix(path: Path, prefix: str, x: np.ndarray) -> str:
+    n, e = x.shape
+    ids = pc.binary_join_element_wise(prefix, pc.cast(pa.array(np.arange(n)), pa.string()), "")
+    vec = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * e),
+                                   pa.array(x.astype(np.float32).ravel()))
+    pq.write_table(pa.table({"id": ids, "vector": vec}), path, row_group_size=65536)
+    return str(path)
+
+
+def read_matrix(path: str) -> tuple[pa.Array, np.ndarray]:
+    table = pq.read_table(path)
+    vec = table.column("vector").combine_chunks()
+    return table.column("id").combine_chunks(), vec.flatten().to_numpy().reshape(len(vec), -1)
+
+
+def make_versions(folder: Path, n: int, seed: int) -> dict:
+    """Version 1 (T, W) and version 2 = (T A + noise, W A^-T): same scores, scrambled space."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    scale = np.linspace(2.0, 0.5, DIM, dtype=np.float32)
+    t = rng.standard_normal((n, DIM), dtype=np.float32) * scale
+    w = rng.standard_normal((n, DIM), dtype=np.float32)
+    a = np.eye(DIM) + 0.3 * rng.standard_normal((DIM, DIM))
+    paths = {"t1": write_matrix(folder / "t1.parquet", "i", t), "w1": write_matrix(folder / "w1.parquet", "u", w)}
+    t2 = t @ a + 0.05 * rng.standard_normal((n, DIM), dtype=np.float32)
+    paths["t2"] = write_matrix(folder / "t2.parquet", "i", t2)
+    del t2
+    paths["w2"] = write_matrix(folder / "w2.parquet", "u", w @ np.linalg.inv(a).T)
+    return paths
+
+
+# ---------------------------------------------------------------------------------- Gram
+def gram_per_row(spark, path: str) -> np.ndarray:
+    def per_row(rows):
+        g = np.zeros((DIM, DIM))
+        for r in rows:
+            v = np.asarray(r.vector, dtype=np.float64)
+            g += np.outer(v, v)
+        yield g
+
+    return spark.read.parquet(path).select("vector").rdd.mapPartitions(per_row).reduce(np.add)
+
+
+def gram_single_process(path: str) -> np.ndarray:
+    g = np.zeros((DIM, DIM))
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=65536, columns=["vector"]):
+        x = batch.column(0).flatten().to_numpy().reshape(batch.num_rows, DIM).astype(np.float64)
+        g += x.T @ x
+    return g
+
+
+def bench_gram(spark, rows: int, repeats: int = 3) -> dict:
+    """Best of ``repeats`` for the fast ways (noise on a shared machine only slows things down)."""
+    path = write_matrix(WORK / "gram.parquet", "i",
+                        np.random.default_rng(0).standard_normal((rows, DIM), dtype=np.float32))
+    spark.read.parquet(path).count()  # start the JVM side and warm the file cache
+    linalg.gram(spark.read.parquet(path).limit(1000), "vector", DIM)  # start Python workers
+    times: dict = {"module": [], "single_process": []}
+    for _ in range(repeats):
+        t, g_module = timed(lambda: linalg.gram(spark.read.parquet(path), "vector", DIM).matrix)
+        times["module"].append(t)
+        t, g_single = timed(gram_single_process, path)
+        times["single_process"].append(t)
+    t_row, g_row = timed(gram_per_row, spark, path)
+    best = {k: min(v) for k, v in times.items()}
+    err = max(np.abs(g - g_single).max() for g in (g_module, g_row)) / np.abs(g_single).max()
+    log.info("gram %d x %d: module %.2fs, per-row %.2fs, single process %.2fs",
+             rows, DIM, best["module"], t_row, best["single_process"])
+    return {"gram_rows": rows, "gram_seconds": {**best, "per_row": t_row}, "gram_all_seconds": times,
+            "gram_max_rel_diff": float(err),
+            "gram_speedup_vs_per_row": t_row / best["module"],
+            "gram_time_vs_single_process": best["module"] / best["single_process"]}
+
+
+# --------------------------------------------------------------------------- whole job
+def _gram_chunked(x: np.ndarray, chunk: int = 262144) -> np.ndarray:
+    g = np.zeros((x.shape[1], x.shape[1]))
+    for s in range(0, len(x), chunk):
+        c = x[s:s + chunk].astype(np.float64)
+        g += c.T @ c
+    return g
+
+
+def _write_published(path: Path, ids: pa.Array, x: np.ndarray, f: np.ndarray, dt: str) -> None:
+    out = np.empty(x.shape, dtype=np.float32)
+    for s in range(0, len(x), 262144):
+        out[s:s + 262144] = x[s:s + 262144].astype(np.float64) @ f
+    n, e = out.shape
+    vec = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * e), pa.array(out.ravel()))
+    pq.write_table(pa.table({"id": ids, "vector": vec, "count": pa.nulls(n, pa.int64()),
+                             "carried": pa.array(np.zeros(n, dtype=bool)),
+                             "trained_dt": pa.array([dt] * n)}), path)
+
+
+def single_process_job(t_path: str, w_path: str, parent_path: str, out: Path) -> dict:
+    """The stabilize job's maths and I/O in one process: pyarrow + numpy, float64 maths."""
+    from embedlib.stabilize import neighbour_overlap
+
+    ids_t, t = read_matrix(t_path)
+    ids_w, w = read_matrix(w_path)
+    for ids in (ids_t, ids_w):
+        assert pc.count_distinct(ids).as_py() == len(ids), "duplicate ids"
+    f_t = linalg.cholesky_factor(_gram_chunked(t))
+    f_w = linalg.cholesky_factor(_gram_chunked(w))
+    canon = linalg.low_rank_svd_transforms(f_t.r, f_w.r)
+    prev_ids, b = read_matrix(parent_path)
+    joined = pa.table({"id": ids_t, "i": pa.array(np.arange(len(ids_t)))}).join(
+        pa.table({"id": prev_ids, "j": pa.array(np.arange(len(prev_ids)))}), "id", join_type="inner")
+    i, j = joined.column("i").to_numpy(), joined.column("j").to_numpy()
+    a = t[i].astype(np.float64) @ canon.m_t
+    bj = b[j].astype(np.float64)
+    o = linalg.procrustes_rotation(a.T @ bj)
+    residual = linalg.alignment_residual(a.T @ a, a.T @ bj, bj.T @ bj, o)
+    stab = a @ o
+    bn = np.linalg.norm(bj, axis=1)
+    cos = {k: np.einsum("ij,ij->i", v, bj) / (np.linalg.norm(v, axis=1) * bn)
+           for k, v in (("raw", t[i].astype(np.float64)), ("stabilized", stab))}
+    metrics = {f"cosine_{k}_{s}": float(fn(v)) for k, v in cos.items()
+               for s, fn in (("mean", np.mean), ("median", np.median), ("p5", lambda c: np.quantile(c, 0.05)))}
+    sample = slice(0, 512)
+    before = t[sample].astype(np.float64) @ w[sample].astype(np.float64).T
+    ft, fw = canon.m_t @ o, canon.m_w @ o
+    after = (t[sample] @ ft).astype(np.float32).astype(np.float64) @ (w[sample] @ fw).astype(np.float32).astype(np.float64).T
+    metrics["score_max_rel_err"] = float(np.abs(after - before).max() / np.abs(before).max())
+    metrics["neighbour_overlap_at_10"] = neighbour_overlap(stab[:5000], bj[:5000], 10, 500)
+    metrics["alignment_residual"] = residual
+    out.mkdir(parents=True, exist_ok=True)
+    _write_published(out / "item.parquet", ids_t, t, ft, D2)
+    _write_published(out / "user.parquet", ids_w, w, fw, D2)
+    return metrics
+
+
+def bench_job(spark, n: int, keep: bool) -> dict:
+    from embedlib import registry
+    from embedlib.steps import stabilize as step
+
+    folder = WORK / f"stabilize_{n}"
+    paths = make_versions(folder, n, seed=n % 1000)
+    cfg = config_from_dict({"tables": {"database": f"bench_stabilize_{n}"},
+                            "stabilize": {"items": {"path": paths["t1"]}, "other": {"path": paths["w1"]},
+                                          "other_side": "user"}})
+    t_root, _ = timed(step.run, spark, cfg, D1)
+    cfg.stabilize.items.path, cfg.stabilize.other.path = paths["t2"], paths["w2"]
+    t_job, summary = timed(step.run, spark, cfg, D2)
+    parent = registry.read_version(spark, cfg, D1)["item"].location.removeprefix("file:")
+    t_single, single = timed(single_process_job, paths["t2"], paths["w2"], parent, folder / "single_out")
+    log.info("stabilize %d rows/side: job %.1fs, single process %.1fs (root run %.1fs)", n, t_job, t_single, t_root)
+    if not keep:
+        shutil.rmtree(folder, ignore_errors=True)
+    keys = ("cosine_raw_mean", "cosine_stabilized_mean", "score_max_rel_err", "alignment_residual",
+            "neighbour_overlap_at_10")
+    return {"rows_per_side": n, "job_seconds": t_job, "single_process_seconds": t_single,
+            "root_job_seconds": t_root, "job_vs_single_process": t_job / t_single,
+            "job_metrics": {k: summary.get(k) for k in keys}, "single_process_metrics": {k: single.get(k) for k in keys}}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gram-rows", type=int, default=500_000)
+    parser.add_argument("--sizes", default="250000,1000000,4000000", help="rows per side, comma separated")
+    parser.add_argument("--driver-memory", default="14g")
+    parser.add_argument("--keep-data", action="store_true", help="keep the generated Parquet in benchmarks/work")
+    args = parser.parse_args(argv)
+    from embedlib.spark import get_spark
+
+    shutil.rmtree(WORK / "stabilize_warehouse", ignore_errors=True)
+    WORK.mkdir(parents=True, exist_ok=True)
+    spark_cfg = config_from_dict({"spark": {
+        "master": "local[*]", "warehouse_dir": str(WORK / "stabilize_warehouse"),
+        "metastore_dir": str(WORK / "stabilize_warehouse" / "metastore_db"),
+        "driver_memory": args.driver_memory, "shuffle_partitions": 16}}).spark
+    spark = get_spark(spark_cfg, "bench_stabilize")
+    results = bench_gram(spark, args.gram_rows)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    runs = [bench_job(spark, n, args.keep_data) for n in sizes]
+    results["job"] = runs
+    by_size = {r["rows_per_side"]: r for r in runs}
+    if 1_000_000 in by_size:
+        results["job_time_vs_single_process_1m"] = by_size[1_000_000]["job_vs_single_process"]
+    if len(sizes) > 1:
+        results[f"job_time_growth_{_label(sizes[0])}_to_{_label(sizes[-1])}"] = (
+            by_size[sizes[-1]]["job_seconds"] / by_size[sizes[0]]["job_seconds"])
+        results["rows_growth"] = sizes[-1] / sizes[0]
+    spark.stop()
+    return write_results("bench_stabilize", results)
+
+
+def _label(n: int) -> str:
+    return f"{n // 1_000_000}m" if n % 1_000_000 == 0 else f"{n // 1000}k"
+
+
+if __name__ == "__main__":
+    main()

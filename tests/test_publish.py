@@ -1,0 +1,72 @@
+"""Publishing: carry-forward with TTL, deltas, reruns, previous-version resolution."""
+import numpy as np
+import pytest
+
+from embedlib import publish, registry, tables
+from embedlib.steps import stabilize as step
+from embedlib.steps.stabilize import published_table
+from tests.test_stabilize import write_vectors
+
+RNG = np.random.default_rng(5)
+
+
+def pub(spark, cfg, dt):
+    df = tables.read_partition(spark, published_table(cfg, "item"), dt)
+    return {r.id: (r.carried, r.trained_dt) for r in df.collect()}
+
+
+def test_delta_classifies_new_evicted_moved(spark):
+    cols = "id string, vector array<float>"
+    today = spark.createDataFrame([("same", [1.0, 0.0]), ("moved", [0.0, 1.0]), ("new", [1.0, 1.0])], cols)
+    parent = spark.createDataFrame([("same", [2.0, 0.0]), ("moved", [1.0, 0.0]), ("gone", [1.0, 0.0])], cols)
+    rows = {r.id: (r.change, r.cosine) for r in publish.delta("item", today, parent, 0.05).collect()}
+    assert rows == {"moved": ("moved", 0.0), "new": ("new", None), "gone": ("evicted", None)}
+    assert {r.change for r in publish.delta("item", today, None, 0.05).collect()} == {"new"}
+
+
+@pytest.mark.slow
+def test_carry_forward_within_ttl_then_evict(spark, cfg_factory, tmp_path):
+    base = RNG.normal(size=(60, 4))
+    ids = [f"i{k}" for k in range(60)]
+    cfg = cfg_factory(stabilize={"mode": "align", "items": {"path": write_vectors(tmp_path / "1.parquet", base, ids)}},
+                      publish={"ttl_days": 1})
+    step.run(spark, cfg, "2024-03-01")
+    cfg.stabilize.items.path = write_vectors(tmp_path / "2.parquet", base[:50] + 0.01, ids[:50])
+    s2 = step.run(spark, cfg, "2024-03-02")
+    p2 = pub(spark, cfg, "2024-03-02")
+    assert s2["carried"] == {"item": 10} and len(p2) == 60
+    assert p2["i55"] == (True, "2024-03-01") and p2["i1"] == (False, "2024-03-02")
+    cfg.stabilize.items.path = write_vectors(tmp_path / "3.parquet", base[:50], ids[:50])
+    s3 = step.run(spark, cfg, "2024-03-03")
+    assert s3["carried"] == {"item": 0} and len(pub(spark, cfg, "2024-03-03")) == 50
+    assert s3["delta"].get("item_evicted") == 10 and s3["evicted"] == 10
+    delta = tables.read_partition(spark, tables.qualified(cfg.tables, cfg.tables.deltas), "2024-03-03")
+    assert {r.id for r in delta.where("change = 'evicted'").collect()} == {f"i{k}" for k in range(50, 60)}
+
+
+@pytest.mark.slow
+def test_rerun_of_a_published_dt_is_idempotent(spark, cfg_factory, tmp_path):
+    x = RNG.normal(size=(40, 4))
+    cfg = cfg_factory(stabilize={"mode": "align", "items": {"path": write_vectors(tmp_path / "1.parquet", x)}})
+    step.run(spark, cfg, "2024-03-01")
+    cfg.stabilize.items.path = write_vectors(tmp_path / "2.parquet", x + 0.01)
+    step.run(spark, cfg, "2024-03-02")
+    table = published_table(cfg, "item")
+    before = sorted(tuple(r) for r in tables.read_partition(spark, table, "2024-03-02").collect())
+    step.run(spark, cfg, "2024-03-02")
+    after = sorted(tuple(r) for r in tables.read_partition(spark, table, "2024-03-02").collect())
+    assert before == after and len(after) == 40
+    reg = tables.read_partition(spark, registry.registry_table(cfg), "2024-03-02")
+    assert reg.count() == 1 and registry.registered_dts(spark, cfg) == ["2024-03-01", "2024-03-02"]
+    assert registry.read_version(spark, cfg, "2024-03-02")["item"].parent_dt == "2024-03-01"
+
+
+def test_previous_version_too_old_is_a_new_root(spark, cfg_factory, tmp_path):
+    cfg = cfg_factory(stabilize={"mode": "align", "items": {"path": write_vectors(tmp_path / "1.parquet", RNG.normal(size=(20, 4)))}},
+                      publish={"max_age_days": 3})
+    step.run(spark, cfg, "2024-03-01")
+    assert registry.previous_dt(spark, cfg, "2024-03-04") == ("2024-03-01", None)
+    parent, reason = registry.previous_dt(spark, cfg, "2024-03-05")
+    assert parent is None and "4 days old (max_age_days=3)" in reason
+    summary = step.run(spark, cfg, "2024-03-05")
+    assert summary["parent_dt"] is None and "4 days old" in summary["root_reason"]
