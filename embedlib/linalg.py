@@ -166,9 +166,13 @@ def apply_transform(df: DataFrame, col_name: str, matrix: np.ndarray) -> DataFra
 
 
 def row_cosines(df: DataFrame, col_a: str, col_b: str, dim: int,
-                transforms_a: dict[str, Optional[np.ndarray]]) -> DataFrame:
-    """One double column per name in ``transforms_a``: cos(col_a @ M, col_b) row by row."""
+                transforms_a: dict[str, Optional[np.ndarray]], keep: Sequence[str] = ()) -> DataFrame:
+    """Columns ``keep`` plus one double column per name in ``transforms_a``: cos(col_a @ M, col_b).
+
+    Rows where either vector is null are dropped (use a join to keep them).
+    """
     mats = {k: None if m is None else np.asarray(m, dtype=np.float64) for k, m in transforms_a.items()}
+    keep = list(keep)
 
     def cosines(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
@@ -181,10 +185,11 @@ def row_cosines(df: DataFrame, col_a: str, col_b: str, dim: int,
                 denom = np.linalg.norm(am, axis=1) * b_norm
                 out.append(pa.array(np.divide(np.einsum("ij,ij->i", am, b), denom,
                                               out=np.zeros(len(denom)), where=denom > 0)))
-            yield pa.record_batch(out, names=list(mats))
+            yield pa.record_batch([batch.column(c) for c in keep] + out, names=keep + list(mats))
 
-    schema = ", ".join(f"{k} double" for k in mats)
-    return df.select(col_a, col_b).mapInArrow(cosines, schema)
+    kept = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in df.select(*keep).schema.fields)
+    schema = ", ".join(([kept] if kept else []) + [f"{k} double" for k in mats])
+    return df.where(F.col(col_a).isNotNull() & F.col(col_b).isNotNull()).select(*dict.fromkeys([*keep, col_a, col_b])).mapInArrow(cosines, schema)
 
 
 # ------------------------------------------------------------------------ driver-side maths

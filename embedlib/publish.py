@@ -6,8 +6,10 @@ done across a new root (different space).
 """
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+
+from embedlib import linalg
 
 PUBLISHED_COLS = ["id", "vector", "count", "carried", "trained_dt"]
 DELTA_COLS = ["side", "id", "change", "cosine", "vector"]
@@ -33,32 +35,26 @@ def with_carried(today_df: DataFrame, parent_df: DataFrame, dt: str, ttl_days: i
     return today_df.unionByName(carried_df)
 
 
-def dot(a: Column, b: Column) -> Column:
-    return F.aggregate(F.zip_with(a, b, lambda x, y: x * y), F.lit(0.0).cast("double"),
-                       lambda acc, v: acc + v)
-
-
-def cosine(a: Column, b: Column) -> Column:
-    """Row-wise cosine of two array<float> columns, in SQL (no Python UDF)."""
-    denom = F.sqrt(dot(a, a)) * F.sqrt(dot(b, b))
-    return F.when(denom > 0, dot(a, b) / denom)
-
-
 def delta(side: str, published_df: DataFrame, parent_df: DataFrame | None, threshold: float) -> DataFrame:
     """Rows that changed since the parent: new, evicted, or moved by more than ``threshold``.
 
-    ``moved`` means 1 - cosine(today, parent) > threshold for a vector published in both.
+    ``moved`` means 1 - cosine(today, parent) > threshold for an id published in both.
     """
     today = published_df.select("id", F.col("vector").alias("v"))
     if parent_df is None:
         return today.select(F.lit(side).alias("side"), "id", F.lit("new").alias("change"),
                             F.lit(None).cast("double").alias("cosine"), F.col("v").alias("vector"))
     parent = parent_df.select("id", F.col("vector").alias("p"))
-    joined = today.join(parent, on="id", how="full_outer").withColumn("cosine", cosine(F.col("v"), F.col("p")))
-    change = (F.when(F.col("p").isNull(), "new").when(F.col("v").isNull(), "evicted")
-              .when(1.0 - F.col("cosine") > threshold, "moved"))
-    return (
-        joined.withColumn("change", change)
-        .where(F.col("change").isNotNull())
-        .select(F.lit(side).alias("side"), "id", "change", "cosine", F.col("v").alias("vector"))
+    dim = len(today.first()["v"])
+    moved = (
+        linalg.row_cosines(today.join(parent, on="id", how="inner"), "v", "p", dim, {"cosine": None}, keep=["id", "v"])
+        .where(1.0 - F.col("cosine") > threshold)
+        .select(F.lit("moved").alias("change"), "id", "cosine", "v")
     )
+    new = today.join(parent.select("id"), on="id", how="left_anti").select(
+        F.lit("new").alias("change"), "id", F.lit(None).cast("double").alias("cosine"), "v")
+    evicted = parent.join(today.select("id"), on="id", how="left_anti").select(
+        F.lit("evicted").alias("change"), "id", F.lit(None).cast("double").alias("cosine"),
+        F.lit(None).cast("array<float>").alias("v"))
+    return moved.unionByName(new).unionByName(evicted).select(
+        F.lit(side).alias("side"), "id", "change", "cosine", F.col("v").alias("vector"))
