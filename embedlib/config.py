@@ -260,7 +260,7 @@ class ServeConfig:
     # Ids that are not in the index: error, zero (a zero vector) or skip (left out).
     unknown_ids: str = "error"
     # One block of scores (query rows x index rows x 4 bytes) stays under this; 0 picks
-    # 32 MiB on the CPU (cache-friendly) and 1 GiB on a GPU (fewer kernel launches).
+    # 8 MiB on the CPU (cache-friendly) and 1 GiB on a GPU (fewer kernel launches).
     max_chunk_bytes: int = 0
     # Query rows scored together (larger batches make better use of the matmul).
     query_batch: int = 1024
@@ -348,13 +348,19 @@ def _apply_override(raw: dict, item: str) -> None:
         fields = _yaml_fields(cls)
         if part not in fields:
             raise ConfigError(f"--set {key}: unknown key {'.'.join(parts[:i + 1])!r}")
-        cls = fields[part]
+        cls = _unwrap_optional(fields[part])
     node = raw
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set {key}: {part!r} is not a section")
     node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+
+
+def _unwrap_optional(tp: Any) -> Any:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return next(a for a in typing.get_args(tp) if a is not type(None))
+    return tp
 
 
 def _yaml_fields(cls) -> dict:
@@ -382,12 +388,9 @@ def _build(cls, raw: Any, prefix: str, source: str):
 
 
 def _coerce(tp: Any, value: Any, key: str, source: str):
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return None if value is None else _coerce(_unwrap_optional(tp), value, key, source)
     origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(args[0], value, key, source)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value if value is not None else {}, key + ".", source)
     if isinstance(value, (_dt.date, _dt.datetime)) and tp is str:

@@ -140,3 +140,20 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         sha = ""
     return f"{embedlib.__version__}+{sha}" if sha else embedlib.__version__
+
+
+def describe_versions(spark: SparkSession, cfg: Config, dts: Optional[list[str]] = None) -> list[dict]:
+    """One summary dict per registered (dt, side), with the row count read back from its data.
+
+    Raises RegistryError when a registered version's data is missing.
+    """
+    rows = []
+    for dt in dts or registered_dts(spark, cfg):
+        for side, rec in sorted(read_version(spark, cfg, dt).items()):
+            df, _ = read_published(spark, cfg, dt, side)
+            m = rec.metrics
+            rows.append({"dt": dt, "side": side, "rows": rec.n_rows, "rows_read": df.count(),
+                         "carried": rec.n_carried, "parent_dt": rec.parent_dt, "root_reason": rec.root_reason,
+                         "mode": rec.mode, "cos_raw": m.get("cosine_raw_mean"),
+                         "cos_stab": m.get("cosine_stabilized_mean"), "score_err": m.get("score_max_rel_err")})
+    return rows

@@ -1,4 +1,8 @@
-"""One local SparkSession for the whole test run, and a fresh database per test."""
+"""One local SparkSession for the whole test run, and a fresh database per test.
+
+The master is local[2,2]: two threads, and a failed task is retried once (as on a cluster),
+so tests can inject task failures.
+"""
 from __future__ import annotations
 
 import uuid
@@ -28,7 +32,7 @@ def spark(warehouse):
 
 
 def _spark_section(warehouse: Path) -> dict:
-    return {"spark": {"master": "local[2]", "warehouse_dir": str(warehouse),
+    return {"spark": {"master": "local[2,2]", "warehouse_dir": str(warehouse),
                       "metastore_dir": str(warehouse / "metastore_db"),
                       "shuffle_partitions": 4, "ui_enabled": False, "driver_memory": "2g"}}
 

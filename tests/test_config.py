@@ -42,6 +42,16 @@ def test_set_overrides_are_typed(tmp_path):
     assert "--set sequences.min_count=7" in cfg.source
 
 
+def test_set_reaches_into_optional_sections(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("{}\n")
+    cfg = load_config(path, ["stabilize.items.path=/data/items.parquet", "stabilize.items.id_col=item_id"])
+    assert (cfg.stabilize.items.path, cfg.stabilize.items.id_col) == ("/data/items.parquet", "item_id")
+    assert cfg.stabilize.other is None
+    with pytest.raises(ConfigError, match="unknown key 'stabilize.items.pth'"):
+        load_config(path, ["stabilize.items.pth=x"])
+
+
 def test_set_unknown_key_is_an_error(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("{}\n")

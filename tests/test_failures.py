@@ -1,0 +1,91 @@
+"""Failure-proofing: a job killed mid-publish, injected task failures, bad input end to end."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from embedlib.config import StabilizeConfig
+from embedlib.stabilize import Side, stabilize
+from tests.conftest import REPO
+from tests.test_stabilize import write_vectors
+
+RNG = np.random.default_rng(11)
+D1, D2 = "2024-04-01", "2024-04-02"
+
+
+def job(name, warehouse, *sets):
+    args = [sys.executable, str(REPO / "jobs" / f"{name}.py"), "--conf", str(REPO / "conf" / "local.yaml"),
+            "--set", f"spark.warehouse_dir={warehouse}", "--set", f"spark.metastore_dir={warehouse}/metastore_db",
+            "--set", "spark.master=local[2]", "--set", "spark.driver_memory=1g"]
+    for s in sets:
+        args += ["--set", s]
+    return args
+
+
+def versions(warehouse):
+    out = subprocess.run(job("show_versions", warehouse) + ["--json"], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_sigkill_during_publish_leaves_registered_versions_intact(tmp_path):
+    wh = tmp_path / "wh"
+    x = RNG.normal(size=(200, 8))
+    v1 = write_vectors(tmp_path / "v1.parquet", x)
+    v2 = write_vectors(tmp_path / "v2.parquet", x @ np.linalg.qr(RNG.normal(size=(8, 8)))[0])
+    stab = ["stabilize.mode=align"]
+    first = subprocess.run(job("stabilize", wh, *stab, f"stabilize.items.path={v1}") + ["--dt", D1],
+                           capture_output=True, text=True, cwd=REPO)
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = versions(wh)
+    proc = subprocess.Popen(job("stabilize", wh, *stab, f"stabilize.items.path={v2}") + ["--dt", D2],
+                            stderr=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True)
+    killed = False
+    for line in proc.stderr:
+        if f"embeddings_item dt={D2}" in line and "wrote" in line:  # data written, not registered
+            os.killpg(proc.pid, signal.SIGKILL)
+            killed = True
+            break
+    proc.wait()
+    assert killed and proc.returncode == -signal.SIGKILL
+    after = versions(wh)
+    assert after == before and [v["dt"] for v in after] == [D1]
+    assert after[0]["rows_read"] == after[0]["rows"] == 200
+    rerun = subprocess.run(job("stabilize", wh, *stab, f"stabilize.items.path={v2}") + ["--dt", D2],
+                           capture_output=True, text=True, cwd=REPO)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    final = versions(wh)
+    assert [(v["dt"], v["parent_dt"]) for v in final] == [(D1, None), (D2, D1)]
+    assert final[1]["cos_stab"] > 0.999 and final[0] == before[0]
+
+
+def flaky(df):
+    """The same rows, but the first attempt of partition 0 of every stage fails."""
+    def fail_first_attempt(batches):
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        if ctx.attemptNumber() == 0 and ctx.partitionId() == 0:
+            raise RuntimeError("injected task failure")
+        yield from batches
+
+    return df.mapInArrow(fail_first_attempt, df.schema)
+
+
+def test_injected_task_failures_give_the_clean_result(spark, tmp_path):
+    x, y = RNG.normal(size=(300, 6)), RNG.normal(size=(300, 6))
+    read = lambda p: spark.read.parquet(p).repartition(3)  # noqa: E731
+    t = read(write_vectors(tmp_path / "t.parquet", x))
+    prev = read(write_vectors(tmp_path / "p.parquet", y))
+    cfg = StabilizeConfig(mode="align")
+    clean = stabilize(Side("items", t, prev), None, cfg, 6)
+    noisy = stabilize(Side("items", flaky(t), flaky(prev)), None, cfg, 6)
+    np.testing.assert_allclose(noisy.transform_items, clean.transform_items, atol=1e-12)
+    assert noisy.metrics == pytest.approx(clean.metrics)
+    rows = lambda r: sorted((a.id, tuple(a.vector)) for a in r.items_df.collect())  # noqa: E731
+    assert rows(noisy) == rows(clean)
