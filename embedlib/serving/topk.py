@@ -1,0 +1,166 @@
+"""Exact top-k by inner product over memory-bounded chunks, for NumPy and CuPy alike.
+
+Scores of a block of queries against a chunk of index rows come from one matmul. The
+first chunk sets a threshold per query (its k-th best score, from a partition); after
+that only scores strictly above the running k-th best are candidates, found with one
+comparison and ``flatnonzero`` over the chunk, so the selection work after the first
+chunk is a pass over the scores plus a tiny merge.
+
+Ties are broken by row index (lower first), which makes results independent of the chunk
+size: the merge puts the running best (all from earlier rows, already in order) before the
+new candidates (in row order) and sorts by score with a stable sort.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+# The first chunk only sets each query's threshold; a small one keeps its partition cheap,
+# and the next chunk then brings about k * step / FIRST_CHUNK_ROWS candidates per query.
+FIRST_CHUNK_ROWS = 4096
+
+
+def chunk_rows(max_chunk_bytes: int, query_rows: int, n_rows: int) -> int:
+    """Index rows per chunk so that one (query_rows, chunk) float32 block fits the bound."""
+    return int(max(1, min(n_rows, max_chunk_bytes // (4 * max(query_rows, 1)))))
+
+
+def exact_topk(xp, queries, matrix, k: int, *, inv_norms=None, exclude_rows=None,
+               max_chunk_bytes: int = 16 * 2**20, query_batch: int = 1024):
+    """The k best rows of ``matrix`` for each query, by inner product.
+
+    Parameters
+    ----------
+    xp : module
+        ``numpy`` or ``cupy``; every array below belongs to it.
+    queries : ndarray, shape (b, e), float32
+    matrix : ndarray, shape (n, e), float32 or float16
+        Index rows; float16 chunks are cast to float32 before the matmul.
+    k : int
+        1 <= k <= n (checked by the caller).
+    inv_norms : ndarray, shape (n,), float32, optional
+        Scores are multiplied by these (cosine with unit-norm queries).
+    exclude_rows : ndarray, shape (b,), int64, optional
+        A row never returned for each query (its own row), -1 for none.
+    max_chunk_bytes : int
+        Bound on one (query block, index chunk) float32 score block (the first chunk is
+        smaller: FIRST_CHUNK_ROWS rows, or 4 k).
+    query_batch : int
+        Queries scored together.
+
+    Returns
+    -------
+    scores : ndarray, shape (b, k), float32
+        Best first; ties in index-row order.
+    rows : ndarray, shape (b, k), int64
+        Rows of ``matrix``; -1 where fewer than k rows were allowed.
+    """
+    b = queries.shape[0]
+    scores = xp.empty((b, k), dtype=xp.float32)
+    rows = xp.empty((b, k), dtype=xp.int64)
+    for lo in range(0, b, query_batch):
+        hi = min(b, lo + query_batch)
+        excl = None if exclude_rows is None else exclude_rows[lo:hi]
+        scores[lo:hi], rows[lo:hi] = _topk_block(
+            xp, queries[lo:hi], matrix, k, inv_norms, excl,
+            chunk_rows(max_chunk_bytes, hi - lo, matrix.shape[0]))
+    return scores, rows
+
+
+def _topk_block(xp, queries, matrix, k, inv_norms, exclude_rows, step):
+    """``exact_topk`` for one block of queries, walking the index ``step`` rows at a time."""
+    b, n = queries.shape[0], matrix.shape[0]
+    best_scores = xp.full((b, k), -np.inf, dtype=xp.float32)
+    best_rows = xp.full((b, k), -1, dtype=xp.int64)
+    for start, stop in _chunk_bounds(n, min(step, max(FIRST_CHUNK_ROWS, 4 * k)), step):
+        block = _chunk_scores(xp, queries, matrix, start, stop, inv_norms, exclude_rows)
+        if start == 0:
+            candidates = (block >= _kth_largest(xp, block, k)) & (block > -np.inf)
+        else:
+            candidates = block > best_scores[:, k - 1:k]
+        flat = xp.flatnonzero(candidates)
+        if flat.size:
+            best_scores, best_rows = _merge(xp, best_scores, best_rows, block, flat, start)
+    return best_scores, best_rows
+
+
+def _chunk_bounds(n: int, first: int, step: int):
+    """(start, stop) of each chunk: rows [0, first), then ``step`` rows at a time."""
+    yield 0, min(n, first)
+    for start in range(first, n, step):
+        yield start, min(n, start + step)
+
+
+def _chunk_scores(xp, queries, matrix, start, stop, inv_norms, exclude_rows):
+    """Scores of ``queries`` against rows [start, stop): shape (b, stop - start), float32."""
+    chunk = matrix[start:stop]
+    if chunk.dtype != xp.float32:
+        chunk = chunk.astype(xp.float32)
+    block = xp.matmul(queries, chunk.T)
+    if inv_norms is not None:
+        block *= inv_norms[start:stop]
+    if exclude_rows is not None:
+        local = exclude_rows - start
+        hit = xp.flatnonzero((local >= 0) & (local < stop - start))
+        block[hit, local[hit]] = -np.inf
+    return block
+
+
+def _kth_largest(xp, block, k):
+    """The k-th largest score of each row, shape (b, 1); -inf where a row has fewer."""
+    width = block.shape[1]
+    if width < k:
+        return xp.full((block.shape[0], 1), -np.inf, dtype=block.dtype)
+    return xp.partition(block, width - k, axis=1)[:, width - k:width - k + 1]
+
+
+def _merge(xp, best_scores, best_rows, block, flat, start):
+    """Merge the candidates ``flat`` (flat indices into ``block``) into the running best.
+
+    Returns
+    -------
+    scores, rows : ndarray, shape (b, k)
+        The k best of (running best, candidates), score descending, row ascending.
+    """
+    b, k = best_scores.shape
+    width = block.shape[1]
+    query = flat // width
+    counts = xp.bincount(query, minlength=b)
+    slot = xp.arange(flat.size) - (xp.cumsum(counts) - counts)[query] + k
+    pad = k + int(counts.max())
+    pad_scores = xp.full((b, pad), -np.inf, dtype=xp.float32)
+    pad_rows = xp.full((b, pad), -1, dtype=xp.int64)
+    pad_scores[:, :k] = best_scores
+    pad_rows[:, :k] = best_rows
+    pad_scores[query, slot] = block.ravel()[flat]
+    pad_rows[query, slot] = flat % width + start
+    # Stable: among equal scores the earlier slot, i.e. the lower row, comes first.
+    order = _stable_argsort(xp, -pad_scores)[:, :k]
+    return (xp.take_along_axis(pad_scores, order, axis=1),
+            xp.take_along_axis(pad_rows, order, axis=1))
+
+
+def _stable_argsort(xp, a):
+    """Ascending, stable argsort along axis 1 (CuPy's argsort is always stable)."""
+    if xp is np:
+        return np.argsort(a, axis=1, kind="stable")
+    return xp.argsort(a, axis=1)
+
+
+def row_inv_norms(xp, matrix, step: int = 65536):
+    """1 / L2 norm of each row of ``matrix`` (0 for a zero row), float32, shape (n,)."""
+    n = matrix.shape[0]
+    out = xp.empty(n, dtype=xp.float32)
+    for start in range(0, n, step):
+        chunk = matrix[start:start + step].astype(xp.float32)
+        norms = xp.sqrt((chunk * chunk).sum(axis=1))
+        out[start:start + step] = xp.where(norms > 0, 1.0 / xp.where(norms > 0, norms, 1.0), 0.0)
+    return out
+
+
+def unit_rows(xp, vectors):
+    """``vectors`` scaled to unit L2 norm per row (zero rows stay zero), float32."""
+    vectors = vectors.astype(xp.float32, copy=False)
+    inv = row_inv_norms(xp, vectors)
+    return vectors * inv[:, None]
+

@@ -1,0 +1,116 @@
+"""Published vectors from Arrow / Parquet into (ids, matrix) arrays, checked, without Spark.
+
+A published version is a Parquet folder with columns ``id string`` and ``vector
+array<float>`` (other columns are ignored). The list column's values buffer is flattened
+and reshaped to (n, e) in one step; no per-row Python.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pyarrow import fs as pafs
+
+from embedlib.errors import EmbedlibError
+
+ID_COL, VECTOR_COL = "id", "vector"
+
+
+class VectorsError(EmbedlibError):
+    """Vectors that cannot be served: missing columns, nulls, ragged, NaN/Inf, duplicates."""
+
+
+def read_embeddings(path: Union[str, Path, Sequence[str]], id_col: str = ID_COL,
+                    vector_col: str = VECTOR_COL) -> tuple[np.ndarray, np.ndarray]:
+    """Ids and vectors of a Parquet file, a folder of them, or a list of files (or URIs).
+
+    Returns
+    -------
+    ids : ndarray, shape (n,), object (str)
+    vectors : ndarray, shape (n, e), float32
+    """
+    paths = [str(path)] if isinstance(path, (str, Path)) else [str(p) for p in path]
+    if not paths:
+        raise VectorsError("no Parquet files to read")
+    filesystem = None
+    if "://" in paths[0] or paths[0].startswith("file:"):
+        filesystem, _ = pafs.FileSystem.from_uri(paths[0])
+        paths = [pafs.FileSystem.from_uri(p)[1] for p in paths]
+    elif not Path(paths[0]).exists():
+        raise VectorsError(f"embeddings path {paths[0]} does not exist")
+    try:
+        table = pq.read_table(paths if len(paths) > 1 else paths[0], filesystem=filesystem)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise VectorsError(f"cannot read Parquet at {paths[0]}: {exc}") from None
+    return arrays_from_arrow(table, id_col, vector_col)
+
+
+def arrays_from_arrow(table: Union[pa.Table, pa.RecordBatch], id_col: str = ID_COL,
+                      vector_col: str = VECTOR_COL) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, vectors) from an Arrow table with an id column and a list<float> column.
+
+    Returns
+    -------
+    ids : ndarray, shape (n,), object (str)
+    vectors : ndarray, shape (n, e), float32
+    """
+    missing = [c for c in (id_col, vector_col) if c not in table.schema.names]
+    if missing:
+        raise VectorsError(f"embeddings have no column {missing[0]!r} "
+                           f"(columns: {', '.join(table.schema.names)})")
+    if table.num_rows == 0:
+        raise VectorsError("embeddings have no rows")
+    ids_arr = _combined(table.column(id_col))
+    if ids_arr.null_count:
+        raise VectorsError(f"{ids_arr.null_count} embedding rows have a null id")
+    ids = ids_arr.cast(pa.string()).to_numpy(zero_copy_only=False)
+    lists = _combined(table.column(vector_col))
+    if not pa.types.is_list(lists.type) and not pa.types.is_large_list(lists.type) \
+            and not pa.types.is_fixed_size_list(lists.type):
+        raise VectorsError(f"column {vector_col!r} must be a list of floats, not {lists.type}")
+    if lists.null_count:
+        raise VectorsError(f"id {ids[_first(lists.is_null())]!r} has a null vector")
+    lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
+    dim = int(lengths[0])
+    if dim == 0 or (lengths != dim).any():
+        bad = 0 if dim == 0 else int(np.flatnonzero(lengths != dim)[0])
+        raise VectorsError(f"vectors must all have the same length > 0: id {ids[bad]!r} has "
+                           f"{int(lengths[bad])} values, id {ids[0]!r} has {dim}")
+    values = lists.flatten()
+    if values.null_count:
+        raise VectorsError(f"id {ids[_first(values.is_null()) // dim]!r} has a null value "
+                           "in its vector")
+    vectors = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return ids, vectors.reshape(len(ids), dim)
+
+
+def check_vectors(ids: np.ndarray, vectors: np.ndarray, what: str = "embeddings") -> None:
+    """Raise VectorsError unless ids are unique and ``vectors`` is a finite (n, e) matrix."""
+    if vectors.ndim != 2 or vectors.shape[0] != len(ids) or vectors.shape[1] == 0:
+        raise VectorsError(f"{what}: vectors must have shape (n ids = {len(ids)}, e > 0), "
+                           f"got {vectors.shape}")
+    if len(ids) == 0:
+        raise VectorsError(f"{what}: no vectors")
+    finite = np.isfinite(vectors).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise VectorsError(f"{what}: {bad.size} vectors have NaN or Inf values, "
+                           f"e.g. id {ids[bad[0]]!r}")
+    dup = pd.Index(ids).duplicated()
+    if dup.any():
+        names = pd.unique(np.asarray(ids, dtype=object)[dup])
+        raise VectorsError(f"{what}: {len(names)} ids appear more than once, "
+                           f"e.g. {', '.join(map(repr, names[:5]))}")
+
+
+def _combined(column: Union[pa.ChunkedArray, pa.Array]) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def _first(mask: pa.Array) -> int:
+    return int(np.flatnonzero(mask.to_numpy(zero_copy_only=False))[0])
