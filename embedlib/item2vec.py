@@ -1,0 +1,242 @@
+"""Item2Vec trainers: sequences DataFrame -> item (and context) vectors, same contract for both.
+
+- gensim (default): the sequences stream out of Spark into one local text file (one
+  sequence per line, never the whole table in driver memory), then gensim trains in
+  ``corpus_file`` mode, whose worker threads each read their own part of the file, so it
+  scales with cores. It exports both sides: ``wv.vectors`` (items, the input vectors) and
+  ``syn1neg`` (context, the output vectors); item . context is the skip-gram score.
+- spark: ``pyspark.ml.feature.Word2Vec``, distributed, skip-gram with hierarchical softmax.
+  It has no negative sampling, no ``ns_exponent``, no down-sampling and no context vectors,
+  so only the item side is written and stabilization can only align it.
+
+Both return vectors as a DataFrame ``id string, vector array<float>, count long`` with the
+original id strings (url-encoded in the corpus file only, where whitespace would split them).
+"""
+from __future__ import annotations
+
+import json
+import platform
+import tempfile
+import time
+import urllib.parse
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import gensim
+import numpy as np
+import pyarrow as pa
+import pyspark
+from gensim.models import Word2Vec
+from gensim.models.callbacks import CallbackAny2Vec
+from pyspark.ml.feature import Word2Vec as SparkWord2Vec
+from pyspark.ml.functions import vector_to_array
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from embedlib.config import TrainConfig
+from embedlib.errors import EmbedlibError
+from embedlib.log import get_logger
+
+log = get_logger(__name__)
+
+EMBEDDING_COLS = ["id", "vector", "count"]
+GENSIM_ONLY = ("negative", "ns_exponent", "sample", "sg", "min_alpha", "workers")
+SPARK_ONLY = ("spark_partitions", "spark_max_sentence_length")
+
+
+class TrainInputError(EmbedlibError):
+    """The sequences cannot give a model: empty, one distinct item, or too small a vocabulary."""
+
+
+@dataclass
+class Corpus:
+    """A corpus file: one sequence per line, url-encoded ids separated by single spaces."""
+
+    path: Path
+    sequences: int
+    tokens: int
+    export_seconds: float
+
+
+@dataclass
+class TrainResult:
+    """What a trainer hands to the step: vectors (Spark DataFrames) and the run's metadata."""
+
+    item_df: DataFrame
+    context_df: Optional[DataFrame]
+    meta: dict = field(default_factory=dict)
+
+
+def trainer_params(cfg: TrainConfig) -> dict:
+    """The parameters that the configured trainer actually uses (for the metadata row)."""
+    skip = SPARK_ONLY if cfg.trainer == "gensim" else GENSIM_ONLY
+    return {k: v for k, v in asdict(cfg).items() if k not in skip and k != "corpus_dir"}
+
+
+def library_versions() -> dict:
+    return {"python": platform.python_version(), "gensim": gensim.__version__,
+            "numpy": np.__version__, "pyspark": pyspark.__version__, "pyarrow": pa.__version__}
+
+
+def corpus_lines(sequences_df: DataFrame) -> DataFrame:
+    """One ``line`` per sequence: its url-encoded ids joined by spaces, in a fixed order.
+
+    url_encode leaves no whitespace in a token (gensim splits lines on it) and is undone
+    exactly by ``urllib.parse.unquote_plus``; common ids (letters, digits, ``-_.``) pass as
+    they are. The order (user, start, session) makes the file independent of partitioning.
+    """
+    return (
+        sequences_df.select("user_id", "start_ts", "session_id", "items")
+        .orderBy("user_id", "start_ts", "session_id")
+        .select(F.concat_ws(" ", F.transform("items", lambda x: F.url_encode(x))).alias("line"))
+    )
+
+
+def export_corpus(sequences_df: DataFrame, path: Path) -> Corpus:
+    """Stream the sequences into ``path``, one partition at a time (toLocalIterator)."""
+    started = time.perf_counter()
+    n_lines = n_tokens = 0
+    with open(path, "w", encoding="utf-8") as fh:
+        for row in corpus_lines(sequences_df).toLocalIterator(prefetchPartitions=True):
+            if row.line:
+                fh.write(row.line)
+                fh.write("\n")
+                n_lines += 1
+                n_tokens += row.line.count(" ") + 1
+    corpus = Corpus(Path(path), n_lines, n_tokens, time.perf_counter() - started)
+    log.info("corpus %s: %d sequences, %d tokens, exported in %.1fs",
+             path, n_lines, n_tokens, corpus.export_seconds)
+    return corpus
+
+
+def check_vocabulary(distinct_items: int, vocab_size: int, cfg: TrainConfig) -> None:
+    """Raise TrainInputError when the corpus cannot give a usable model."""
+    if distinct_items == 0:
+        raise TrainInputError("the sequences hold no item: nothing to train on")
+    if distinct_items == 1:
+        raise TrainInputError("the corpus has one distinct item: item2vec needs at least two")
+    if vocab_size < cfg.min_vocab_size:
+        raise TrainInputError(
+            f"vocabulary too small: {vocab_size} of {distinct_items} items are seen at least "
+            f"train.min_count={cfg.min_count} times, train.min_vocab_size is {cfg.min_vocab_size}")
+
+
+class _EpochLogger(CallbackAny2Vec):
+    """Logs each epoch's time and raw words/s (gensim's own progress goes to its logger)."""
+
+    def __init__(self, epochs: int, tokens: int):
+        self.epochs, self.tokens, self.epoch, self.started = epochs, tokens, 0, 0.0
+
+    def on_epoch_begin(self, model):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, model):
+        self.epoch += 1
+        seconds = time.perf_counter() - self.started
+        log.info("gensim epoch %d/%d: %.2fs, %.0f words/s", self.epoch, self.epochs, seconds,
+                 self.tokens / max(seconds, 1e-9))
+
+
+def gensim_model(cfg: TrainConfig) -> Word2Vec:
+    """An untrained gensim Word2Vec with the configured parameters."""
+    return Word2Vec(vector_size=cfg.vector_size, window=cfg.window, negative=cfg.negative,
+                    hs=0, ns_exponent=cfg.ns_exponent, sample=cfg.sample, epochs=cfg.epochs,
+                    min_count=cfg.min_count, sg=cfg.sg, alpha=cfg.alpha, min_alpha=cfg.min_alpha,
+                    workers=cfg.workers, seed=cfg.seed)
+
+
+def train_gensim_file(corpus: Corpus, cfg: TrainConfig) -> tuple[Word2Vec, float]:
+    """Train on a corpus file; returns the model and the training seconds (not the vocab scan)."""
+    if cfg.negative < 1:
+        raise TrainInputError("train.negative must be >= 1 for the gensim trainer "
+                              "(context vectors are the negative-sampling output layer)")
+    model = gensim_model(cfg)
+    model.build_vocab(corpus_file=str(corpus.path), keep_raw_vocab=True)
+    check_vocabulary(len(model.raw_vocab), len(model.wv), cfg)
+    model.raw_vocab = None
+    started = time.perf_counter()
+    model.train(corpus_file=str(corpus.path), total_words=model.corpus_total_words,
+                epochs=cfg.epochs, callbacks=[_EpochLogger(cfg.epochs, corpus.tokens)])
+    return model, time.perf_counter() - started
+
+
+def embeddings_frame(spark: SparkSession, ids: np.ndarray, vectors: np.ndarray,
+                     counts: np.ndarray) -> DataFrame:
+    """DataFrame ``id, vector array<float>, count`` from numpy, through one Arrow table.
+
+    Parameters
+    ----------
+    ids : ndarray of str, shape (n,)
+    vectors : ndarray, shape (n, e), cast to float32
+    counts : ndarray of int, shape (n,)
+    """
+    n, e = vectors.shape
+    offsets = pa.array(np.arange(0, n * e + 1, e, dtype=np.int32))
+    values = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel())
+    table = pa.table({"id": pa.array(list(ids), pa.string()),
+                      "vector": pa.ListArray.from_arrays(offsets, values),
+                      "count": pa.array(np.asarray(counts, dtype=np.int64))})
+    return spark.createDataFrame(table).select(*EMBEDDING_COLS)
+
+
+def train_gensim(spark: SparkSession, sequences_df: DataFrame, cfg: TrainConfig,
+                 corpus_name: str = "corpus") -> TrainResult:
+    """Export the corpus, train gensim, return both sides with the original ids."""
+    with tempfile.TemporaryDirectory(prefix="embedlib-corpus-") as tmp:
+        folder = Path(cfg.corpus_dir) if cfg.corpus_dir else Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        corpus = export_corpus(sequences_df, folder / f"{corpus_name}.txt")
+        if corpus.tokens == 0:
+            raise TrainInputError("the sequences hold no item: nothing to train on")
+        model, seconds = train_gensim_file(corpus, cfg)
+    wv = model.wv
+    ids = np.array([urllib.parse.unquote_plus(k) for k in wv.index_to_key], dtype=object)
+    counts = wv.expandos["count"]
+    meta = _meta(cfg, len(wv), corpus, seconds, has_context=True)
+    return TrainResult(embeddings_frame(spark, ids, wv.vectors, counts),
+                       embeddings_frame(spark, ids, model.syn1neg, counts), meta)
+
+
+def train_spark(sequences_df: DataFrame, cfg: TrainConfig) -> TrainResult:
+    """Train pyspark.ml Word2Vec (skip-gram, hierarchical softmax); item vectors only."""
+    items_df = sequences_df.select("items").where(F.size("items") > 0)
+    counts_df = (items_df.select(F.explode("items").alias("id"))
+                 .groupBy("id").agg(F.count(F.lit(1)).alias("count"))).cache()
+    stats = counts_df.agg(F.count(F.lit(1)).alias("distinct"), F.sum("count").alias("tokens"),
+                          F.count(F.when(F.col("count") >= cfg.min_count, 1)).alias("vocab")).first()
+    check_vocabulary(stats["distinct"], stats["vocab"], cfg)
+    w2v = SparkWord2Vec(vectorSize=cfg.vector_size, windowSize=cfg.window,
+                        minCount=cfg.min_count, maxIter=cfg.epochs, stepSize=cfg.alpha,
+                        seed=cfg.seed, numPartitions=cfg.spark_partitions,
+                        maxSentenceLength=cfg.spark_max_sentence_length,
+                        inputCol="items", outputCol="item_vector")
+    started = time.perf_counter()
+    model = w2v.fit(items_df)
+    seconds = time.perf_counter() - started
+    item_df = (model.getVectors()
+               .join(counts_df, on=F.col("word") == F.col("id"), how="inner")
+               .select("id", vector_to_array("vector", "float32").alias("vector"), "count"))
+    corpus = Corpus(Path(""), items_df.count(), int(stats["tokens"]), 0.0)
+    return TrainResult(item_df, None, _meta(cfg, int(stats["vocab"]), corpus, seconds, False))
+
+
+def _meta(cfg: TrainConfig, vocab_size: int, corpus: Corpus, seconds: float,
+          has_context: bool) -> dict:
+    words_per_second = corpus.tokens * cfg.epochs / max(seconds, 1e-9)
+    log.info("%s trained: %d items, %d tokens x %d epochs in %.1fs (%.0f words/s)",
+             cfg.trainer, vocab_size, corpus.tokens, cfg.epochs, seconds, words_per_second)
+    return {"trainer": cfg.trainer, "params_json": json.dumps(trainer_params(cfg), sort_keys=True),
+            "vocab_size": vocab_size, "corpus_tokens": corpus.tokens,
+            "corpus_sequences": corpus.sequences, "export_seconds": corpus.export_seconds,
+            "train_seconds": seconds, "words_per_second": words_per_second,
+            "library_versions_json": json.dumps(library_versions(), sort_keys=True),
+            "has_context": has_context}
+
+
+def train(spark: SparkSession, sequences_df: DataFrame, cfg: TrainConfig,
+          corpus_name: str = "corpus") -> TrainResult:
+    """Train the configured trainer on ``sequences_df`` (columns of tables.sequences)."""
+    if cfg.trainer == "spark":
+        return train_spark(sequences_df, cfg)
+    return train_gensim(spark, sequences_df, cfg, corpus_name)

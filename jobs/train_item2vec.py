@@ -1,0 +1,31 @@
+"""Train Item2Vec item vectors on the sequences of one logical date.
+
+Reads the dt partition of tables.sequences (written by build_sequences) and trains the
+trainer named by train.trainer:
+  gensim (default)  exports the sequences to a local corpus file (train.corpus_dir, or a
+                    temporary folder) and trains skip-gram with negative sampling in
+                    corpus_file mode with train.workers threads; writes item vectors and
+                    context vectors (syn1neg).
+  spark             pyspark.ml Word2Vec (hierarchical softmax, distributed); writes item
+                    vectors only (no context vectors, so stabilization is align-only).
+Writes the dt partition of <tables.raw_embeddings_prefix>_item (and _context) with columns
+id, vector array<float>, count, and one metadata row in tables.train_runs. No sequences
+for the dt, one distinct item or a vocabulary below train.min_vocab_size is an error and
+nothing is written. Example: --set train.window=20 --set train.epochs=20.
+"""
+import sys
+
+from embedlib.cli import job_parser, load_job_config, run_job
+from embedlib.spark import get_spark
+from embedlib.steps import train_item2vec
+
+
+def main(argv=None):
+    args = job_parser(__doc__).parse_args(argv)
+    cfg = load_job_config(args)
+    spark = get_spark(cfg.spark, f"train_item2vec {args.dt}")
+    return train_item2vec.run(spark, cfg, args.dt)
+
+
+if __name__ == "__main__":
+    sys.exit(run_job(main))
