@@ -11,7 +11,7 @@ FROM   ?= 2024-01-08
 TO     ?= 2024-01-10
 SAMPLE_EVENTS ?= 150000
 
-.PHONY: setup java test test-quick run sample bench clean
+.PHONY: setup java test test-quick run sample bench clean package test-airflow
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ java:
 
 setup: $(STAMP) java
 
-test: setup
+test: setup test-airflow
 	$(PY) -m pytest
 
 test-quick: setup
@@ -41,3 +41,24 @@ bench: setup
 
 clean:
 	rm -rf warehouse data/sample reports benchmarks/work
+
+# make package - dist/embedlib.zip for spark-submit --py-files (rebuilt when embedlib/ changes)
+PACKAGE := dist/embedlib.zip
+
+package: $(PACKAGE)
+
+$(PACKAGE): scripts/package.py $(shell find embedlib -type f ! -path '*/__pycache__/*' ! -name '*.pyc')
+	$(PYTHON) scripts/package.py --out $@
+
+# make test-airflow - the DAG's tests with real Airflow, in a venv of its own (.venv-airflow,
+# installed once from requirements-airflow.txt; AIRFLOW_HOME and its sqlite DB are temporary)
+AIRFLOW_VENV  := .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
+
+$(AIRFLOW_STAMP): requirements-airflow.txt
+	@test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/pip install -q -r requirements-airflow.txt
+	@touch $@
+
+test-airflow: setup $(AIRFLOW_STAMP)
+	$(AIRFLOW_VENV)/bin/python -m pytest tests_airflow
