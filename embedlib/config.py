@@ -50,6 +50,8 @@ class TablesConfig:
     versions: str = "versions"
     # One row per dt: the trainer's metadata (parameters, vocabulary, speed, versions).
     train_runs: str = "train_runs"
+    # One row per dt and step: the step's summary (counts, metrics) as JSON.
+    run_stats: str = "run_stats"
     deltas: str = "embedding_deltas"
     neighbors: str = "neighbors"
 
@@ -291,6 +293,24 @@ class ServeConfig:
 
 
 @dataclass
+class ReportConfig:
+    """Run reports (embedlib/report.py): <out_dir>/<dt>/index.html and report.json."""
+
+    out_dir: str = "reports"
+    # Past registered versions shown in the trend plots (the latest ones up to dt).
+    trend_versions: int = 60
+    # Points kept of long curves (the item popularity curve, log-spaced ranks).
+    max_points: int = 200
+    # Bins of the same-id cosine histograms over [-1, 1].
+    histogram_bins: int = 40
+
+    def __post_init__(self):
+        for name in ("trend_versions", "max_points", "histogram_bins"):
+            if getattr(self, name) < 2:
+                raise ConfigError(f"report.{name} must be >= 2, got {getattr(self, name)}")
+
+
+@dataclass
 class Config:
     env: str = "local"
     spark: SparkConfig = field(default_factory=SparkConfig)
@@ -302,6 +322,7 @@ class Config:
     stabilize: StabilizeConfig = field(default_factory=StabilizeConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     # Where the config came from (file and overrides), for logs; not a YAML key.
     source: str = field(default="<defaults>", metadata={"yaml": False})
 

@@ -46,15 +46,13 @@ def delta(side: str, published_df: DataFrame, parent_df: DataFrame | None, thres
                             F.lit(None).cast("double").alias("cosine"), F.col("v").alias("vector"))
     parent = parent_df.select("id", F.col("vector").alias("p"))
     dim = len(today.first()["v"])
-    moved = (
-        linalg.row_cosines(today.join(parent, on="id", how="inner"), "v", "p", dim, {"cosine": None}, keep=["id", "v"])
-        .where(1.0 - F.col("cosine") > threshold)
-        .select(F.lit("moved").alias("change"), "id", "cosine", "v")
+    # One outer join; cosines on Arrow batches (null where the id is in one version only).
+    joined = linalg.row_cosines(today.join(parent, on="id", how="full_outer"), "v", "p", dim,
+                                {"cosine": None}, keep=["id", "v", "p"])
+    change = (F.when(F.col("p").isNull(), "new").when(F.col("v").isNull(), "evicted")
+              .when(1.0 - F.col("cosine") > threshold, "moved"))
+    return (
+        joined.withColumn("change", change)
+        .where(F.col("change").isNotNull())
+        .select(F.lit(side).alias("side"), "id", "change", "cosine", F.col("v").alias("vector"))
     )
-    new = today.join(parent.select("id"), on="id", how="left_anti").select(
-        F.lit("new").alias("change"), "id", F.lit(None).cast("double").alias("cosine"), "v")
-    evicted = parent.join(today.select("id"), on="id", how="left_anti").select(
-        F.lit("evicted").alias("change"), "id", F.lit(None).cast("double").alias("cosine"),
-        F.lit(None).cast("array<float>").alias("v"))
-    return moved.unionByName(new).unionByName(evicted).select(
-        F.lit(side).alias("side"), "id", "change", "cosine", F.col("v").alias("vector"))

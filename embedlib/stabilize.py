@@ -68,6 +68,7 @@ def checked_gram(side: Side, dim: int, cfg: StabilizeConfig) -> tuple[Side, lina
         g = linalg.gram(side.df, "vector", dim)
     if g.n_rows == 0:
         raise StabilizeError(f"{side.name}: no valid vector to stabilize")
+    log.info("%s: Gram pass over %d vectors (dim %d)", side.name, g.n_rows, dim)
     return side, g
 
 
@@ -80,6 +81,8 @@ def canonical_transforms(g_t, g_w, cfg: StabilizeConfig, names=("items", "other"
     metrics = {"gram_condition_items": f_t.condition, "gram_condition_other": f_w.condition,
                "factor_items": f_t.method, "factor_other": f_w.method,
                "rank": canon.rank, "dim": e}
+    log.info("canonicalized: rank %d of %d, Gram condition %.3g (%s), %.3g (%s)",
+             canon.rank, e, f_t.condition, names[0], f_w.condition, names[1])
     if canon.rank < e:
         log.warning("score matrix has numerical rank %d < %d: the last %d canonical dimensions are zero",
                     canon.rank, e, e - canon.rank)
@@ -122,6 +125,8 @@ def stabilize(items: Side, other: Optional[Side], cfg: StabilizeConfig,
     f_t = m_t @ o
     f_w = m_w @ o if m_w is not None else None
     metrics.update(score_preservation(items.df, other.df if other else None, f_t, f_w, cfg))
+    log.info("score preservation: max relative error %.3g over %d sampled pairs",
+             metrics["score_max_rel_err"], metrics["score_pairs"])
     if joined is not None and root_reason is None:
         metrics.update(same_id_metrics(joined, f_t, dim, cfg))
     if joined is not None:
@@ -177,8 +182,8 @@ def score_preservation(items_df, other_df, f_t, f_w, cfg: StabilizeConfig) -> di
 
     S = T W^T (item x other) when there is a second matrix, else T T^T (item x item).
     """
-    t = _sample_matrix(items_df, cfg.score_sample, cfg.seed)
-    w, f_other = (_sample_matrix(other_df, cfg.score_sample, cfg.seed + 1), f_w) if other_df is not None else (t, f_t)
+    t = _sample_matrix(items_df, cfg.score_sample)
+    w, f_other = (_sample_matrix(other_df, cfg.score_sample), f_w) if other_df is not None else (t, f_t)
     before = t @ w.T
     after = (t @ f_t).astype(np.float32).astype(np.float64) @ (w @ f_other).astype(np.float32).astype(np.float64).T
     scale = np.abs(before).max()
@@ -186,8 +191,10 @@ def score_preservation(items_df, other_df, f_t, f_w, cfg: StabilizeConfig) -> di
     return {"score_max_rel_err": err, "score_pairs": int(before.size)}
 
 
-def _sample_matrix(df: DataFrame, n: int, seed: int) -> np.ndarray:
-    rows = df.select("vector").orderBy(F.xxhash64("id", F.lit(seed))).limit(n).collect()
+def _sample_matrix(df: DataFrame, n: int) -> np.ndarray:
+    # The first n rows: any rows check the arithmetic, and a limit reads one file split
+    # instead of every vector.
+    rows = df.select("vector").limit(n).collect()
     return np.array([r.vector for r in rows], dtype=np.float64)
 
 
