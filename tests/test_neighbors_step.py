@@ -1,0 +1,72 @@
+"""build_neighbors through Spark: a small published partition -> the neighbours table."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from pyspark.sql import types as T
+
+from embedlib import tables
+from embedlib.serving import EmbeddingIndex, ServingError
+from embedlib.serving.published import embeddings_table, partition_files
+from embedlib.steps import build_neighbors
+from tests.conftest import REPO
+from tests.test_serving_index import reference_topk
+
+DT = "2024-01-10"
+EMBEDDINGS_SCHEMA = T.StructType([
+    T.StructField("id", T.StringType()), T.StructField("vector", T.ArrayType(T.FloatType())),
+    T.StructField("count", T.LongType()), T.StructField("carried", T.BooleanType()),
+])
+
+
+def publish(spark, cfg, ids, vectors):
+    rows = [(i, v.tolist(), 1, False) for i, v in zip(ids, vectors)]
+    df = spark.createDataFrame(rows, EMBEDDINGS_SCHEMA).repartition(3)
+    tables.write_partition(spark, df, embeddings_table(cfg), DT)
+
+
+def test_neighbors_table_equals_brute_force(spark, cfg_factory):
+    rng = np.random.default_rng(5)
+    ids = np.array([f"m{i:03d}" for i in range(120)], dtype=object)
+    vectors = rng.standard_normal((120, 8)).astype(np.float32)
+    cfg = cfg_factory(serve={"neighbors_k": 7, "neighbors_partitions": 2, "backend": "numpy",
+                             "max_chunk_bytes": 4096})
+    publish(spark, cfg, ids, vectors)
+    summary = build_neighbors.run(spark, cfg, DT)
+    assert summary["items"] == 120 and summary["k"] == 7 and summary["dim"] == 8
+    out_df = tables.read_partition(spark, summary["neighbors_table"], DT)
+    assert out_df.schema.simpleString() == (
+        "struct<item_id:string,neighbors:array<struct<id:string,score:float>>>")
+    got = {r.item_id: r.neighbors for r in out_df.collect()}
+    assert sorted(got) == sorted(ids.tolist())
+    scores, rows = reference_topk(vectors, vectors, 7, exclude_rows=np.arange(120), metric="cosine")
+    for i, item in enumerate(ids):
+        assert [n.id for n in got[item]] == ids[rows[i]].tolist()
+        np.testing.assert_allclose([n.score for n in got[item]], scores[i], rtol=1e-5, atol=1e-6)
+    build_neighbors.run(spark, cfg, DT)  # a rerun replaces the partition
+    assert tables.read_partition(spark, summary["neighbors_table"], DT).count() == 120
+
+
+def test_serving_reads_the_published_partition_without_spark(spark, cfg_factory):
+    ids = np.array(["x", "y", "z", "w"], dtype=object)
+    vectors = np.arange(12, dtype=np.float32).reshape(4, 3)
+    cfg = cfg_factory()
+    publish(spark, cfg, ids, vectors)
+    files = partition_files(spark, cfg, DT)
+    assert files and all(f.startswith("file:") for f in files)
+    index = EmbeddingIndex.from_parquet(files, backend="numpy")
+    np.testing.assert_array_equal(index.lookup(["w", "x"]).vectors, vectors[[3, 0]])
+
+
+def test_neighbors_k_larger_than_the_version_is_an_error(spark, cfg_factory):
+    cfg = cfg_factory(serve={"neighbors_k": 5})
+    publish(spark, cfg, np.array(["a", "b", "c"], dtype=object), np.eye(3, dtype=np.float32))
+    with pytest.raises(ServingError, match="neighbors_k=5 needs more than 5 items"):
+        build_neighbors.run(spark, cfg, DT)
+
+
+def test_job_help():
+    out = subprocess.run([sys.executable, str(REPO / "jobs" / "build_neighbors.py"), "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "--conf" in out and "--dt" in out and "neighbors" in out
