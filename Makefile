@@ -37,7 +37,7 @@ run: sample
 	@echo "tables under ./warehouse (database embedlib); see README for how to query them"
 
 bench: setup
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in benchmarks/bench_*.py benchmarks/stability_movielens.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf warehouse data/sample reports benchmarks/work

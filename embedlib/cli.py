@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import importlib
+import sys
 from typing import Callable, Sequence
 
 from embedlib.config import Config, load_config
@@ -50,3 +52,29 @@ def run_job(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] 
         log.error("%s: %s", type(exc).__name__, exc)
         return 2
     return 0
+
+
+def step_main(description: str, step_name: str, argv: Sequence[str] | None = None) -> dict:
+    """The whole of a one-step job: flags, config, SparkSession, run and record the step."""
+    from embedlib import pipeline
+    from embedlib.spark import get_spark
+
+    args = job_parser(description).parse_args(argv)
+    cfg = load_job_config(args)
+    spark = get_spark(cfg.spark, f"{step_name} {args.dt}")
+    return pipeline.run_step(spark, cfg, args.dt, step_name)
+
+
+# `embedlib <command> ...` (setup.cfg's console script): command -> module with main(argv).
+COMMANDS = {"report": "embedlib.report"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``embedlib`` console command, e.g. ``embedlib report --conf conf/local.yaml --dt D``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        print(f"usage: embedlib {{{','.join(COMMANDS)}}} --conf CONF --dt YYYY-MM-DD [--set KEY=VALUE]",
+              file=sys.stderr)
+        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+    module = importlib.import_module(COMMANDS[argv[0]])
+    return run_job(module.main, argv[1:])

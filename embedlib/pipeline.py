@@ -4,19 +4,25 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Callable
 
+import numpy as np
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from embedlib.config import Config
 from embedlib.errors import EmbedlibError
 from embedlib.log import get_logger
-from embedlib.steps import build_sequences
+from embedlib import evaluate, registry, run_stats, tables
+from embedlib.steps import build_neighbors, build_sequences, stabilize, train_item2vec
 
 log = get_logger(__name__)
 
 # (name, run function) in the order a dt goes through them.
-STEPS: list[tuple[str, Callable[[SparkSession, Config, str], dict]]] = [
-    ("build_sequences", build_sequences.run),
-]
+STEPS: dict[str, Callable[[SparkSession, Config, str], dict]] = {
+    "build_sequences": build_sequences.run,
+    "train_item2vec": train_item2vec.run,
+    "stabilize": stabilize.run,
+    "build_neighbors": build_neighbors.run,
+}
 
 
 def date_range(first: str, last: str) -> list[str]:
@@ -27,9 +33,43 @@ def date_range(first: str, last: str) -> list[str]:
     return [(start + _dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
 
 
+def run_step(spark: SparkSession, cfg: Config, dt: str, name: str) -> dict:
+    """Run one step for ``dt`` and record its summary in the run_stats table."""
+    summary = STEPS[name](spark, cfg, dt)
+    run_stats.record(spark, cfg, dt, name, summary)
+    return summary
+
+
 def run_dt(spark: SparkSession, cfg: Config, dt: str) -> dict:
-    """Run every step for ``dt``; returns {step name: step summary}."""
-    return {name: fn(spark, cfg, dt) for name, fn in STEPS}
+    """Run every step for ``dt``, then the forward evaluation; {step name: summary}."""
+    results = {name: run_step(spark, cfg, dt, name) for name in STEPS}
+    results["evaluate"] = forward_hit_rate(spark, cfg, dt)
+    run_stats.record(spark, cfg, dt, "evaluate", results["evaluate"])
+    return results
+
+
+def forward_hit_rate(spark: SparkSession, cfg: Config, dt: str) -> dict:
+    """HR@k of the PARENT version on the transitions of day ``dt`` (never trained on them).
+
+    Queries are consecutive items of dt's sequences that start on day dt; the popularity
+    baseline answers with the parent's most trained items. Empty dict for a root version.
+    """
+    parent = registry.read_version(spark, cfg, dt)["item"].parent_dt
+    if parent is None:
+        return {}
+    published_df, _ = registry.read_published(spark, cfg, parent, "item")
+    day = _dt.datetime.fromisoformat(dt).replace(tzinfo=_dt.timezone.utc)
+    seq_df = tables.read_partition(spark, tables.qualified(cfg.tables, cfg.tables.sequences), dt)
+    pairs = evaluate.held_out_pairs(seq_df.where(F.col("start_ts") >= F.lit(day)), published_df, 0).toArrow()
+    if pairs.num_rows == 0:
+        return {}
+    k = cfg.evaluate.k
+    popular = [r.id for r in published_df.orderBy(F.desc("count"), "id").limit(k + 1).collect()]
+    holdout = evaluate.HoldOut(None, np.array(pairs["query"].to_pylist(), dtype=object),
+                               np.array(pairs["target"].to_pylist(), dtype=object),
+                               np.array(popular, dtype=object), day.isoformat())
+    ids, vectors = evaluate.vectors_to_numpy(published_df)
+    return {"version": parent, **evaluate.next_item_metrics(ids, vectors, holdout, k)}
 
 
 def run_range(spark: SparkSession, cfg: Config, dts: list[str]) -> dict[str, dict]:
@@ -44,14 +84,21 @@ def summary_rows(results: dict[str, dict]) -> list[dict]:
     """One flat row per dt with the figures an operator looks at first."""
     rows = []
     for dt, steps in results.items():
-        seq = steps.get("build_sequences", {})
+        seq, stab, ev = steps.get("build_sequences", {}), steps.get("stabilize", {}), steps.get("evaluate", {})
         rows.append({
             "dt": dt,
-            "input_rows": seq.get("input_rows"),
             "bad_rows": sum(seq.get("dropped", {}).values()),
-            "items": seq.get("items", {}).get("admitted"),
             "sequences": seq.get("sequences", {}).get("written"),
-            "tokens": seq.get("sequences", {}).get("tokens"),
+            "items": stab.get("rows", {}).get("item"),
+            "carried": stab.get("carried", {}).get("item"),
+            "evicted": stab.get("evicted"),
+            "parent": stab.get("parent_dt"),
+            "cos_raw": stab.get("cosine_raw_mean"),
+            "cos_stab": stab.get("cosine_stabilized_mean"),
+            "overlap@10": stab.get("neighbour_overlap_at_10"),
+            "score_err": stab.get("score_max_rel_err"),
+            "hr@10_parent": ev.get("hr"),
+            "hr@10_popular": ev.get("popularity_hr"),
         })
     return rows
 
@@ -72,5 +119,5 @@ def _cell(value) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:.3g}" if abs(value) < 1e-3 else f"{value:.3f}"
     return str(value)

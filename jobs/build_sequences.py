@@ -10,16 +10,11 @@ partition of tables.sequences and tables.item_stats (replacing it on a rerun).
 """
 import sys
 
-from embedlib.cli import job_parser, load_job_config, run_job
-from embedlib.spark import get_spark
-from embedlib.steps import build_sequences
+from embedlib.cli import run_job, step_main
 
 
 def main(argv=None):
-    args = job_parser(__doc__).parse_args(argv)
-    cfg = load_job_config(args)
-    spark = get_spark(cfg.spark, f"build_sequences {args.dt}")
-    return build_sequences.run(spark, cfg, args.dt)
+    return step_main(__doc__, "build_sequences", argv)
 
 
 if __name__ == "__main__":

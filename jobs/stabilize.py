@@ -13,16 +13,11 @@ stabilize.min_stabilized_cosine) stop the job before anything is written.
 """
 import sys
 
-from embedlib.cli import job_parser, load_job_config, run_job
-from embedlib.spark import get_spark
-from embedlib.steps import stabilize
+from embedlib.cli import run_job, step_main
 
 
 def main(argv=None):
-    args = job_parser(__doc__).parse_args(argv)
-    cfg = load_job_config(args)
-    spark = get_spark(cfg.spark, f"stabilize {args.dt}")
-    return stabilize.run(spark, cfg, args.dt)
+    return step_main(__doc__, "stabilize", argv)
 
 
 if __name__ == "__main__":

@@ -89,3 +89,22 @@ def test_injected_task_failures_give_the_clean_result(spark, tmp_path):
     assert noisy.metrics == pytest.approx(clean.metrics)
     rows = lambda r: sorted((a.id, tuple(a.vector)) for a in r.items_df.collect())  # noqa: E731
     assert rows(noisy) == rows(clean)
+
+
+@pytest.mark.parametrize("lines, message", [
+    ([], "the input log has no rows"),
+    (["u1,,1704888000,view", ",a,1704888000,view", "u2,b,garbage,view"], "no valid events for dt=2024-01-10"),
+    (["u1,a,1704888000,view", "u1,a,1704888010,view", "u2,a,1704888000,view", "u2,a,1704888100,view"],
+     "no sequence of at least 2 items"),
+])
+def test_bad_input_through_the_pipeline_registers_nothing(spark, cfg_factory, tmp_path, lines, message):
+    from embedlib import pipeline, registry, tables
+    from embedlib.sequences import SequenceInputError
+
+    (tmp_path / "log").mkdir()
+    (tmp_path / "log" / "events.csv").write_text("\n".join(["user_id,item_id,ts,event_type", *lines]) + "\n")
+    cfg = cfg_factory(input={"path": str(tmp_path / "log")}, sequences={"lookback_days": 1, "min_count": 1})
+    with pytest.raises(SequenceInputError, match=message):
+        pipeline.run_dt(spark, cfg, "2024-01-10")
+    assert registry.registered_dts(spark, cfg) == []
+    assert tables.list_partitions(spark, tables.qualified(cfg.tables, cfg.tables.sequences)) == []
