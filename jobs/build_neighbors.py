@@ -9,16 +9,11 @@ a rerun).
 """
 import sys
 
-from embedlib.cli import job_parser, load_job_config, run_job
-from embedlib.spark import get_spark
-from embedlib.steps import build_neighbors
+from embedlib.cli import run_job, step_main
 
 
 def main(argv=None):
-    args = job_parser(__doc__).parse_args(argv)
-    cfg = load_job_config(args)
-    spark = get_spark(cfg.spark, f"build_neighbors {args.dt}")
-    return build_neighbors.run(spark, cfg, args.dt)
+    return step_main(__doc__, "build_neighbors", argv)
 
 
 if __name__ == "__main__":

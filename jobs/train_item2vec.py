@@ -15,16 +15,11 @@ nothing is written. Example: --set train.window=20 --set train.epochs=20.
 """
 import sys
 
-from embedlib.cli import job_parser, load_job_config, run_job
-from embedlib.spark import get_spark
-from embedlib.steps import train_item2vec
+from embedlib.cli import run_job, step_main
 
 
 def main(argv=None):
-    args = job_parser(__doc__).parse_args(argv)
-    cfg = load_job_config(args)
-    spark = get_spark(cfg.spark, f"train_item2vec {args.dt}")
-    return train_item2vec.run(spark, cfg, args.dt)
+    return step_main(__doc__, "train_item2vec", argv)
 
 
 if __name__ == "__main__":
