@@ -26,7 +26,7 @@ def chunk_rows(max_chunk_bytes: int, query_rows: int, n_rows: int) -> int:
 
 
 def exact_topk(xp, queries, matrix, k: int, *, inv_norms=None, exclude_rows=None,
-               max_chunk_bytes: int = 16 * 2**20, query_batch: int = 1024):
+               max_chunk_bytes: int = 8 * 2**20, query_batch: int = 1024):
     """The k best rows of ``matrix`` for each query, by inner product.
 
     Parameters
