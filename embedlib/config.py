@@ -273,6 +273,8 @@ class ServeConfig:
     # The neighbours table: K per item, and query partitions (0 keeps the input's).
     neighbors_k: int = 20
     neighbors_partitions: int = 0
+    # Serve / build neighbours only for versions committed to the registry (tables.versions).
+    require_registered: bool = True
 
     def __post_init__(self):
         _check_choice("serve.backend", self.backend, ("auto", "numpy", "cupy"))

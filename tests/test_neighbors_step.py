@@ -7,6 +7,7 @@ import pytest
 from pyspark.sql import types as T
 
 from embedlib import tables
+from embedlib.registry import RegistryError
 from embedlib.serving import EmbeddingIndex, ServingError
 from embedlib.serving.published import embeddings_table, partition_files
 from embedlib.steps import build_neighbors
@@ -31,7 +32,7 @@ def test_neighbors_table_equals_brute_force(spark, cfg_factory):
     ids = np.array([f"m{i:03d}" for i in range(120)], dtype=object)
     vectors = rng.standard_normal((120, 8)).astype(np.float32)
     cfg = cfg_factory(serve={"neighbors_k": 7, "neighbors_partitions": 2, "backend": "numpy",
-                             "max_chunk_bytes": 4096})
+                             "max_chunk_bytes": 4096, "require_registered": False})
     publish(spark, cfg, ids, vectors)
     summary = build_neighbors.run(spark, cfg, DT)
     assert summary["items"] == 120 and summary["k"] == 7 and summary["dim"] == 8
@@ -51,6 +52,9 @@ def test_serving_reads_the_published_partition_without_spark(spark, cfg_factory)
     vectors = np.arange(12, dtype=np.float32).reshape(4, 3)
     cfg = cfg_factory()
     publish(spark, cfg, ids, vectors)
+    with pytest.raises(RegistryError, match=f"version {DT} is not registered"):
+        partition_files(spark, cfg, DT)
+    cfg.serve.require_registered = False
     files = partition_files(spark, cfg, DT)
     assert files and all(f.startswith("file:") for f in files)
     index = EmbeddingIndex.from_parquet(files, backend="numpy")
@@ -58,7 +62,7 @@ def test_serving_reads_the_published_partition_without_spark(spark, cfg_factory)
 
 
 def test_neighbors_k_larger_than_the_version_is_an_error(spark, cfg_factory):
-    cfg = cfg_factory(serve={"neighbors_k": 5})
+    cfg = cfg_factory(serve={"neighbors_k": 5, "require_registered": False})
     publish(spark, cfg, np.array(["a", "b", "c"], dtype=object), np.eye(3, dtype=np.float32))
     with pytest.raises(ServingError, match="neighbors_k=5 needs more than 5 items"):
         build_neighbors.run(spark, cfg, DT)

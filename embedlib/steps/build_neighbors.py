@@ -19,7 +19,7 @@ from embedlib import tables
 from embedlib.config import Config
 from embedlib.log import get_logger, step
 from embedlib.serving.index import EmbeddingIndex, ServingError, TopKResult, index_options
-from embedlib.serving.published import embeddings_table
+from embedlib.serving.published import check_registered, embeddings_table
 from embedlib.serving.vectors import ID_COL, VECTOR_COL, arrays_from_arrow, check_vectors
 
 log = get_logger(__name__)
@@ -32,6 +32,8 @@ _WORKER_INDEX: dict[str, EmbeddingIndex] = {}
 
 
 def extract(spark: SparkSession, cfg: Config, dt: str) -> DataFrame:
+    """The published vectors of registered version dt (id, vector)."""
+    check_registered(spark, cfg, dt)
     return tables.read_partition(spark, embeddings_table(cfg), dt).select(ID_COL, VECTOR_COL)
 
 
