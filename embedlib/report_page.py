@@ -57,16 +57,26 @@ def _cosine_section(figures: dict, folder: Path) -> str:
     title = "<h2>Same-id cosine to the previous version</h2>"
     if _missing(cosine):
         return title + _note(_missing(cosine))
-    fig = Figure(figsize=(9, 3.6), layout="constrained")
-    ax = fig.subplots()
+    edges = np.asarray(cosine["edges"])
+    hists = {name: np.asarray(cosine[name]["counts"]) for name in ("raw", "stabilized") if not _missing(cosine[name])}
+    # Zoom on the range that holds 99% of the stabilized cosines (fine bins).
+    share = np.cumsum(hists["stabilized"]) / max(hists["stabilized"].sum(), 1)
+    lo = min(int(np.searchsorted(share, 0.01)), len(edges) - 2)
+    fig = Figure(figsize=(12, 3.6), layout="constrained")
+    ax_all, ax_zoom = fig.subplots(1, 2)
+    factor = max(1, (len(edges) - 1) // 40)
+    coarse_edges = np.append(edges[:-1][::factor], edges[-1])
     for name, color in (("raw", "tab:red"), ("stabilized", "tab:blue")):
-        hist = cosine[name]
-        if not _missing(hist):
-            ax.stairs(hist["counts"], cosine["edges"], fill=True, alpha=0.45, color=color,
-                      label=f"{name}: mean {_fmt(hist['mean'])}, {hist['rows']} items")
-    ax.set_xlabel(f"cosine of an item's vector to its vector in {cosine['parent_dt']}")
-    ax.set_ylabel("items")
-    ax.legend(loc="upper left")
+        if name not in hists:
+            continue
+        label = f"{name}: mean {_fmt(cosine[name]['mean'])}, {cosine[name]['rows']} items"
+        ax_all.stairs(np.add.reduceat(hists[name], np.arange(0, len(hists[name]), factor)), coarse_edges,
+                      fill=True, alpha=0.45, color=color, label=label)
+        ax_zoom.stairs(hists[name][lo:], edges[lo:], fill=True, alpha=0.45, color=color, label=name)
+    ax_all.set(xlabel=f"cosine of an item's vector to its vector in {cosine['parent_dt']}", ylabel="items",
+               title="whole range")
+    ax_all.legend(loc="upper left")
+    ax_zoom.set(xlim=(edges[lo], 1.0), xlabel="cosine", title="zoom: 99% of the stabilized items")
     notes = _note(f"raw: {_missing(cosine['raw'])}") if _missing(cosine["raw"]) else ""
     return title + notes + _image(fig, folder, "cosine.png") + _table(cosine["registry"], "registry metric")
 
