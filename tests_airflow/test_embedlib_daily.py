@@ -21,6 +21,7 @@ from conftest import DAGS, PIPELINE_VENV, REPO
 DAG_ID = "embedlib_daily"
 STEPS = ["build_sequences", "train_item2vec", "stabilize", "build_neighbors"]
 DT = "2024-01-10"
+DIM = 16  # train.vector_size of the real run
 
 
 def load_dag():
@@ -98,6 +99,7 @@ def pipeline_env(tmp_path, monkeypatch) -> Path:
                         metastore_dir=str(tmp_path / "metastore_db"), shuffle_partitions=2)
     cfg["input"]["path"] = str(tmp_path / "sample" / "events")
     cfg["sequences"].update(lookback_days=2, min_count=2)
+    cfg.setdefault("train", {})["vector_size"] = DIM
     (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
     log4j = REPO / "embedlib" / "resources" / "log4j2.properties"
     monkeypatch.setenv("PATH", f"{PIPELINE_VENV / 'bin'}{os.pathsep}{os.environ['PATH']}")
@@ -129,6 +131,6 @@ def test_dag_run_over_the_sample_registers_a_version(airflow_db, pipeline_env):
     assert sorted(r["side"] for r in rows) == ["context", "item"]
     for row in rows:
         assert row["root"] is True and row["parent_dt"] is None  # the first version
-        assert row["dim"] == 64 and row["n_rows"] > 0
+        assert row["dim"] == DIM and row["n_rows"] > 0
         assert Path(row["location"].removeprefix("file:")).is_dir()
     assert list((database / "neighbors" / f"dt={DT}").glob("run=*/*.parquet"))
