@@ -9,7 +9,6 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from embedlib import linalg
 
 PUBLISHED_COLS = ["id", "vector", "count", "carried", "trained_dt"]
 DELTA_COLS = ["side", "id", "change", "cosine", "vector"]
@@ -26,33 +25,40 @@ def with_carried(today_df: DataFrame, parent_df: DataFrame, dt: str, ttl_days: i
 
     Both frames are in the published contract; ``id`` is unique in each.
     """
-    absent_df = parent_df.select(*PUBLISHED_COLS).join(today_df.select("id"), on="id", how="left_anti")
+    # Ids first: only the (few) carried rows' vectors need to travel.
+    carried_ids = (
+        parent_df.select("id", "trained_dt")
+        .join(today_df.select("id"), on="id", how="left_anti")
+        .where(F.datediff(F.lit(dt), F.col("trained_dt")) <= ttl_days)
+        .select("id")
+    )
     carried_df = (
-        absent_df.where(F.datediff(F.lit(dt), F.col("trained_dt")) <= ttl_days)
+        parent_df.select(*PUBLISHED_COLS).join(carried_ids, on="id", how="left_semi")
         .withColumn("carried", F.lit(True))
         .select(*PUBLISHED_COLS)
     )
     return today_df.unionByName(carried_df)
 
 
-def delta(side: str, published_df: DataFrame, parent_df: DataFrame | None, threshold: float) -> DataFrame:
-    """Rows that changed since the parent: new, evicted, or moved by more than ``threshold``.
+def delta(side: str, published_df: DataFrame, parent_df: DataFrame | None,
+          cosines_df: DataFrame | None, threshold: float) -> DataFrame:
+    """Ids that changed since the parent: new, evicted, or moved by more than ``threshold``.
 
-    ``moved`` means 1 - cosine(today, parent) > threshold for an id published in both.
+    ``moved``: 1 - cosine(today's stabilized vector, the parent's) > threshold, from
+    ``cosines_df`` (id, stabilized), the per-id cosines the stabilize step computed on the
+    shared ids. Without a parent every row is new (a full reload). Only ids are joined; the
+    vectors of changed rows are looked up last.
     """
-    today = published_df.select("id", F.col("vector").alias("v"))
+    vectors = published_df.select("id", "vector")
     if parent_df is None:
-        return today.select(F.lit(side).alias("side"), "id", F.lit("new").alias("change"),
-                            F.lit(None).cast("double").alias("cosine"), F.col("v").alias("vector"))
-    parent = parent_df.select("id", F.col("vector").alias("p"))
-    dim = len(today.first()["v"])
-    # One outer join; cosines on Arrow batches (null where the id is in one version only).
-    joined = linalg.row_cosines(today.join(parent, on="id", how="full_outer"), "v", "p", dim,
-                                {"cosine": None}, keep=["id", "v", "p"])
-    change = (F.when(F.col("p").isNull(), "new").when(F.col("v").isNull(), "evicted")
-              .when(1.0 - F.col("cosine") > threshold, "moved"))
-    return (
-        joined.withColumn("change", change)
-        .where(F.col("change").isNotNull())
-        .select(F.lit(side).alias("side"), "id", "change", "cosine", F.col("v").alias("vector"))
-    )
+        return vectors.select(F.lit(side).alias("side"), "id", F.lit("new").alias("change"),
+                              F.lit(None).cast("double").alias("cosine"), "vector")
+    today_ids, parent_ids = published_df.select("id"), parent_df.select("id")
+    no_cosine = F.lit(None).cast("double").alias("cosine")
+    moved = (cosines_df.where(1.0 - F.col("stabilized") > threshold)
+             .select("id", F.lit("moved").alias("change"), F.col("stabilized").alias("cosine")))
+    new = today_ids.join(parent_ids, on="id", how="left_anti").select("id", F.lit("new").alias("change"), no_cosine)
+    evicted = (parent_ids.join(today_ids, on="id", how="left_anti")
+               .select("id", F.lit("evicted").alias("change"), no_cosine, F.lit(None).cast("array<float>").alias("vector")))
+    changed = moved.unionByName(new).join(vectors, on="id", how="inner")
+    return changed.unionByName(evicted).select(F.lit(side).alias("side"), "id", "change", "cosine", "vector")

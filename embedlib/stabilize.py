@@ -43,6 +43,9 @@ class Stabilized:
     mode: str
     root_reason: Optional[str]  # why this version is a root (no parent used), else None
     metrics: dict = field(default_factory=dict)
+    # (id, raw, stabilized) same-id cosines to the parent on shared item ids, persisted for
+    # the delta; None for a root. The caller unpersists it.
+    cosines_df: Optional[DataFrame] = None
 
 
 def vector_dim(df: DataFrame, name: str) -> int:
@@ -128,13 +131,21 @@ def stabilize(items: Side, other: Optional[Side], cfg: StabilizeConfig,
     log.info("score preservation: max relative error %.3g over %d sampled pairs",
              metrics["score_max_rel_err"], metrics["score_pairs"])
     if joined is not None and root_reason is None:
-        metrics.update(same_id_metrics(joined, f_t, dim, cfg))
+        cosines_df, same_id = same_id_metrics(joined, f_t, dim, cfg)
+        metrics.update(same_id)
+    else:
+        cosines_df = None
     if joined is not None:
         joined.unpersist()
-    _check_gates(metrics, cfg)
+    try:
+        _check_gates(metrics, cfg)
+    except StabilizeError:
+        if cosines_df is not None:
+            cosines_df.unpersist()
+        raise
     return Stabilized(linalg.apply_transform(items.df, "vector", f_t),
                       linalg.apply_transform(other.df, "vector", f_w) if other else None,
-                      f_t, f_w, mode, root_reason, metrics)
+                      f_t, f_w, mode, root_reason, metrics, cosines_df)
 
 
 def _root_reason(items: Side, dim: int, prev_dim: Optional[int], mode: str, cfg) -> Optional[str]:
@@ -198,9 +209,11 @@ def _sample_matrix(df: DataFrame, n: int) -> np.ndarray:
     return np.array([r.vector for r in rows], dtype=np.float64)
 
 
-def same_id_metrics(joined: DataFrame, f_t: np.ndarray, dim: int, cfg: StabilizeConfig) -> dict:
-    """Same-id cosine to the parent (raw and stabilized) and neighbour overlap@k on a sample."""
-    cos_df = linalg.row_cosines(joined, "t", "b", dim, {"raw": None, "stabilized": f_t})
+def same_id_metrics(joined: DataFrame, f_t: np.ndarray, dim: int, cfg: StabilizeConfig) -> tuple:
+    """(persisted per-id cosines, metrics): same-id cosine to the parent, raw and stabilized,
+    and neighbour overlap@k on a sample of the shared ids."""
+    cos_df = linalg.row_cosines(joined, "t", "b", dim, {"raw": None, "stabilized": f_t}, keep=["id"])
+    cos_df = cos_df.persist(StorageLevel.MEMORY_AND_DISK)
     aggs = []
     for c in ("raw", "stabilized"):
         aggs += [F.mean(c).alias(f"{c}_mean"), F.percentile_approx(c, [0.5, 0.05], 10000).alias(f"{c}_q")]
@@ -209,7 +222,8 @@ def same_id_metrics(joined: DataFrame, f_t: np.ndarray, dim: int, cfg: Stabilize
     for c in ("raw", "stabilized"):
         metrics[f"cosine_{c}_mean"] = row[f"{c}_mean"]
         metrics[f"cosine_{c}_median"], metrics[f"cosine_{c}_p5"] = row[f"{c}_q"]
-    sample = joined.orderBy(F.xxhash64("id", F.lit(cfg.seed))).limit(cfg.overlap_sample).collect()
+    # The join hash-partitions by id, so its first rows are an unbiased sample of ids.
+    sample = joined.limit(cfg.overlap_sample).collect()
     if len(sample) > cfg.overlap_k:
         new = np.array([r.t for r in sample], dtype=np.float64) @ f_t
         prev = np.array([r.b for r in sample], dtype=np.float64)
@@ -218,7 +232,7 @@ def same_id_metrics(joined: DataFrame, f_t: np.ndarray, dim: int, cfg: Stabilize
         metrics["overlap_sample"] = len(sample)
     log.info("same-id cosine to parent: raw %.3f, stabilized %.3f (mean)",
              metrics["cosine_raw_mean"], metrics["cosine_stabilized_mean"])
-    return metrics
+    return cos_df, metrics
 
 
 def neighbour_overlap(a: np.ndarray, b: np.ndarray, k: int, n_queries: int) -> float:

@@ -19,9 +19,11 @@ def test_delta_classifies_new_evicted_moved(spark):
     cols = "id string, vector array<float>"
     today = spark.createDataFrame([("same", [1.0, 0.0]), ("moved", [0.0, 1.0]), ("new", [1.0, 1.0])], cols)
     parent = spark.createDataFrame([("same", [2.0, 0.0]), ("moved", [1.0, 0.0]), ("gone", [1.0, 0.0])], cols)
-    rows = {r.id: (r.change, r.cosine) for r in publish.delta("item", today, parent, 0.05).collect()}
-    assert rows == {"moved": ("moved", 0.0), "new": ("new", None), "gone": ("evicted", None)}
-    assert {r.change for r in publish.delta("item", today, None, 0.05).collect()} == {"new"}
+    cosines = spark.createDataFrame([("same", 1.0), ("moved", 0.0)], "id string, stabilized double")
+    rows = {r.id: (r.change, r.cosine, r.vector) for r in publish.delta("item", today, parent, cosines, 0.05).collect()}
+    assert rows == {"moved": ("moved", 0.0, [0.0, 1.0]), "new": ("new", None, [1.0, 1.0]),
+                    "gone": ("evicted", None, None)}
+    assert {r.change for r in publish.delta("item", today, None, None, 0.05).collect()} == {"new"}
 
 
 @pytest.mark.slow

@@ -116,7 +116,7 @@ def load(spark: SparkSession, result: Stabilized, inputs: Inputs, cfg: Config, d
     sides = [("item", result.items_df, result.transform_items, inputs.items.prev_df)]
     if result.other_df is not None:
         sides.append((cfg.stabilize.other_side, result.other_df, result.transform_other, inputs.other.prev_df))
-    written, deltas = [], []
+    written = []
     for side, df, transform_matrix, parent_df in sides:
         pub_df = publish.as_published(df, dt)
         if chained and parent_df is not None:
@@ -125,9 +125,9 @@ def load(spark: SparkSession, result: Stabilized, inputs: Inputs, cfg: Config, d
         pub_df = spark.read.parquet(location)
         counts = pub_df.agg(F.count(F.lit(1)).alias("n"), F.sum(F.col("carried").cast("int")).alias("c")).first()
         written.append((side, location, counts.n, counts.c or 0, transform_matrix))
-        deltas.append(publish.delta(side, pub_df, parent_df if chained else None,
-                                    cfg.publish.delta_cosine_threshold))
-    delta_df = deltas[0] if len(deltas) == 1 else deltas[0].unionByName(deltas[1])
+        if side == "item":
+            delta_df = publish.delta(side, pub_df, parent_df if chained else None, result.cosines_df,
+                                     cfg.publish.delta_cosine_threshold)
     delta_location = tables.write_partition(spark, delta_df, tables.qualified(cfg.tables, cfg.tables.deltas), dt)
     changes = {f"{r.side}_{r.change}": r["count"]
                for r in spark.read.parquet(delta_location).groupBy("side", "change").count().collect()}
@@ -149,7 +149,11 @@ def run(spark: SparkSession, cfg: Config, dt: str) -> dict:
     with step(log, f"stabilize dt={dt}", spark):
         inputs = extract(spark, cfg, dt)
         result = transform(inputs, cfg)
-        records = load(spark, result, inputs, cfg, dt)
+        try:
+            records = load(spark, result, inputs, cfg, dt)
+        finally:
+            if result.cosines_df is not None:
+                result.cosines_df.unpersist()
     item = records[0]
     return {**item.metrics, "parent_dt": item.parent_dt, "root_reason": result.root_reason,
             "rows": {r.side: r.n_rows for r in records}, "carried": {r.side: r.n_carried for r in records}}
