@@ -76,7 +76,7 @@ def test_build_sequences_under_spark_submit_writes_its_tables(package, tmp_path)
     assert "Traceback" not in proc.stdout + proc.stderr and not embedlib_lines(proc, "ERROR")
     log = "\n".join(embedlib_lines(proc, "INFO"))
     written = {m[0]: m[1] for m in re.findall(r"wrote embedlib\.(\w+) dt=" + DT + r" -> file:(\S+)", log)}
-    assert set(written) == {"sequences", "item_stats"}
+    assert {"sequences", "item_stats"} <= set(written)
     for table, folder in written.items():
         assert folder.startswith(f"{tmp_path / 'warehouse'}/embedlib.db/{table}/dt={DT}/run=")
 
