@@ -30,7 +30,7 @@ test-quick: setup
 	$(PY) -m pytest -m "not slow"
 
 sample: setup
-	$(PY) scripts/generate_sample_logs.py --out data/sample --events $(SAMPLE_EVENTS)
+	$(PY) scripts/generate_sample_logs.py --out data/sample --n-events $(SAMPLE_EVENTS)
 
 run: sample
 	$(PY) jobs/run_pipeline.py --conf $(CONF) --from $(FROM) --to $(TO)

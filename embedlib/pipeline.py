@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 from embedlib.config import Config
 from embedlib.errors import EmbedlibError
 from embedlib.log import get_logger
-from embedlib import evaluate, registry, run_stats, tables
+from embedlib import evaluate, registry, report, run_stats, tables
 from embedlib.steps import build_neighbors, build_sequences, stabilize, train_item2vec
 
 log = get_logger(__name__)
@@ -45,6 +45,8 @@ def run_dt(spark: SparkSession, cfg: Config, dt: str) -> dict:
     results = {name: run_step(spark, cfg, dt, name) for name in STEPS}
     results["evaluate"] = forward_hit_rate(spark, cfg, dt)
     run_stats.record(spark, cfg, dt, "evaluate", results["evaluate"])
+    results["report"] = str(report.build_report(spark, cfg, dt).resolve())
+    log.info("report for dt=%s: %s", dt, results["report"])
     return results
 
 

@@ -6,6 +6,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+from pyspark import SparkConf
 from pyspark.sql import SparkSession
 
 from embedlib.config import SparkConfig
@@ -17,8 +18,9 @@ log = get_logger(__name__)
 def spark_conf(cfg: SparkConfig) -> dict[str, str]:
     """The spark.* settings derived from config (exposed for tests and spark-submit docs)."""
     warehouse = Path(cfg.warehouse_dir).resolve()
-    log4j = resources.files("embedlib") / "resources" / "log4j2.properties"
-    java_opts = [f"-Dlog4j2.configurationFile=file:{log4j}"]
+    log4j = Path(str(resources.files("embedlib") / "resources" / "log4j2.properties"))
+    # Inside a --py-files zip the file is not on disk; spark-submit's own options apply then.
+    java_opts = [f"-Dlog4j2.configurationFile=file:{log4j}"] if log4j.is_file() else []
     conf = {
         "spark.sql.warehouse.dir": str(warehouse),
         "spark.sql.session.timeZone": "UTC",
@@ -46,12 +48,14 @@ def get_spark(cfg: SparkConfig, app_name: str | None = None) -> SparkSession:
     """Start (or reuse) the SparkSession described by ``cfg``, with Hive support."""
     # Executors must run the same Python as the driver (a .venv under spark-submit too).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder.master(cfg.master).appName(app_name or cfg.app_name)
+    builder = SparkSession.builder.appName(app_name or cfg.app_name)
+    if not SparkConf().contains("spark.master"):  # spark-submit's --master wins over config
+        builder = builder.master(cfg.master)
     for key, value in spark_conf(cfg).items():
         builder = builder.config(key, value)
     spark = builder.enableHiveSupport().getOrCreate()
     spark.sparkContext.setLogLevel(cfg.log_level)
-    log.info("spark %s on %s, warehouse %s", spark.version, cfg.master,
+    log.info("spark %s on %s, warehouse %s", spark.version, spark.sparkContext.master,
              spark.conf.get("spark.sql.warehouse.dir"))
     return spark
 

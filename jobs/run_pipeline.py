@@ -1,8 +1,9 @@
 """Run the whole pipeline for one dt (--dt) or a date range in order (--from/--to).
 
 Each dt goes through every step (see embedlib/pipeline.py for the list) in one Spark
-session; each step is also runnable alone from its own job file. Ends with a summary table
-of the dts it ran.
+session; each step is also runnable alone from its own job file. After the steps of a dt it
+measures HR@10 of the parent version on that day's transitions and writes the dt's report
+(report.out_dir). Ends with a summary table of the dts it ran and the last report's path.
 """
 import sys
 
@@ -23,6 +24,7 @@ def main(argv=None):
     spark = get_spark(cfg.spark, "run_pipeline")
     results = pipeline.run_range(spark, cfg, dts)
     print(pipeline.format_table(pipeline.summary_rows(results)))
+    print(f"report: {results[dts[-1]]['report']}")
     return results
 
 

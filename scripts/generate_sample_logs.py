@@ -1,7 +1,7 @@
 """Write a deterministic sample behaviour log (and its planted item clusters).
 
-Example: python scripts/generate_sample_logs.py --out data/sample --events 150000
-The defaults match conf/local.yaml; --events 16000000 makes a benchmark-sized log.
+Example: python scripts/generate_sample_logs.py --out data/sample --n-events 150000
+The defaults match conf/local.yaml; --n-events 16000000 makes a benchmark-sized log.
 """
 import argparse
 import dataclasses
