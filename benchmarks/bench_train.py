@@ -164,7 +164,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=12_500_000,
                         help="events of the generated log (12.5M gives about 10.5M tokens)")
-    parser.add_argument("--gen-epochs", type=int, default=3, help="epochs on the generated corpus")
+    parser.add_argument("--gen-epochs", type=int, default=1, help="epochs on the generated corpus")
     args = parser.parse_args()
     os.chdir(REPO)  # the configs' relative paths resolve against the repository root
     WORK.mkdir(parents=True, exist_ok=True)
