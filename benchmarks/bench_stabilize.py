@@ -207,8 +207,12 @@ def main(argv=None) -> dict:
     spark = get_spark(spark_cfg, "bench_stabilize")
     results = bench_gram(spark, args.gram_rows)
     sizes = [int(s) for s in args.sizes.split(",")]
-    runs = [bench_job(spark, n, args.keep_data) for n in sizes]
+    runs = []
+    for n in sizes:  # results so far are written after each size (long runs can be cut)
+        runs.append(bench_job(spark, n, args.keep_data))
+        write_results("bench_stabilize", {**results, "job": runs, "complete": False})
     results["job"] = runs
+    results["complete"] = True
     by_size = {r["rows_per_side"]: r for r in runs}
     if 1_000_000 in by_size:
         results["job_time_vs_single_process_1m"] = by_size[1_000_000]["job_vs_single_process"]
