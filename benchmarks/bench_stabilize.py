@@ -84,12 +84,13 @@ def gram_single_process(path: str) -> np.ndarray:
     return g
 
 
-def bench_gram(spark, rows: int, repeats: int = 3) -> dict:
-    """Best of ``repeats`` for the fast ways (noise on a shared machine only slows things down)."""
+def bench_gram(spark, rows: int, repeats: int = 5) -> dict:
+    """Best of ``repeats`` for the fast ways (noise on a shared machine only slows things down),
+    after one untimed run of each (JVM JIT, Python workers, file cache)."""
     path = write_matrix(WORK / "gram.parquet", "i",
                         np.random.default_rng(0).standard_normal((rows, DIM), dtype=np.float32))
-    spark.read.parquet(path).count()  # start the JVM side and warm the file cache
-    linalg.gram(spark.read.parquet(path).limit(1000), "vector", DIM)  # start Python workers
+    linalg.gram(spark.read.parquet(path), "vector", DIM)
+    gram_single_process(path)
     times: dict = {"module": [], "single_process": []}
     for _ in range(repeats):
         t, g_module = timed(lambda: linalg.gram(spark.read.parquet(path), "vector", DIM).matrix)

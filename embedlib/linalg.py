@@ -100,13 +100,16 @@ def block_gram(df: DataFrame, cols: Sequence[str], dim: int,
                 n_bad += batch.num_rows - int(keep.sum())
                 batch = batch.filter(pa.array(keep))
                 blocks = [batch_matrix(batch.column(c), dim) for c in cols]
-            z = np.hstack([b.astype(np.float64) if m is None else b.astype(np.float64) @ m
-                           for b, m in zip(blocks, mats)])
-            finite = np.isfinite(z).all(axis=1)
-            if not finite.all():
+            z = _block_rows(blocks, mats)
+            g = z.T @ z  # one BLAS syrk per batch, in float64
+            # A NaN/Inf anywhere in a row makes its diagonal entry non-finite (squares are
+            # >= 0 and float32 squares cannot overflow float64), so the row scan runs only then.
+            if not np.isfinite(np.diagonal(g)).all():
+                finite = np.isfinite(z).all(axis=1)
                 n_bad += int((~finite).sum())
                 z = z[finite]
-            gram += z.T @ z  # one BLAS syrk per batch, accumulated in float64
+                g = z.T @ z
+            gram += g
             n += z.shape[0]
         yield pa.record_batch([pa.array([n]), pa.array([n_bad]), pa.array([gram.tobytes()])],
                               names=["n", "n_bad", "gram"])
@@ -118,6 +121,12 @@ def block_gram(df: DataFrame, cols: Sequence[str], dim: int,
         lambda r: (r.n, r.n_bad, np.frombuffer(r.gram, dtype=np.float64))
     ).treeReduce(lambda a, b: (a[0] + b[0], a[1] + b[1], a[2] + b[2]), depth=2)
     return BlockGram(flat.reshape(size, size).copy(), n, n_bad, dim)
+
+
+def _block_rows(blocks: list, mats: list) -> np.ndarray:
+    """[X_1 M_1, ..., X_k M_k] in float64 (one copy; no hstack for a single block)."""
+    parts = [b.astype(np.float64) if m is None else b.astype(np.float64) @ m for b, m in zip(blocks, mats)]
+    return parts[0] if len(parts) == 1 else np.hstack(parts)
 
 
 def _valid_rows(batch: pa.RecordBatch, cols: Sequence[str], dim: int) -> np.ndarray:

@@ -12,6 +12,14 @@ from pyspark.sql import functions as F
 
 PUBLISHED_COLS = ["id", "vector", "count", "carried", "trained_dt"]
 DELTA_COLS = ["side", "id", "change", "cosine", "vector"]
+# Up to this many ids are broadcast to pick their rows out of a vector table where it lies;
+# past it the ids are joined with a shuffle (which moves every vector of the table).
+BROADCAST_IDS_MAX = 2_000_000
+
+
+def rows_of_ids(vectors_df: DataFrame, ids_df: DataFrame, n_ids: int) -> DataFrame:
+    """The rows of ``vectors_df`` whose id is in ``ids_df`` (with ids_df's other columns)."""
+    return vectors_df.join(F.broadcast(ids_df) if n_ids <= BROADCAST_IDS_MAX else ids_df, on="id", how="inner")
 
 
 def as_published(df: DataFrame, dt: str) -> DataFrame:
@@ -20,20 +28,25 @@ def as_published(df: DataFrame, dt: str) -> DataFrame:
                      F.lit(dt).alias("trained_dt")).select(*PUBLISHED_COLS)
 
 
-def with_carried(today_df: DataFrame, parent_df: DataFrame, dt: str, ttl_days: int) -> DataFrame:
+def with_carried(today_df: DataFrame, parent_df: DataFrame, dt: str, ttl_days: int,
+                 today_ids: DataFrame | None = None) -> DataFrame:
     """Today's rows plus the parent's rows absent today, last trained at most ``ttl_days`` ago.
 
-    Both frames are in the published contract; ``id`` is unique in each.
+    Both frames are in the published contract; ``id`` is unique in each. ``today_ids``: the
+    same ids as ``today_df`` from a cheaper plan (today_df's vectors come out of an Arrow
+    transform that Spark cannot prune, so selecting its ids would redo the transform).
     """
-    # Ids first: only the (few) carried rows' vectors need to travel.
+    today_ids = today_df.select("id") if today_ids is None else today_ids.select("id")
+    # Ids first: the carried ids (items that dropped out of today's vocabulary, usually a
+    # small share of the parent) pick their rows out of the parent without moving the rest.
     carried_ids = (
         parent_df.select("id", "trained_dt")
-        .join(today_df.select("id"), on="id", how="left_anti")
+        .join(today_ids, on="id", how="left_anti")
         .where(F.datediff(F.lit(dt), F.col("trained_dt")) <= ttl_days)
         .select("id")
     )
     carried_df = (
-        parent_df.select(*PUBLISHED_COLS).join(carried_ids, on="id", how="left_semi")
+        rows_of_ids(parent_df.select(*PUBLISHED_COLS), carried_ids, carried_ids.count())
         .withColumn("carried", F.lit(True))
         .select(*PUBLISHED_COLS)
     )
@@ -60,5 +73,6 @@ def delta(side: str, published_df: DataFrame, parent_df: DataFrame | None,
     new = today_ids.join(parent_ids, on="id", how="left_anti").select("id", F.lit("new").alias("change"), no_cosine)
     evicted = (parent_ids.join(today_ids, on="id", how="left_anti")
                .select("id", F.lit("evicted").alias("change"), no_cosine, F.lit(None).cast("array<float>").alias("vector")))
-    changed = moved.unionByName(new).join(vectors, on="id", how="inner")
+    changed_ids = moved.unionByName(new)
+    changed = rows_of_ids(vectors, changed_ids, changed_ids.count())
     return changed.unionByName(evicted).select(F.lit(side).alias("side"), "id", "change", "cosine", "vector")

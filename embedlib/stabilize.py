@@ -46,6 +46,9 @@ class Stabilized:
     # (id, raw, stabilized) same-id cosines to the parent on shared item ids, persisted for
     # the delta; None for a root. The caller unpersists it.
     cosines_df: Optional[DataFrame] = None
+    # The ids of items_df / other_df read without the transform (a cheap plan for id joins).
+    item_ids: Optional[DataFrame] = None
+    other_ids: Optional[DataFrame] = None
 
 
 def vector_dim(df: DataFrame, name: str) -> int:
@@ -145,7 +148,8 @@ def stabilize(items: Side, other: Optional[Side], cfg: StabilizeConfig,
         raise
     return Stabilized(linalg.apply_transform(items.df, "vector", f_t),
                       linalg.apply_transform(other.df, "vector", f_w) if other else None,
-                      f_t, f_w, mode, root_reason, metrics, cosines_df)
+                      f_t, f_w, mode, root_reason, metrics, cosines_df,
+                      items.df.select("id"), other.df.select("id") if other else None)
 
 
 def _root_reason(items: Side, dim: int, prev_dim: Optional[int], mode: str, cfg) -> Optional[str]:

@@ -15,7 +15,9 @@ def pub(spark, cfg, dt):
     return {r.id: (r.carried, r.trained_dt) for r in df.collect()}
 
 
-def test_delta_classifies_new_evicted_moved(spark):
+@pytest.mark.parametrize("broadcast_max", [publish.BROADCAST_IDS_MAX, 0])
+def test_delta_classifies_new_evicted_moved(spark, monkeypatch, broadcast_max):
+    monkeypatch.setattr(publish, "BROADCAST_IDS_MAX", broadcast_max)  # 0: the shuffle join
     cols = "id string, vector array<float>"
     today = spark.createDataFrame([("same", [1.0, 0.0]), ("moved", [0.0, 1.0]), ("new", [1.0, 1.0])], cols)
     parent = spark.createDataFrame([("same", [2.0, 0.0]), ("moved", [1.0, 0.0]), ("gone", [1.0, 0.0])], cols)
@@ -24,6 +26,19 @@ def test_delta_classifies_new_evicted_moved(spark):
     assert rows == {"moved": ("moved", 0.0, [0.0, 1.0]), "new": ("new", None, [1.0, 1.0]),
                     "gone": ("evicted", None, None)}
     assert {r.change for r in publish.delta("item", today, None, None, 0.05).collect()} == {"new"}
+
+
+@pytest.mark.parametrize("broadcast_max", [publish.BROADCAST_IDS_MAX, 0])
+def test_with_carried_picks_parent_rows_absent_today(spark, monkeypatch, broadcast_max):
+    monkeypatch.setattr(publish, "BROADCAST_IDS_MAX", broadcast_max)
+    cols = "id string, vector array<float>, count long, carried boolean, trained_dt string"
+    today = spark.createDataFrame([("a", [1.0], 3, False, "2024-03-05")], cols)
+    parent = spark.createDataFrame([("a", [9.0], 1, False, "2024-03-04"), ("b", [2.0], 2, False, "2024-03-04"),
+                                    ("old", [3.0], 1, True, "2024-01-01")], cols)
+    rows = {r.id: tuple(r)[1:] for r in publish.with_carried(today, parent, "2024-03-05", 7).collect()}
+    assert rows == {"a": ([1.0], 3, False, "2024-03-05"), "b": ([2.0], 2, True, "2024-03-04")}
+    ids_only = publish.with_carried(today, parent, "2024-03-05", 7, today_ids=today.select("id"))
+    assert sorted(r.id for r in ids_only.collect()) == ["a", "b"]
 
 
 @pytest.mark.slow

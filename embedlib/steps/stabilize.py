@@ -113,14 +113,15 @@ def transform(inputs: Inputs, cfg: Config) -> Stabilized:
 def load(spark: SparkSession, result: Stabilized, inputs: Inputs, cfg: Config, dt: str) -> list:
     """Write every side's vectors (+ carried rows) and the delta, then register the version."""
     chained = result.root_reason is None  # same space as the parent: carry and diff against it
-    sides = [("item", result.items_df, result.transform_items, inputs.items.prev_df)]
+    sides = [("item", result.items_df, result.item_ids, result.transform_items, inputs.items.prev_df)]
     if result.other_df is not None:
-        sides.append((cfg.stabilize.other_side, result.other_df, result.transform_other, inputs.other.prev_df))
+        sides.append((cfg.stabilize.other_side, result.other_df, result.other_ids, result.transform_other,
+                      inputs.other.prev_df))
     written = []
-    for side, df, transform_matrix, parent_df in sides:
+    for side, df, ids_df, transform_matrix, parent_df in sides:
         pub_df = publish.as_published(df, dt)
         if chained and parent_df is not None:
-            pub_df = publish.with_carried(pub_df, parent_df, dt, cfg.publish.ttl_days)
+            pub_df = publish.with_carried(pub_df, parent_df, dt, cfg.publish.ttl_days, ids_df)
         location = tables.write_partition(spark, pub_df, published_table(cfg, side), dt)
         pub_df = spark.read.parquet(location)
         counts = pub_df.agg(F.count(F.lit(1)).alias("n"), F.sum(F.col("carried").cast("int")).alias("c")).first()
