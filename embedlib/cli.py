@@ -14,9 +14,10 @@ from embedlib.log import get_logger
 log = get_logger(__name__)
 
 COMMON_EPILOG = """\
-Every job takes the same flags: --conf conf/<env>.yaml (see conf/local.yaml for every key),
+Common flags: --conf conf/<env>.yaml (every key and its default: embedlib/config.py),
 --dt YYYY-MM-DD (the logical date) and any number of --set section.key=value overrides,
 e.g. --set spark.master=local[2] --set sequences.min_count=5.
+Exit codes: 0 done, 2 an expected failure (bad config or input; one ERROR line says why).
 """
 
 
@@ -28,13 +29,13 @@ def parse_dt(value: str) -> str:
         raise argparse.ArgumentTypeError(f"--dt must be a date like 2024-01-31, got {value!r}") from None
 
 
-def job_parser(description: str, dt_required: bool = True) -> argparse.ArgumentParser:
+def job_parser(description: str, dt_required: bool = True,
+               dt_help: str = "logical date YYYY-MM-DD of the run") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=description, epilog=COMMON_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--conf", required=True, help="YAML config file, e.g. conf/local.yaml")
-    parser.add_argument("--dt", type=parse_dt, required=dt_required,
-                        help="logical date YYYY-MM-DD of the run")
+    parser.add_argument("--dt", type=parse_dt, required=dt_required, help=dt_help)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set sequences.min_count=5 (repeatable)")
     return parser

@@ -5,7 +5,9 @@ serve.side), scores every item against all items (serve.metric, exact top serve.
 the item itself left out) inside Spark over Arrow batches, with the index broadcast to the
 executors (CuPy on GPU executors, NumPy elsewhere: serve.backend), and writes the dt
 partition of tables.neighbors: item_id, neighbors array<struct<id, score>> (replacing it on
-a rerun).
+a rerun). Version dt must be registered (run stabilize first) unless
+serve.require_registered is false; serve.neighbors_partitions spreads the queries over more
+tasks.
 """
 import sys
 

@@ -14,7 +14,7 @@ from embedlib.spark import get_spark
 
 
 def main(argv=None):
-    parser = job_parser(__doc__, dt_required=False)
+    parser = job_parser(__doc__, dt_required=False, dt_help="show only this version (default: all)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
     cfg = load_job_config(args)

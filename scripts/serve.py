@@ -5,8 +5,8 @@ partition of the published embeddings table of serve.side; Spark is started once
 its files, then stopped). The serve.* config keys set the backend (auto picks CuPy on a
 GPU), dtype, metric, unknown-id policy, k, host and port; --set overrides them.
 
-  .venv/bin/python scripts/serve.py --path warehouse/embedlib.db/embeddings_item/dt=2024-01-10
   .venv/bin/python scripts/serve.py --conf conf/local.yaml --dt 2024-01-10 --set serve.port=8001
+  .venv/bin/python scripts/serve.py --path warehouse/embedlib.db/embeddings_item/dt=2024-01-10/run=<id>
 """
 import argparse
 import sys

@@ -36,6 +36,17 @@ def test_folder_of_parts_with_extra_columns(tmp_path):
     assert len(index) == 4 and index.dim == 6
 
 
+def test_dt_folder_with_two_runs_is_refused(tmp_path):
+    dt_folder = tmp_path / "dt=2024-01-10"
+    for run in ("run=1", "run=2"):  # a rerun keeps the previous run's folder for readers in flight
+        (dt_folder / run).mkdir(parents=True)
+        pq.write_table(published_table(["a"], [[1.0, 2.0]]), dt_folder / run / "part-0.parquet")
+    with pytest.raises(VectorsError, match=r"holds 2 run folders \(run=1, run=2\).*--conf and --dt"):
+        read_embeddings(dt_folder)
+    ids, _ = read_embeddings(dt_folder / "run=2")
+    assert ids.tolist() == ["a"]
+
+
 def test_sliced_batches_are_flattened_at_their_offsets():
     table = published_table(["a", "b", "c"], [[1, 2], [3, 4], [5, 6]]).slice(1, 2)
     ids, vectors = arrays_from_arrow(table)

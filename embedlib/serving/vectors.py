@@ -43,11 +43,28 @@ def read_embeddings(path: Union[str, Path, Sequence[str]], id_col: str = ID_COL,
         paths = [pafs.FileSystem.from_uri(p)[1] for p in paths]
     elif not Path(paths[0]).exists():
         raise VectorsError(f"embeddings path {paths[0]} does not exist")
+    if len(paths) == 1:
+        _check_one_run(paths[0], filesystem or pafs.LocalFileSystem())
     try:
         table = pq.read_table(paths if len(paths) > 1 else paths[0], filesystem=filesystem)
     except (pa.ArrowInvalid, OSError) as exc:
         raise VectorsError(f"cannot read Parquet at {paths[0]}: {exc}") from None
     return arrays_from_arrow(table, id_col, vector_col)
+
+
+def _check_one_run(path: str, filesystem: pafs.FileSystem) -> None:
+    """A dt folder of a published table may hold several run=<id> folders (the previous run
+    is kept for readers in flight, a crashed write leaves its staging run); only the
+    metastore knows which one is published, so reading the dt folder is refused then."""
+    if filesystem.get_file_info(path).type != pafs.FileType.Directory:
+        return
+    runs = sorted(info.base_name for info in filesystem.get_file_info(pafs.FileSelector(path))
+                  if info.type == pafs.FileType.Directory and info.base_name.startswith("run="))
+    if len(runs) > 1:
+        raise VectorsError(
+            f"{path} holds {len(runs)} run folders ({', '.join(runs)}); the published one is "
+            "recorded in the metastore: serve with --conf and --dt (scripts/serve.py), or pass "
+            "the run folder itself")
 
 
 def arrays_from_arrow(table: Union[pa.Table, pa.RecordBatch], id_col: str = ID_COL,
