@@ -17,9 +17,16 @@ DELTA_COLS = ["side", "id", "change", "cosine", "vector"]
 BROADCAST_IDS_MAX = 2_000_000
 
 
-def rows_of_ids(vectors_df: DataFrame, ids_df: DataFrame, n_ids: int) -> DataFrame:
-    """The rows of ``vectors_df`` whose id is in ``ids_df`` (with ids_df's other columns)."""
-    return vectors_df.join(F.broadcast(ids_df) if n_ids <= BROADCAST_IDS_MAX else ids_df, on="id", how="inner")
+def rows_of_ids(vectors_df: DataFrame, ids_df: DataFrame, max_ids: int | None = None) -> DataFrame:
+    """The rows of ``vectors_df`` whose id is in ``ids_df`` (with ids_df's other columns).
+
+    ``max_ids``: a known upper bound on the number of ids (e.g. the rows of the table they
+    come from); the ids are counted (one ids-only job) only when it is unknown or too big.
+    """
+    small = max_ids is not None and max_ids <= BROADCAST_IDS_MAX
+    if not small:
+        small = ids_df.count() <= BROADCAST_IDS_MAX
+    return vectors_df.join(F.broadcast(ids_df) if small else ids_df, on="id", how="inner")
 
 
 def as_published(df: DataFrame, dt: str) -> DataFrame:
@@ -29,12 +36,14 @@ def as_published(df: DataFrame, dt: str) -> DataFrame:
 
 
 def with_carried(today_df: DataFrame, parent_df: DataFrame, dt: str, ttl_days: int,
-                 today_ids: DataFrame | None = None) -> DataFrame:
+                 today_ids: DataFrame | None = None, parent_rows: int | None = None) -> DataFrame:
     """Today's rows plus the parent's rows absent today, last trained at most ``ttl_days`` ago.
 
     Both frames are in the published contract; ``id`` is unique in each. ``today_ids``: the
     same ids as ``today_df`` from a cheaper plan (today_df's vectors come out of an Arrow
     transform that Spark cannot prune, so selecting its ids would redo the transform).
+    ``parent_rows``: the parent's row count when known (the registry has it), which bounds
+    the carried ids.
     """
     today_ids = today_df.select("id") if today_ids is None else today_ids.select("id")
     # Ids first: the carried ids (items that dropped out of today's vocabulary, usually a
@@ -46,7 +55,7 @@ def with_carried(today_df: DataFrame, parent_df: DataFrame, dt: str, ttl_days: i
         .select("id")
     )
     carried_df = (
-        rows_of_ids(parent_df.select(*PUBLISHED_COLS), carried_ids, carried_ids.count())
+        rows_of_ids(parent_df.select(*PUBLISHED_COLS), carried_ids, parent_rows)
         .withColumn("carried", F.lit(True))
         .select(*PUBLISHED_COLS)
     )
@@ -54,7 +63,7 @@ def with_carried(today_df: DataFrame, parent_df: DataFrame, dt: str, ttl_days: i
 
 
 def delta(side: str, published_df: DataFrame, parent_df: DataFrame | None,
-          cosines_df: DataFrame | None, threshold: float) -> DataFrame:
+          cosines_df: DataFrame | None, threshold: float, published_rows: int | None = None) -> DataFrame:
     """Ids that changed since the parent: new, evicted, or moved by more than ``threshold``.
 
     ``moved``: 1 - cosine(today's stabilized vector, the parent's) > threshold, from
@@ -74,5 +83,5 @@ def delta(side: str, published_df: DataFrame, parent_df: DataFrame | None,
     evicted = (parent_ids.join(today_ids, on="id", how="left_anti")
                .select("id", F.lit("evicted").alias("change"), no_cosine, F.lit(None).cast("array<float>").alias("vector")))
     changed_ids = moved.unionByName(new)
-    changed = rows_of_ids(vectors, changed_ids, changed_ids.count())
+    changed = rows_of_ids(vectors, changed_ids, published_rows)  # changed ids are today's ids
     return changed.unionByName(evicted).select(F.lit(side).alias("side"), "id", "change", "cosine", "vector")

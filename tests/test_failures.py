@@ -29,6 +29,10 @@ def job(name, warehouse, *sets):
 def versions(warehouse):
     out = subprocess.run(job("show_versions", warehouse) + ["--json"], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr[-2000:]
+    # Quiet by default: only the project's own progress lines (and the JVM's one notice).
+    noise = [line for line in out.stderr.splitlines() if line.strip() and " [embedlib" not in line
+             and not line.startswith("WARNING: Using incubator modules")]
+    assert not noise, noise
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -27,6 +27,7 @@ class Inputs:
     other: Optional[Side]
     parent_dt: Optional[str]
     parent_dim: Optional[int]
+    parent_rows: dict  # {side: rows} of the parent version (from the registry)
     no_parent_reason: Optional[str]
     trainer: dict
 
@@ -82,17 +83,19 @@ def extract(spark: SparkSession, cfg: Config, dt: str) -> Inputs:
     other_df = _today(spark, cfg, dt, s.other_side, s.other) if s.other or s.other_side == "context" else None
     parent_dt, reason = registry.previous_dt(spark, cfg, dt)
     prev_items = prev_other = parent_dim = None
+    parent_rows = {}
     if parent_dt is not None:
         prev_items, record = registry.read_published(spark, cfg, parent_dt, "item")
-        parent_dim = record.dim
+        parent_dim, parent_rows["item"] = record.dim, record.n_rows
         if other_df is not None and s.other_side in registry.read_version(spark, cfg, parent_dt):
-            prev_other = registry.read_published(spark, cfg, parent_dt, s.other_side)[0]
+            prev_other, other_record = registry.read_published(spark, cfg, parent_dt, s.other_side)
+            parent_rows[s.other_side] = other_record.n_rows
         log.info("parent version: %s (dim %d)", parent_dt, parent_dim)
     else:
         log.info("no parent version (%s): this version is a root", reason)
     return Inputs(Side("items", items_df, prev_items),
                   Side(s.other_side, other_df, prev_other) if other_df is not None else None,
-                  parent_dt, parent_dim, reason, _trainer(spark, cfg, dt))
+                  parent_dt, parent_dim, parent_rows, reason, _trainer(spark, cfg, dt))
 
 
 def _trainer(spark: SparkSession, cfg: Config, dt: str) -> dict:
@@ -121,14 +124,15 @@ def load(spark: SparkSession, result: Stabilized, inputs: Inputs, cfg: Config, d
     for side, df, ids_df, transform_matrix, parent_df in sides:
         pub_df = publish.as_published(df, dt)
         if chained and parent_df is not None:
-            pub_df = publish.with_carried(pub_df, parent_df, dt, cfg.publish.ttl_days, ids_df)
+            pub_df = publish.with_carried(pub_df, parent_df, dt, cfg.publish.ttl_days, ids_df,
+                                          inputs.parent_rows.get(side))
         location = tables.write_partition(spark, pub_df, published_table(cfg, side), dt)
         pub_df = spark.read.parquet(location)
         counts = pub_df.agg(F.count(F.lit(1)).alias("n"), F.sum(F.col("carried").cast("int")).alias("c")).first()
         written.append((side, location, counts.n, counts.c or 0, transform_matrix))
         if side == "item":
             delta_df = publish.delta(side, pub_df, parent_df if chained else None, result.cosines_df,
-                                     cfg.publish.delta_cosine_threshold)
+                                     cfg.publish.delta_cosine_threshold, counts.n)
     delta_location = tables.write_partition(spark, delta_df, tables.qualified(cfg.tables, cfg.tables.deltas), dt)
     changes = {f"{r.side}_{r.change}": r["count"]
                for r in spark.read.parquet(delta_location).groupBy("side", "change").count().collect()}
