@@ -251,6 +251,8 @@ def main(argv=None) -> dict:
             by_size[sizes[-1]]["job_seconds"] / by_size[sizes[0]]["job_seconds"])
         results["rows_growth"] = sizes[-1] / sizes[0]
     spark.stop()
+    if not args.keep_data:  # the published tables of every size: gigabytes
+        shutil.rmtree(WORK / "stabilize_warehouse", ignore_errors=True)
     return write_results("bench_stabilize", results)
 
 

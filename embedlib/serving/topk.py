@@ -2,9 +2,10 @@
 
 Scores of a block of queries against a chunk of index rows come from one matmul. The
 first chunk sets a threshold per query (its k-th best score, from a partition); after
-that only scores strictly above the running k-th best are candidates, found with one
-comparison and ``flatnonzero`` over the chunk, so the selection work after the first
-chunk is a pass over the scores plus a tiny merge.
+that only scores strictly above the running k-th best are candidates: a row-max pass over
+the chunk finds the queries that have any, and only their rows are compared in full, so
+the selection work after the first chunk is about one pass over the scores plus a tiny
+merge.
 
 Ties are broken by row index (lower first), which makes results independent of the chunk
 size: the merge puts the running best (all from earlier rows, already in order) before the
@@ -75,13 +76,26 @@ def _topk_block(xp, queries, matrix, k, inv_norms, exclude_rows, step):
     for start, stop in _chunk_bounds(n, min(step, max(FIRST_CHUNK_ROWS, 4 * k)), step):
         block = _chunk_scores(xp, queries, matrix, start, stop, inv_norms, exclude_rows)
         if start == 0:
-            candidates = (block >= _kth_largest(xp, block, k)) & (block > -np.inf)
+            flat = xp.flatnonzero((block >= _kth_largest(xp, block, k)) & (block > -np.inf))
         else:
-            candidates = block > best_scores[:, k - 1:k]
-        flat = xp.flatnonzero(candidates)
+            flat = _above(xp, block, best_scores[:, k - 1])
         if flat.size:
             best_scores, best_rows = _merge(xp, best_scores, best_rows, block, flat, start)
     return best_scores, best_rows
+
+
+def _above(xp, block, threshold):
+    """Flat indices into ``block`` of the scores strictly above their row's ``threshold``.
+
+    Once the running k-th best is high, most rows of a chunk hold no candidate: a row-max
+    pass (cheap, contiguous) finds the rows that do, and only those are compared in full.
+    """
+    hot = xp.flatnonzero(block.max(axis=1) > threshold)
+    if hot.size == 0:
+        return hot
+    width = block.shape[1]
+    sub = xp.flatnonzero(block[hot] > threshold[hot, None])
+    return hot[sub // width] * width + sub % width
 
 
 def _chunk_bounds(n: int, first: int, step: int):
