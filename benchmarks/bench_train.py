@@ -18,23 +18,21 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import gensim
 
+from common import write_results  # benchmarks/, next to this file
 from embedlib import tables
 from embedlib.config import Config, load_config
 from embedlib.evaluate import evaluate_holdout, temporal_holdout
-from embedlib.item2vec import library_versions
 from embedlib.sample_data import SampleSpec, write_sample
 from embedlib.spark import get_spark
 from embedlib.steps import build_sequences, train_item2vec
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "benchmarks" / "work" / "bench_train"
-RESULTS = REPO / "benchmarks" / "results" / "bench_train.json"
 MOVIELENS = REPO.parent / "shared" / "data" / "movielens-latest-small"
 ML_DT, GEN_DT = "2018-09-24", "2024-01-10"
 # word2vec's skip-gram defaults (TrainConfig's defaults), and the tuned set for MovieLens
@@ -126,12 +124,6 @@ def generated(spark, n_events: int, epochs: int) -> dict:
     return out
 
 
-def machine() -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor(),
-            "cpu_count": os.cpu_count(), "spark_master": "local[2]", **library_versions(),
-            "note": "2 cores shared with other jobs on the machine; timings are noisy"}
-
-
 def headline(ml: dict | None, gen: dict) -> dict:
     """The keys the issue asks for, copied from the sections."""
     scaling = {f"scaling_words_per_s_{s['workers']}_workers": s["words_per_second"]
@@ -173,13 +165,11 @@ def main() -> None:
     started = time.perf_counter()
     ml = movielens(spark) if (MOVIELENS / "ratings.csv").exists() else None
     gen = generated(spark, args.events, args.gen_epochs)
-    result = {**headline(ml, gen), "machine": machine(), "params": {
+    result = {**headline(ml, gen), "spark_master": "local[2]", "params": {
         "default": DEFAULT, "tuned": TUNED, "spark": SPARK,
         "generated": {**DEFAULT, "epochs": args.gen_epochs, "spark_partitions": 2}},
         "movielens": ml, "generated": gen, "bench_seconds": time.perf_counter() - started}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    print(json.dumps(result, sort_keys=True))
+    write_results("bench_train", result)
 
 
 if __name__ == "__main__":
