@@ -3,7 +3,8 @@
 Distributed side: every pass over an (id, vector array<float>) DataFrame runs on Arrow record
 batches (``mapInArrow``). The list column's values buffer is flattened and reshaped to an
 n x e matrix, so each batch costs one BLAS call instead of n Python-level row operations;
-per-partition results (e x e) are combined with a tree reduction.
+per-partition results (e x e) are combined with a tree reduction (summed on the driver
+when there are only a few).
 
 Driver side (small e x e matrices, float64): the Cholesky factor of a Gram matrix as the R of
 a QR that is never computed, with an eigen-decomposition fallback for (near) singular
@@ -64,6 +65,10 @@ def invalid_vector(col_name: str, dim: int):
 
 
 # ------------------------------------------------------------------- distributed e x e passes
+# Up to this many per-partition partials (e x e float64 each, (2e)^2 for a cross-Gram) are
+# summed on the driver; past it they are combined with a tree reduction on the executors.
+FLAT_REDUCE_MAX_PARTITIONS = 64
+
 @dataclass
 class BlockGram:
     """Gram matrix of the column blocks [X_1 M_1, X_2 M_2, ...] over the rows of a frame."""
@@ -114,12 +119,18 @@ def block_gram(df: DataFrame, cols: Sequence[str], dim: int,
         yield pa.record_batch([pa.array([n]), pa.array([n_bad]), pa.array([gram.tobytes()])],
                               names=["n", "n_bad", "gram"])
 
-    parts = df.select(*cols).mapInArrow(partial, "n long, n_bad long, gram binary").rdd
-    if parts.getNumPartitions() == 0:
+    partials = df.select(*cols).mapInArrow(partial, "n long, n_bad long, gram binary")
+    n_parts = partials.rdd.getNumPartitions()
+    if n_parts == 0:
         return BlockGram(np.zeros((size, size)), 0, 0, dim)
-    n, n_bad, flat = parts.map(
-        lambda r: (r.n, r.n_bad, np.frombuffer(r.gram, dtype=np.float64))
-    ).treeReduce(lambda a, b: (a[0] + b[0], a[1] + b[1], a[2] + b[2]), depth=2)
+    if n_parts <= FLAT_REDUCE_MAX_PARTITIONS:
+        # Few partials: summing them on the driver saves the extra Python stage of a tree.
+        rows = [(r.n, r.n_bad, np.frombuffer(r.gram, dtype=np.float64)) for r in partials.collect()]
+        n, n_bad, flat = sum(r[0] for r in rows), sum(r[1] for r in rows), np.sum([r[2] for r in rows], axis=0)
+    else:
+        n, n_bad, flat = partials.rdd.map(
+            lambda r: (r.n, r.n_bad, np.frombuffer(r.gram, dtype=np.float64))
+        ).treeReduce(lambda a, b: (a[0] + b[0], a[1] + b[1], a[2] + b[2]), depth=2)
     return BlockGram(flat.reshape(size, size).copy(), n, n_bad, dim)
 
 

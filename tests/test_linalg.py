@@ -18,9 +18,11 @@ def f32(x):
     return np.asarray(x, dtype=np.float32).astype(np.float64)
 
 
-def test_gram_matches_numpy_in_float64(spark):
+@pytest.mark.parametrize("flat_max", [linalg.FLAT_REDUCE_MAX_PARTITIONS, 0])  # 0: the tree
+def test_gram_matches_numpy_in_float64(spark, monkeypatch, flat_max):
+    monkeypatch.setattr(linalg, "FLAT_REDUCE_MAX_PARTITIONS", flat_max)
     x = RNG.normal(size=(500, 8)).astype(np.float32)
-    g = linalg.gram(vectors_df(spark, x), "vector", 8)
+    g = linalg.gram(vectors_df(spark, x, parts=5), "vector", 8)
     assert g.n_rows == 500 and g.n_invalid == 0
     np.testing.assert_allclose(g.matrix, f32(x).T @ f32(x), rtol=1e-12)
 
@@ -35,7 +37,9 @@ def test_cross_gram_with_transform(spark):
     np.testing.assert_allclose(cg.block(1, 1), f32(b).T @ f32(b), rtol=1e-10)
 
 
-def test_bad_vectors_are_counted_not_summed(spark):
+@pytest.mark.parametrize("flat_max", [linalg.FLAT_REDUCE_MAX_PARTITIONS, 0])
+def test_bad_vectors_are_counted_not_summed(spark, monkeypatch, flat_max):
+    monkeypatch.setattr(linalg, "FLAT_REDUCE_MAX_PARTITIONS", flat_max)
     x = [[1.0, 2.0], [float("nan"), 1.0], [1.0], None, [float("inf"), 0.0], [3.0, 4.0]]
     g = linalg.gram(vectors_df(spark, x, parts=2), "vector", 2)
     assert (g.n_rows, g.n_invalid) == (2, 4)
