@@ -24,6 +24,7 @@ from embedlib import item2vec
 from embedlib.config import Config, EvaluateConfig
 from embedlib.errors import EmbedlibError
 from embedlib.log import get_logger
+from embedlib.serving.vectors import arrays_from_arrow
 
 log = get_logger(__name__)
 
@@ -103,10 +104,7 @@ def temporal_holdout(sequences_df: DataFrame, eval_cfg: EvaluateConfig) -> HoldO
 
 def vectors_to_numpy(item_df: DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(ids, vectors) of an embedding DataFrame: shapes (n,) of str and (n, e) float32."""
-    table = item_df.select("id", "vector").toArrow()
-    ids = np.array(table["id"].to_pylist(), dtype=object)
-    values = table["vector"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    return ids, values.astype(np.float32).reshape(len(ids), -1)
+    return arrays_from_arrow(item_df.select("id", "vector").toArrow())
 
 
 def nearest_neighbors(vectors: np.ndarray, rows: np.ndarray, k: int,

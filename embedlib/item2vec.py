@@ -34,6 +34,7 @@ from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from embedlib import linalg
 from embedlib.config import TrainConfig
 from embedlib.errors import EmbedlibError
 from embedlib.log import get_logger
@@ -171,11 +172,8 @@ def embeddings_frame(spark: SparkSession, ids: np.ndarray, vectors: np.ndarray,
     vectors : ndarray, shape (n, e), cast to float32
     counts : ndarray of int, shape (n,)
     """
-    n, e = vectors.shape
-    offsets = pa.array(np.arange(0, n * e + 1, e, dtype=np.int32))
-    values = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel())
     table = pa.table({"id": pa.array(list(ids), pa.string()),
-                      "vector": pa.ListArray.from_arrays(offsets, values),
+                      "vector": linalg.list_column(vectors, pa.list_(pa.float32())),
                       "count": pa.array(np.asarray(counts, dtype=np.int64))})
     return spark.createDataFrame(table).select(*EMBEDDING_COLS)
 

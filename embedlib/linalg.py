@@ -13,6 +13,7 @@ See ../shared/design/STABILIZATION.md for the derivations.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
@@ -123,14 +124,17 @@ def block_gram(df: DataFrame, cols: Sequence[str], dim: int,
     n_parts = partials.rdd.getNumPartitions()
     if n_parts == 0:
         return BlockGram(np.zeros((size, size)), 0, 0, dim)
+    def parse(r):
+        return r.n, r.n_bad, np.frombuffer(r.gram, dtype=np.float64)
+
+    def add(a, b):
+        return a[0] + b[0], a[1] + b[1], a[2] + b[2]
+
     if n_parts <= FLAT_REDUCE_MAX_PARTITIONS:
         # Few partials: summing them on the driver saves the extra Python stage of a tree.
-        rows = [(r.n, r.n_bad, np.frombuffer(r.gram, dtype=np.float64)) for r in partials.collect()]
-        n, n_bad, flat = sum(r[0] for r in rows), sum(r[1] for r in rows), np.sum([r[2] for r in rows], axis=0)
+        n, n_bad, flat = functools.reduce(add, map(parse, partials.collect()))
     else:
-        n, n_bad, flat = partials.rdd.map(
-            lambda r: (r.n, r.n_bad, np.frombuffer(r.gram, dtype=np.float64))
-        ).treeReduce(lambda a, b: (a[0] + b[0], a[1] + b[1], a[2] + b[2]), depth=2)
+        n, n_bad, flat = partials.rdd.map(parse).treeReduce(add, depth=2)
     return BlockGram(flat.reshape(size, size).copy(), n, n_bad, dim)
 
 

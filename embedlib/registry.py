@@ -87,6 +87,11 @@ def registry_table(cfg: Config) -> str:
     return tables.qualified(cfg.tables, cfg.tables.versions)
 
 
+def published_table(cfg: Config, side: str) -> str:
+    """The published embeddings table of ``side`` (item, context, user...)."""
+    return tables.qualified(cfg.tables, f"{cfg.tables.embeddings_prefix}_{side}")
+
+
 def register(spark: SparkSession, cfg: Config, dt: str, records: list[VersionRecord]) -> None:
     """Commit the version of ``dt``: the last write of a publish."""
     df = spark.createDataFrame([r.to_row() for r in records], REGISTRY_SCHEMA)

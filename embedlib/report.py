@@ -22,6 +22,7 @@ from embedlib.cli import job_parser, load_job_config
 from embedlib.config import Config
 from embedlib.log import get_logger, step
 from embedlib.registry import VersionRecord, _plain
+from embedlib.steps.train_item2vec import raw_table
 
 log = get_logger(__name__)
 
@@ -109,7 +110,7 @@ def cosine_figures(spark: SparkSession, cfg: Config, dt: str, current: Optional[
     bins = cfg.report.histogram_bins
     parent_df, _ = registry.read_published(spark, cfg, item.parent_dt, "item")
     published_df, _ = registry.read_published(spark, cfg, dt, "item")
-    raw_df = _partition(spark, tables.qualified(cfg.tables, f"{cfg.tables.raw_embeddings_prefix}_item"), dt)
+    raw_df = _partition(spark, raw_table(cfg, "item"), dt)
     figures = {"parent_dt": item.parent_dt, "edges": np.linspace(-1.0, 1.0, bins + 1).tolist(),
                "stabilized": cosine_histogram(published_df.where(~F.col("carried")), parent_df, item.dim, bins),
                "raw": (cosine_histogram(raw_df, parent_df, item.dim, bins) if isinstance(raw_df, DataFrame)

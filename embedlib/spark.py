@@ -6,7 +6,6 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from pyspark import SparkConf
 from pyspark.sql import SparkSession
 
 from embedlib.config import SparkConfig
@@ -49,7 +48,9 @@ def get_spark(cfg: SparkConfig, app_name: str | None = None) -> SparkSession:
     # Executors must run the same Python as the driver (a .venv under spark-submit too).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name or cfg.app_name)
-    if not SparkConf().contains("spark.master"):  # spark-submit's --master wins over config
+    # Under spark-submit the JVM is already up (its gateway port is in the environment) and
+    # its --master wins; config's master applies only to a plain `python jobs/...` start.
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
         builder = builder.master(cfg.master)
     for key, value in spark_conf(cfg).items():
         builder = builder.config(key, value)

@@ -9,7 +9,8 @@ from pyspark.sql import types as T
 from embedlib import tables
 from embedlib.registry import RegistryError
 from embedlib.serving import EmbeddingIndex, ServingError
-from embedlib.serving.published import embeddings_table, partition_files
+from embedlib.registry import published_table
+from embedlib.serving.published import partition_files
 from embedlib.steps import build_neighbors
 from tests.conftest import REPO
 from tests.test_serving_index import reference_topk
@@ -24,7 +25,7 @@ EMBEDDINGS_SCHEMA = T.StructType([
 def publish(spark, cfg, ids, vectors):
     rows = [(i, v.tolist(), 1, False) for i, v in zip(ids, vectors)]
     df = spark.createDataFrame(rows, EMBEDDINGS_SCHEMA).repartition(3)
-    tables.write_partition(spark, df, embeddings_table(cfg), DT)
+    tables.write_partition(spark, df, published_table(cfg, cfg.serve.side), DT)
 
 
 def test_neighbors_table_equals_brute_force(spark, cfg_factory):

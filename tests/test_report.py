@@ -10,7 +10,7 @@ import pytest
 import yaml
 from matplotlib.image import imread
 
-from embedlib import registry, run_stats, tables
+from embedlib import registry, run_stats
 from embedlib.cli import main as cli_main
 from embedlib.config import as_dict
 from embedlib.report import build_report, popularity_curve

@@ -63,13 +63,13 @@ def test_sliced_batches_are_flattened_at_their_offsets():
 ])
 def test_bad_vectors_name_the_id(vectors, message):
     with pytest.raises(VectorsError, match=message.replace("(", r"\(")):
-        EmbeddingIndex.from_arrays(*arrays_from_arrow(published_table(["a", "b", "c"], vectors)),
+        EmbeddingIndex(*arrays_from_arrow(published_table(["a", "b", "c"], vectors)),
                                    backend="numpy")
 
 
 def test_duplicate_ids_and_missing_columns_are_errors(tmp_path):
     with pytest.raises(VectorsError, match="1 ids appear more than once, e.g. 'a'"):
-        EmbeddingIndex.from_arrays(["a", "b", "a"], np.ones((3, 2), np.float32), backend="numpy")
+        EmbeddingIndex(["a", "b", "a"], np.ones((3, 2), np.float32), backend="numpy")
     with pytest.raises(VectorsError, match="no column 'vector'"):
         arrays_from_arrow(pa.table({"id": ["a"], "embedding": [[1.0]]}))
     with pytest.raises(VectorsError, match="does not exist"):

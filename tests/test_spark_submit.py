@@ -97,8 +97,10 @@ def test_build_sequences_under_spark_submit_writes_its_tables(package, tmp_path)
 @pytest.mark.slow
 def test_bad_input_exits_2_with_one_clear_error(package, tmp_path):
     missing = tmp_path / "no-such-log"
-    proc = spark_submit(package, tmp_path, f"input.path={missing}")
+    # config asks for local[1]; spark-submit's --master local[2] must win
+    proc = spark_submit(package, tmp_path, f"input.path={missing}", "spark.master=local[1]")
     assert proc.returncode == 2, (proc.stdout + proc.stderr)[-4000:]
+    assert any(" on local[2], warehouse" in line for line in embedlib_lines(proc, "INFO"))
     errors = embedlib_lines(proc, "ERROR")
     # The run ends with the one line that says what is wrong (the step's timer logs its failure).
     assert "TableError" in errors[-1] and f"input path '{missing}' does not exist" in errors[-1]

@@ -51,12 +51,6 @@ class Backend:
             return self.xp.asnumpy(array)
         return np.asarray(array)
 
-    def memory_used(self) -> Optional[int]:
-        """Bytes held by CuPy's memory pool on the device; None on the CPU."""
-        if self.name != "cupy":
-            return None
-        return int(self.xp.get_default_memory_pool().used_bytes())
-
 
 def cupy_status() -> tuple[Optional[ModuleType], str]:
     """``(cupy, "")`` when CuPy imports and sees a CUDA device, else ``(None, why not)``."""

@@ -127,10 +127,6 @@ class EmbeddingIndex:
         ids, vectors = read_embeddings(path)
         return cls(ids, vectors, **options)
 
-    @classmethod
-    def from_arrays(cls, ids, vectors: np.ndarray, **options) -> "EmbeddingIndex":
-        return cls(ids, vectors, **options)
-
     def __len__(self) -> int:
         return len(self.ids)
 

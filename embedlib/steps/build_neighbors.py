@@ -19,8 +19,9 @@ from embedlib import tables
 from embedlib.config import Config
 from embedlib.log import get_logger, step
 from embedlib.serving.index import EmbeddingIndex, ServingError, TopKResult, index_options
-from embedlib.serving.published import check_registered, embeddings_table
-from embedlib.serving.vectors import ID_COL, VECTOR_COL, arrays_from_arrow, check_vectors
+from embedlib.registry import published_table
+from embedlib.serving.published import published_vectors
+from embedlib.serving.vectors import ID_COL, arrays_from_arrow, check_vectors
 
 log = get_logger(__name__)
 
@@ -33,14 +34,13 @@ _WORKER_INDEX: dict[str, EmbeddingIndex] = {}
 
 def extract(spark: SparkSession, cfg: Config, dt: str) -> DataFrame:
     """The published vectors of registered version dt (id, vector)."""
-    check_registered(spark, cfg, dt)
-    return tables.read_partition(spark, embeddings_table(cfg), dt).select(ID_COL, VECTOR_COL)
+    return published_vectors(spark, cfg, dt)
 
 
 def transform(spark: SparkSession, embeddings_df: DataFrame, cfg: Config):
     """Neighbours of every item: (item_id, neighbors), a summary, the index broadcast."""
     ids, vectors = arrays_from_arrow(embeddings_df.toArrow())
-    check_vectors(ids, vectors, f"embeddings {embeddings_table(cfg)}")
+    check_vectors(ids, vectors, f"embeddings {published_table(cfg, cfg.serve.side)}")
     k = cfg.serve.neighbors_k
     if k > len(ids) - 1:
         raise ServingError(f"serve.neighbors_k={k} needs more than {k} items; "

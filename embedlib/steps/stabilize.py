@@ -16,6 +16,8 @@ from pyspark.sql import functions as F
 from embedlib import publish, registry, tables
 from embedlib.config import Config, VectorSourceConfig
 from embedlib.log import get_logger, step
+from embedlib.registry import published_table
+from embedlib.steps.train_item2vec import raw_table
 from embedlib.stabilize import Side, Stabilized, StabilizeError, stabilize
 
 log = get_logger(__name__)
@@ -30,14 +32,6 @@ class Inputs:
     parent_rows: dict  # {side: rows} of the parent version (from the registry)
     no_parent_reason: Optional[str]
     trainer: dict
-
-
-def raw_table(cfg: Config, side: str) -> str:
-    return tables.qualified(cfg.tables, f"{cfg.tables.raw_embeddings_prefix}_{side}")
-
-
-def published_table(cfg: Config, side: str) -> str:
-    return tables.qualified(cfg.tables, f"{cfg.tables.embeddings_prefix}_{side}")
 
 
 def read_vector_source(spark: SparkSession, src: VectorSourceConfig, name: str) -> DataFrame:
