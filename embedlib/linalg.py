@@ -66,39 +66,43 @@ def invalid_vector(col_name: str, dim: int):
 
 
 # ------------------------------------------------------------------- distributed e x e passes
-# Up to this many per-partition partials (e x e float64 each, (2e)^2 for a cross-Gram) are
-# summed on the driver; past it they are combined with a tree reduction on the executors.
+# Up to this many per-partition partials (e x e float64 each, 2 e^2 + 1 for a cross-Gram)
+# are summed on the driver; past it they are combined with a tree reduction on the executors.
 FLAT_REDUCE_MAX_PARTITIONS = 64
 
-@dataclass
-class BlockGram:
-    """Gram matrix of the column blocks [X_1 M_1, X_2 M_2, ...] over the rows of a frame."""
 
-    matrix: np.ndarray  # shape (k*e, k*e), float64
+@dataclass
+class Gram:
+    """X^T X of a vector column (e x e, float64) over its valid rows."""
+
+    matrix: np.ndarray
     n_rows: int
-    n_invalid: int
+    n_invalid: int  # rows with a null, wrong-length or non-finite vector: counted, not summed
     dim: int
 
-    def block(self, i: int, j: int) -> np.ndarray:
-        e = self.dim
-        return self.matrix[i * e:(i + 1) * e, j * e:(j + 1) * e]
+
+@dataclass
+class CrossGram:
+    """A^T B over joined rows, A = (column a) @ transform, B = column b: what Procrustes needs."""
+
+    cross: np.ndarray  # (e, e), float64
+    sq_norm_a: float  # ||A||_F^2
+    sq_norm_b: float  # ||B||_F^2
+    n_rows: int
+    n_invalid: int
 
 
-def block_gram(df: DataFrame, cols: Sequence[str], dim: int,
-               transforms: Optional[Sequence[Optional[np.ndarray]]] = None) -> BlockGram:
-    """Z^T Z for Z = [X_1 M_1, ..., X_k M_k] (rows with a bad vector counted, not summed).
+def row_sums(df: DataFrame, cols: Sequence[str], dim: int, size: int, kernel) -> tuple[np.ndarray, int, int]:
+    """(sum of ``kernel`` over the valid rows of ``df``, valid rows, invalid rows).
 
-    Parameters
-    ----------
-    df : DataFrame with list<float> columns ``cols``, each of length ``dim``.
-    transforms : optional e x e float64 matrix per column (None = identity).
+    ``kernel(blocks)`` maps the float64 (n, dim) matrices of ``cols`` for one Arrow batch to a
+    flat float64 array of ``size``: a sum over the rows that is non-finite when a row has a
+    NaN/Inf (true of any sum of squares), so rows are scanned for them only then.
     """
-    cols, k = list(cols), len(cols)
-    mats = [None if m is None else np.asarray(m, dtype=np.float64) for m in (transforms or [None] * k)]
-    size = k * dim
+    cols = list(cols)
 
     def partial(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        gram, n, n_bad = np.zeros((size, size)), 0, 0
+        acc, n, n_bad = np.zeros(size), 0, 0
         for batch in batches:
             blocks = [batch_matrix(batch.column(c), dim) for c in cols]
             if any(b is None for b in blocks):  # rare: filter row by row only then
@@ -106,26 +110,25 @@ def block_gram(df: DataFrame, cols: Sequence[str], dim: int,
                 n_bad += batch.num_rows - int(keep.sum())
                 batch = batch.filter(pa.array(keep))
                 blocks = [batch_matrix(batch.column(c), dim) for c in cols]
-            z = _block_rows(blocks, mats)
-            g = z.T @ z  # one BLAS syrk per batch, in float64
-            # A NaN/Inf anywhere in a row makes its diagonal entry non-finite (squares are
-            # >= 0 and float32 squares cannot overflow float64), so the row scan runs only then.
-            if not np.isfinite(np.diagonal(g)).all():
-                finite = np.isfinite(z).all(axis=1)
+            blocks = [b.astype(np.float64) for b in blocks]
+            out = kernel(blocks)
+            if not np.isfinite(out).all():
+                finite = np.logical_and.reduce([np.isfinite(b).all(axis=1) for b in blocks])
                 n_bad += int((~finite).sum())
-                z = z[finite]
-                g = z.T @ z
-            gram += g
-            n += z.shape[0]
-        yield pa.record_batch([pa.array([n]), pa.array([n_bad]), pa.array([gram.tobytes()])],
-                              names=["n", "n_bad", "gram"])
+                blocks = [b[finite] for b in blocks]
+                out = kernel(blocks)
+            acc += out
+            n += blocks[0].shape[0]
+        yield pa.record_batch([pa.array([n]), pa.array([n_bad]), pa.array([acc.tobytes()])],
+                              names=["n", "n_bad", "acc"])
 
-    partials = df.select(*cols).mapInArrow(partial, "n long, n_bad long, gram binary")
+    partials = df.select(*cols).mapInArrow(partial, "n long, n_bad long, acc binary")
     n_parts = partials.rdd.getNumPartitions()
     if n_parts == 0:
-        return BlockGram(np.zeros((size, size)), 0, 0, dim)
+        return np.zeros(size), 0, 0
+
     def parse(r):
-        return r.n, r.n_bad, np.frombuffer(r.gram, dtype=np.float64)
+        return r.n, r.n_bad, np.frombuffer(r.acc, dtype=np.float64)
 
     def add(a, b):
         return a[0] + b[0], a[1] + b[1], a[2] + b[2]
@@ -135,13 +138,33 @@ def block_gram(df: DataFrame, cols: Sequence[str], dim: int,
         n, n_bad, flat = functools.reduce(add, map(parse, partials.collect()))
     else:
         n, n_bad, flat = partials.rdd.map(parse).treeReduce(add, depth=2)
-    return BlockGram(flat.reshape(size, size).copy(), n, n_bad, dim)
+    return flat.copy(), n, n_bad
 
 
-def _block_rows(blocks: list, mats: list) -> np.ndarray:
-    """[X_1 M_1, ..., X_k M_k] in float64 (one copy; no hstack for a single block)."""
-    parts = [b.astype(np.float64) if m is None else b.astype(np.float64) @ m for b, m in zip(blocks, mats)]
-    return parts[0] if len(parts) == 1 else np.hstack(parts)
+def gram(df: DataFrame, col_name: str, dim: int) -> Gram:
+    """X^T X of the vector column (one BLAS syrk per Arrow batch, float64)."""
+    flat, n, n_bad = row_sums(df, [col_name], dim, dim * dim, lambda b: (b[0].T @ b[0]).ravel())
+    return Gram(flat.reshape(dim, dim), n, n_bad, dim)
+
+
+def cross_gram(df: DataFrame, col_a: str, col_b: str, dim: int,
+               transform_a: Optional[np.ndarray] = None) -> CrossGram:
+    """A^T B and the squared norms of A and B over joined rows, A = col_a @ transform_a.
+
+    Per batch: X^T Y, X^T X and sum(Y^2) of the raw columns X, Y. The transform M is applied
+    to the e x e sums on the driver (A^T B = M^T X^T Y, ||A||^2 = tr(M^T X^T X M)), so no
+    row is multiplied by it.
+    """
+    e2 = dim * dim
+
+    def kernel(blocks):
+        x, y = blocks
+        return np.concatenate([(x.T @ y).ravel(), (x.T @ x).ravel(), [np.einsum("ij,ij->", y, y)]])
+
+    flat, n, n_bad = row_sums(df, [col_a, col_b], dim, 2 * e2 + 1, kernel)
+    xy, xx = flat[:e2].reshape(dim, dim), flat[e2:2 * e2].reshape(dim, dim)
+    m = np.eye(dim) if transform_a is None else np.asarray(transform_a, dtype=np.float64)
+    return CrossGram(m.T @ xy, float(np.einsum("ij,ij->", m, xx @ m)), float(flat[-1]), n, n_bad)
 
 
 def _valid_rows(batch: pa.RecordBatch, cols: Sequence[str], dim: int) -> np.ndarray:
@@ -155,17 +178,6 @@ def _valid_rows(batch: pa.RecordBatch, cols: Sequence[str], dim: int) -> np.ndar
             if arr[i].values.null_count:
                 keep[i] = False
     return keep
-
-
-def gram(df: DataFrame, col_name: str, dim: int) -> BlockGram:
-    """X^T X of the vector column (e x e, float64)."""
-    return block_gram(df, [col_name], dim)
-
-
-def cross_gram(df: DataFrame, col_a: str, col_b: str, dim: int,
-               transform_a: Optional[np.ndarray] = None) -> BlockGram:
-    """[A B]^T [A B] over joined rows (A = col_a @ transform_a): block(0, 1) is A^T B."""
-    return block_gram(df, [col_a, col_b], dim, [transform_a, None])
 
 
 def apply_transform(df: DataFrame, col_name: str, matrix: np.ndarray) -> DataFrame:
@@ -302,7 +314,7 @@ def procrustes_rotation(cross: np.ndarray) -> np.ndarray:
     return u @ vt
 
 
-def alignment_residual(gram_a: np.ndarray, cross: np.ndarray, gram_b: np.ndarray, o: np.ndarray) -> float:
-    """||A O - B||_F / ||B||_F from the Gram blocks alone (no second pass over the rows)."""
-    sq = np.trace(o.T @ gram_a @ o) - 2 * np.trace(o.T @ cross) + np.trace(gram_b)
-    return float(np.sqrt(max(sq, 0.0) / np.trace(gram_b))) if np.trace(gram_b) > 0 else float("nan")
+def alignment_residual(sq_norm_a: float, cross: np.ndarray, sq_norm_b: float, o: np.ndarray) -> float:
+    """||A O - B||_F / ||B||_F from ||A||^2, A^T B and ||B||^2 (O orthogonal: ||A O|| = ||A||)."""
+    sq = sq_norm_a - 2 * np.trace(o.T @ cross) + sq_norm_b
+    return float(np.sqrt(max(sq, 0.0) / sq_norm_b)) if sq_norm_b > 0 else float("nan")

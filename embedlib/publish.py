@@ -36,14 +36,15 @@ def as_published(df: DataFrame, dt: str) -> DataFrame:
 
 
 def with_carried(today_df: DataFrame, parent_df: DataFrame, dt: str, ttl_days: int,
-                 today_ids: DataFrame | None = None, parent_rows: int | None = None) -> DataFrame:
+                 today_ids: DataFrame | None = None, max_carried: int | None = None) -> DataFrame:
     """Today's rows plus the parent's rows absent today, last trained at most ``ttl_days`` ago.
 
     Both frames are in the published contract; ``id`` is unique in each. ``today_ids``: the
     same ids as ``today_df`` from a cheaper plan (today_df's vectors come out of an Arrow
     transform that Spark cannot prune, so selecting its ids would redo the transform).
-    ``parent_rows``: the parent's row count when known (the registry has it), which bounds
-    the carried ids.
+    ``max_carried``: an upper bound on the carried rows when the caller knows one (parent
+    rows minus the ids both versions share); otherwise the carried ids are counted first
+    (an ids-only job). With none to carry the parent's vectors are not read at all.
     """
     today_ids = today_df.select("id") if today_ids is None else today_ids.select("id")
     # Ids first: the carried ids (items that dropped out of today's vocabulary, usually a
@@ -54,8 +55,12 @@ def with_carried(today_df: DataFrame, parent_df: DataFrame, dt: str, ttl_days: i
         .where(F.datediff(F.lit(dt), F.col("trained_dt")) <= ttl_days)
         .select("id")
     )
+    if max_carried is None:
+        max_carried = carried_ids.count()
+    if max_carried <= 0:
+        return today_df
     carried_df = (
-        rows_of_ids(parent_df.select(*PUBLISHED_COLS), carried_ids, parent_rows)
+        rows_of_ids(parent_df.select(*PUBLISHED_COLS), carried_ids, max_carried)
         .withColumn("carried", F.lit(True))
         .select(*PUBLISHED_COLS)
     )
@@ -63,13 +68,15 @@ def with_carried(today_df: DataFrame, parent_df: DataFrame, dt: str, ttl_days: i
 
 
 def delta(side: str, published_df: DataFrame, parent_df: DataFrame | None,
-          cosines_df: DataFrame | None, threshold: float, published_rows: int | None = None) -> DataFrame:
+          cosines_df: DataFrame | None, threshold: float, published_rows: int | None = None,
+          n_new: int | None = None, n_evicted: int | None = None) -> DataFrame:
     """Ids that changed since the parent: new, evicted, or moved by more than ``threshold``.
 
     ``moved``: 1 - cosine(today's stabilized vector, the parent's) > threshold, from
     ``cosines_df`` (id, stabilized), the per-id cosines the stabilize step computed on the
     shared ids. Without a parent every row is new (a full reload). Only ids are joined; the
-    vectors of changed rows are looked up last.
+    vectors of changed rows are looked up last. ``n_new`` / ``n_evicted``: the counts when
+    the caller knows them from row counts; a known 0 skips that ids join.
     """
     vectors = published_df.select("id", "vector")
     if parent_df is None:
@@ -77,11 +84,15 @@ def delta(side: str, published_df: DataFrame, parent_df: DataFrame | None,
                               F.lit(None).cast("double").alias("cosine"), "vector")
     today_ids, parent_ids = published_df.select("id"), parent_df.select("id")
     no_cosine = F.lit(None).cast("double").alias("cosine")
-    moved = (cosines_df.where(1.0 - F.col("stabilized") > threshold)
-             .select("id", F.lit("moved").alias("change"), F.col("stabilized").alias("cosine")))
-    new = today_ids.join(parent_ids, on="id", how="left_anti").select("id", F.lit("new").alias("change"), no_cosine)
-    evicted = (parent_ids.join(today_ids, on="id", how="left_anti")
-               .select("id", F.lit("evicted").alias("change"), no_cosine, F.lit(None).cast("array<float>").alias("vector")))
-    changed_ids = moved.unionByName(new)
+    changed_ids = (cosines_df.where(1.0 - F.col("stabilized") > threshold)
+                   .select("id", F.lit("moved").alias("change"), F.col("stabilized").alias("cosine")))
+    if n_new != 0:
+        new = today_ids.join(parent_ids, on="id", how="left_anti").select("id", F.lit("new").alias("change"), no_cosine)
+        changed_ids = changed_ids.unionByName(new)
     changed = rows_of_ids(vectors, changed_ids, published_rows)  # changed ids are today's ids
-    return changed.unionByName(evicted).select(F.lit(side).alias("side"), "id", "change", "cosine", "vector")
+    if n_evicted != 0:
+        evicted = (parent_ids.join(today_ids, on="id", how="left_anti")
+                   .select("id", F.lit("evicted").alias("change"), no_cosine,
+                           F.lit(None).cast("array<float>").alias("vector")))
+        changed = changed.unionByName(evicted)
+    return changed.select(F.lit(side).alias("side"), "id", "change", "cosine", "vector")

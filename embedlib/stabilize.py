@@ -60,7 +60,7 @@ def vector_dim(df: DataFrame, name: str) -> int:
     return int(row.n)
 
 
-def checked_gram(side: Side, dim: int, cfg: StabilizeConfig) -> tuple[Side, linalg.BlockGram]:
+def checked_gram(side: Side, dim: int, cfg: StabilizeConfig) -> tuple[Side, linalg.Gram]:
     """Gram of a side; bad vectors (null, wrong length, NaN/Inf) stop the job or are dropped."""
     g = linalg.gram(side.df, "vector", dim)
     if g.n_invalid:
@@ -181,13 +181,13 @@ def _align(items: Side, other: Optional[Side], m_t, m_w, n_items: int, dim: int,
             raise StabilizeError(message + "; set stabilize.on_low_overlap=new_root to start a new chain")
         log.warning("%s: publishing a new root", message)
         return np.eye(dim), joined, {**metrics, "root_reason": "low overlap"}
-    cross = cg.block(0, 1).copy()
+    cross = cg.cross.copy()
     if cfg.align_on == "items_and_other" and other is not None and other.prev_df is not None:
         og = linalg.cross_gram(join_previous(other), "t", "b", dim, m_w)
-        cross += cfg.other_weight * og.block(0, 1)
+        cross += cfg.other_weight * og.cross
         metrics["rows_joined_other"] = og.n_rows
     o = linalg.procrustes_rotation(cross)
-    metrics["alignment_residual"] = linalg.alignment_residual(cg.block(0, 0), cg.block(0, 1), cg.block(1, 1), o)
+    metrics["alignment_residual"] = linalg.alignment_residual(cg.sq_norm_a, cg.cross, cg.sq_norm_b, o)
     log.info("aligned on %d shared ids: residual %.4g", cg.n_rows, metrics["alignment_residual"])
     return o, joined, metrics
 

@@ -15,6 +15,7 @@ from typing import Optional
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, DoubleType, FloatType
 
 from embedlib.config import InputConfig, TablesConfig
 from embedlib.errors import EmbedlibError
@@ -84,7 +85,10 @@ def write_partition(spark: SparkSession, df: DataFrame, table: str, dt: str) -> 
         spark.sql(f"CREATE DATABASE IF NOT EXISTS {database}")
     root = _ensure_table(spark, df, table)
     run_dir = f"{root}/{PARTITION_COL}={dt}/run={_run_id()}"
-    df.write.mode("errorifexists").parquet(run_dir)
+    writer = df.write.mode("errorifexists")
+    for key, value in _parquet_column_options(spark, df).items():
+        writer = writer.option(key, value)
+    writer.parquet(run_dir)
     spec = f"PARTITION ({PARTITION_COL}='{dt}')"
     previous = partition_location(spark, table, dt)
     if previous is not None:
@@ -97,6 +101,18 @@ def write_partition(spark: SparkSession, df: DataFrame, table: str, dt: str) -> 
     _remove_other_runs(spark, f"{root}/{PARTITION_COL}={dt}", keep=[run_dir, previous])
     log.info("wrote %s dt=%s -> %s", table, dt, run_dir)
     return run_dir
+
+
+def _parquet_column_options(spark: SparkSession, df: DataFrame) -> dict:
+    """Per-column Parquet writer settings: no dictionary for float vectors.
+
+    Vector elements almost never repeat, so parquet-mr's dictionary attempt on them only
+    costs time (about a tenth of a 1M x 128 write) before it falls back to plain encoding.
+    """
+    if spark.conf.get("spark.sql.parquet.writeLegacyFormat", "false").lower() == "true":
+        return {}  # legacy list layout: other column paths; keep the defaults
+    return {f"parquet.enable.dictionary#{f.name}.list.element": "false" for f in df.schema.fields
+            if isinstance(f.dataType, ArrayType) and isinstance(f.dataType.elementType, (FloatType, DoubleType))}
 
 
 def drop_partition(spark: SparkSession, table: str, dt: str) -> None:

@@ -33,8 +33,10 @@ def test_cross_gram_with_transform(spark):
     df = spark.createDataFrame([(f"i{k}", a[k].tolist(), b[k].tolist()) for k in range(300)],
                                "id string, a array<float>, b array<float>").repartition(4)
     cg = linalg.cross_gram(df, "a", "b", 6, m)
-    np.testing.assert_allclose(cg.block(0, 1), (f32(a) @ m).T @ f32(b), rtol=1e-10)
-    np.testing.assert_allclose(cg.block(1, 1), f32(b).T @ f32(b), rtol=1e-10)
+    np.testing.assert_allclose(cg.cross, (f32(a) @ m).T @ f32(b), rtol=1e-10)
+    assert cg.sq_norm_a == pytest.approx(np.sum((f32(a) @ m) ** 2), rel=1e-12)
+    assert cg.sq_norm_b == pytest.approx(np.sum(f32(b) ** 2), rel=1e-12)
+    assert (cg.n_rows, cg.n_invalid) == (300, 0)
 
 
 @pytest.mark.parametrize("flat_max", [linalg.FLAT_REDUCE_MAX_PARTITIONS, 0])
@@ -104,5 +106,5 @@ def test_procrustes_matches_scipy_and_recovers_rotation():
     np.testing.assert_allclose(o, ref, atol=1e-12)
     np.testing.assert_allclose(o, q, atol=0.01)
     np.testing.assert_allclose(o @ o.T, np.eye(8), atol=1e-12)
-    res = linalg.alignment_residual(a.T @ a, a.T @ b, b.T @ b, o)
+    res = linalg.alignment_residual(np.sum(a ** 2), a.T @ b, np.sum(b ** 2), o)
     assert res == pytest.approx(np.linalg.norm(a @ o - b) / np.linalg.norm(b), rel=1e-8)

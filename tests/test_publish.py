@@ -26,6 +26,12 @@ def test_delta_classifies_new_evicted_moved(spark, monkeypatch, broadcast_max):
     assert rows == {"moved": ("moved", 0.0, [0.0, 1.0]), "new": ("new", None, [1.0, 1.0]),
                     "gone": ("evicted", None, None)}
     assert {r.change for r in publish.delta("item", today, None, None, 0.05).collect()} == {"new"}
+    # Known zero counts skip those joins; known non-zero counts change nothing.
+    same = publish.delta("item", today.where("id != 'new'"), parent.where("id != 'gone'"), cosines, 0.05,
+                         n_new=0, n_evicted=0)
+    assert [(r.id, r.change) for r in same.collect()] == [("moved", "moved")]
+    counted = publish.delta("item", today, parent, cosines, 0.05, n_new=1, n_evicted=1)
+    assert {r.id: r.change for r in counted.collect()} == {k: v[0] for k, v in rows.items()}
 
 
 @pytest.mark.parametrize("broadcast_max", [publish.BROADCAST_IDS_MAX, 0])
@@ -39,6 +45,18 @@ def test_with_carried_picks_parent_rows_absent_today(spark, monkeypatch, broadca
     assert rows == {"a": ([1.0], 3, False, "2024-03-05"), "b": ([2.0], 2, True, "2024-03-04")}
     ids_only = publish.with_carried(today, parent, "2024-03-05", 7, today_ids=today.select("id"))
     assert sorted(r.id for r in ids_only.collect()) == ["a", "b"]
+    bounded = publish.with_carried(today, parent, "2024-03-05", 7, max_carried=2)
+    assert sorted(r.id for r in bounded.collect()) == ["a", "b"]
+
+
+@pytest.mark.parametrize("max_carried", [None, 0])
+def test_nothing_to_carry_never_reads_parent_vectors(spark, max_carried):
+    cols = "id string, vector array<float>, count long, carried boolean, trained_dt string"
+    today = spark.createDataFrame([("a", [1.0], 3, False, "2024-03-05")], cols)
+    parent = spark.createDataFrame([("a", [9.0], 1, False, "2024-03-04")], cols).selectExpr(
+        "id", "raise_error('parent vectors read') AS vector", "count", "carried", "trained_dt")
+    rows = publish.with_carried(today, parent, "2024-03-05", 7, max_carried=max_carried).collect()
+    assert [r.id for r in rows] == ["a"]
 
 
 @pytest.mark.slow

@@ -59,3 +59,19 @@ def test_reads_csv_parquet_and_tables(spark, cfg_factory, tmp_path):
                 InputConfig(format="csv", path=str(tmp_path / "c")),
                 InputConfig(format="table", table=table)):
         assert tables.read_input(spark, cfg).select("user_id", "item_id", "ts").collect() == [("u", "a", "1")]
+
+
+def test_float_vectors_are_written_without_dictionary(spark, cfg_factory):
+    import glob
+
+    import pyarrow.parquet as pq
+
+    table = tables.qualified(cfg_factory().tables, "t")
+    df = spark.createDataFrame([(f"i{k % 3}", [1.0, 2.0], "same") for k in range(50)],
+                               "id string, vector array<float>, tag string").coalesce(1)
+    location = tables.write_partition(spark, df, table, "2024-01-01")
+    (path,) = glob.glob(location.removeprefix("file:") + "/*.parquet")
+    chunk = pq.ParquetFile(path).metadata.row_group(0)
+    encodings = {chunk.column(i).path_in_schema: chunk.column(i).encodings for i in range(chunk.num_columns)}
+    assert not any("DICTIONARY" in e for e in encodings["vector.list.element"])
+    assert any("DICTIONARY" in e for e in encodings["tag"])  # other columns keep the default

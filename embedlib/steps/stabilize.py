@@ -110,23 +110,31 @@ def transform(inputs: Inputs, cfg: Config) -> Stabilized:
 def load(spark: SparkSession, result: Stabilized, inputs: Inputs, cfg: Config, dt: str) -> list:
     """Write every side's vectors (+ carried rows) and the delta, then register the version."""
     chained = result.root_reason is None  # same space as the parent: carry and diff against it
-    sides = [("item", result.items_df, result.item_ids, result.transform_items, inputs.items.prev_df)]
+    m = result.metrics
+    # (today's rows, ids shared with the parent) where the alignment counted them: the
+    # carried, new and evicted counts follow without an ids join.
+    sides = [("item", result.items_df, result.item_ids, result.transform_items, inputs.items.prev_df,
+              m["rows_items"], m.get("rows_joined"))]
     if result.other_df is not None:
         sides.append((cfg.stabilize.other_side, result.other_df, result.other_ids, result.transform_other,
-                      inputs.other.prev_df))
+                      inputs.other.prev_df, m.get("rows_other"), m.get("rows_joined_other")))
     written = []
-    for side, df, ids_df, transform_matrix, parent_df in sides:
+    for side, df, ids_df, transform_matrix, parent_df, n_today, n_shared in sides:
         pub_df = publish.as_published(df, dt)
+        parent_rows = inputs.parent_rows.get(side)
         if chained and parent_df is not None:
-            pub_df = publish.with_carried(pub_df, parent_df, dt, cfg.publish.ttl_days, ids_df,
-                                          inputs.parent_rows.get(side))
+            max_carried = None if n_shared is None or parent_rows is None else parent_rows - n_shared
+            pub_df = publish.with_carried(pub_df, parent_df, dt, cfg.publish.ttl_days, ids_df, max_carried)
         location = tables.write_partition(spark, pub_df, published_table(cfg, side), dt)
         pub_df = spark.read.parquet(location)
         counts = pub_df.agg(F.count(F.lit(1)).alias("n"), F.sum(F.col("carried").cast("int")).alias("c")).first()
         written.append((side, location, counts.n, counts.c or 0, transform_matrix))
         if side == "item":
+            known = chained and parent_rows is not None and n_shared is not None
             delta_df = publish.delta(side, pub_df, parent_df if chained else None, result.cosines_df,
-                                     cfg.publish.delta_cosine_threshold, counts.n)
+                                     cfg.publish.delta_cosine_threshold, counts.n,
+                                     n_new=n_today - n_shared if known else None,
+                                     n_evicted=parent_rows - n_shared - (counts.c or 0) if known else None)
     delta_location = tables.write_partition(spark, delta_df, tables.qualified(cfg.tables, cfg.tables.deltas), dt)
     changes = {f"{r.side}_{r.change}": r["count"]
                for r in spark.read.parquet(delta_location).groupBy("side", "change").count().collect()}
