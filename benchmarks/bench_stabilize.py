@@ -33,13 +33,13 @@ from embedlib.log import get_logger  # noqa: E402
 log = get_logger("bench_stabilize")
 DIM = 128
 D1, D2 = "2024-01-01", "2024-01-02"
+VECTOR_TYPE = pa.list_(pa.float32())
 
 
 def write_matrix(path: Path, prefix: str, x: np.ndarray) -> str:
-    n, e = x.shape
+    n = len(x)
     ids = pc.binary_join_element_wise(prefix, pc.cast(pa.array(np.arange(n)), pa.string()), "")
-    vec = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * e),
-                                   pa.array(x.astype(np.float32, copy=False).ravel()))
+    vec = linalg.list_column(x, VECTOR_TYPE)
     pq.write_table(pa.table({"id": ids, "vector": vec}), path, row_group_size=65536)
     return str(path)
 
@@ -132,8 +132,8 @@ def _write_published(path: Path, ids: pa.Array, x: np.ndarray, f: np.ndarray, dt
     out = np.empty(x.shape, dtype=np.float32)
     for c in _chunks(len(x)):
         out[c] = x[c].astype(np.float64) @ f
-    n, e = out.shape
-    vec = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * e), pa.array(out.ravel()))
+    n = len(out)
+    vec = linalg.list_column(out, VECTOR_TYPE)
     del out
     pq.write_table(pa.table({"id": ids, "vector": vec, "count": pa.nulls(n, pa.int64()),
                              "carried": pa.array(np.zeros(n, dtype=bool)),

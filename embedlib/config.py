@@ -220,7 +220,6 @@ class StabilizeConfig:
     overlap_sample: int = 5000
     overlap_queries: int = 500
     overlap_k: int = 10
-    seed: int = 0
 
     def __post_init__(self):
         _check_choice("stabilize.mode", self.mode, ("auto", "canonicalize_align", "align", "none"))

@@ -191,10 +191,7 @@ def apply_transform(df: DataFrame, col_name: str, matrix: np.ndarray) -> DataFra
     def apply(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             idx = batch.schema.get_field_index(col_name)
-            x = batch_matrix(batch.column(idx), dim)
-            if x is None:
-                raise ValueError(f"column {col_name} has a vector that is null or not of length {dim}")
-            y = x.astype(np.float64) @ m
+            y = _checked_matrix(batch, col_name, dim).astype(np.float64) @ m
             yield batch.set_column(idx, batch.schema.field(idx),
                                    list_column(y, batch.schema.field(idx).type))
 
@@ -205,32 +202,34 @@ def row_cosines(df: DataFrame, col_a: str, col_b: str, dim: int,
                 transforms_a: dict[str, Optional[np.ndarray]], keep: Sequence[str] = ()) -> DataFrame:
     """Columns ``keep`` plus one double column per name in ``transforms_a``: cos(col_a @ M, col_b).
 
-    The cosine is null where either vector is null (rows of an outer join), 0 for a zero vector.
+    Vectors must be valid (rows of an inner join of checked tables); 0 for a zero vector.
     """
     mats = {k: None if m is None else np.asarray(m, dtype=np.float64) for k, m in transforms_a.items()}
     keep = list(keep)
 
     def cosines(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            both = ~(batch.column(col_a).is_null().to_numpy(zero_copy_only=False)
-                     | batch.column(col_b).is_null().to_numpy(zero_copy_only=False))
-            pair = batch.filter(pa.array(both)) if not both.all() else batch
-            a = batch_matrix(pair.column(col_a), dim).astype(np.float64)
-            b = batch_matrix(pair.column(col_b), dim).astype(np.float64)
+            a = _checked_matrix(batch, col_a, dim).astype(np.float64)
+            b = _checked_matrix(batch, col_b, dim).astype(np.float64)
             b_norm = np.linalg.norm(b, axis=1)
             out = []
             for m in mats.values():
                 am = a if m is None else a @ m
                 denom = np.linalg.norm(am, axis=1) * b_norm
-                cos = np.full(batch.num_rows, np.nan)
-                cos[both] = np.divide(np.einsum("ij,ij->i", am, b), denom, out=np.zeros(len(denom)),
-                                      where=denom > 0)
-                out.append(pa.array(cos, mask=~both))
+                out.append(pa.array(np.divide(np.einsum("ij,ij->i", am, b), denom,
+                                              out=np.zeros(len(denom)), where=denom > 0)))
             yield pa.record_batch([batch.column(c) for c in keep] + out, names=keep + list(mats))
 
     kept = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in df.select(*keep).schema.fields)
     schema = ", ".join(([kept] if kept else []) + [f"{k} double" for k in mats])
     return df.select(*dict.fromkeys([*keep, col_a, col_b])).mapInArrow(cosines, schema)
+
+
+def _checked_matrix(batch: pa.RecordBatch, col_name: str, dim: int) -> np.ndarray:
+    x = batch_matrix(batch.column(col_name), dim)
+    if x is None:
+        raise ValueError(f"column {col_name} has a vector that is null or not of length {dim}")
+    return x
 
 
 # ------------------------------------------------------------------------ driver-side maths

@@ -247,6 +247,5 @@ def change_figures(spark: SparkSession, cfg: Config, dt: str,
 
 def _partition(spark: SparkSession, table: str, dt: str):
     """Partition ``dt`` of ``table``, or a {"missing": why} figure when it does not exist."""
-    if dt not in tables.list_partitions(spark, table):
-        return {"missing": f"{table} has no partition dt={dt}"}
-    return tables.read_partition(spark, table, dt)
+    df = tables.find_partition(spark, table, dt)
+    return {"missing": f"{table} has no partition dt={dt}"} if df is None else df

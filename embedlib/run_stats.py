@@ -32,6 +32,5 @@ def read(spark: SparkSession, cfg: Config, dt: str) -> dict[str, dict]:
 
 def _rows(spark: SparkSession, cfg: Config, dt: str) -> list[tuple]:
     table = stats_table(cfg)
-    if dt not in tables.list_partitions(spark, table):
-        return []
-    return [tuple(r) for r in tables.read_partition(spark, table, dt).collect()]
+    df = tables.find_partition(spark, table, dt)
+    return [] if df is None else [tuple(r) for r in df.collect()]

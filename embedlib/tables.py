@@ -68,11 +68,19 @@ def list_partitions(spark: SparkSession, table: str) -> list[str]:
     return sorted(r[0].split("=", 1)[1] for r in rows)
 
 
+def find_partition(spark: SparkSession, table: str, dt: str) -> Optional[DataFrame]:
+    """Rows of partition ``dt`` (without the dt column), or None when there is none."""
+    if dt not in list_partitions(spark, table):
+        return None
+    return spark.table(table).where(F.col(PARTITION_COL) == dt).drop(PARTITION_COL)
+
+
 def read_partition(spark: SparkSession, table: str, dt: str) -> DataFrame:
     """Rows of partition ``dt`` (without the dt column); an error if it does not exist."""
-    if dt not in list_partitions(spark, table):
+    df = find_partition(spark, table, dt)
+    if df is None:
         raise TableError(f"table {table} has no partition dt={dt}")
-    return spark.table(table).where(F.col(PARTITION_COL) == dt).drop(PARTITION_COL)
+    return df
 
 
 def write_partition(spark: SparkSession, df: DataFrame, table: str, dt: str) -> str:

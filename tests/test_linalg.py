@@ -59,6 +59,25 @@ def test_apply_transform_keeps_other_columns(spark):
                                (f32(x) @ m).astype(np.float32), rtol=1e-6)
 
 
+def test_row_cosines_match_numpy(spark):
+    a, b = RNG.normal(size=(40, 5)), RNG.normal(size=(40, 5))
+    a[3] = 0.0  # a zero vector has cosine 0, not NaN
+    m = RNG.normal(size=(5, 5))
+    df = spark.createDataFrame([(f"i{k}", a[k].tolist(), b[k].tolist()) for k in range(40)],
+                               "id string, a array<float>, b array<float>").repartition(3)
+    rows = {r.id: (r.raw, r.moved) for r in
+            linalg.row_cosines(df, "a", "b", 5, {"raw": None, "moved": m}, keep=["id"]).collect()}
+
+    def cos(x, y):
+        n = np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1)
+        return np.divide(np.einsum("ij,ij->i", x, y), n, out=np.zeros(len(n)), where=n > 0)
+
+    got = np.array([rows[f"i{k}"] for k in range(40)])
+    np.testing.assert_allclose(got[:, 0], cos(f32(a), f32(b)), atol=1e-12)
+    np.testing.assert_allclose(got[:, 1], cos(f32(a) @ m, f32(b)), atol=1e-12)
+    assert got[3, 0] == 0.0
+
+
 def test_canonical_transforms_match_explicit_svd():
     t, w = RNG.normal(size=(200, 6)), RNG.normal(size=(150, 6))
     r_t = linalg.cholesky_factor(t.T @ t).r

@@ -62,10 +62,8 @@ def read_vector_source(spark: SparkSession, src: VectorSourceConfig, name: str) 
 def _today(spark: SparkSession, cfg: Config, dt: str, side: str, src) -> Optional[DataFrame]:
     if src is not None:
         return read_vector_source(spark, src, "items" if side == "item" else "other")
-    table = raw_table(cfg, side)
-    if dt not in tables.list_partitions(spark, table):
-        return None
-    return tables.read_partition(spark, table, dt).select("id", "vector", "count")
+    df = tables.find_partition(spark, raw_table(cfg, side), dt)
+    return None if df is None else df.select("id", "vector", "count")
 
 
 def extract(spark: SparkSession, cfg: Config, dt: str) -> Inputs:
@@ -93,10 +91,8 @@ def extract(spark: SparkSession, cfg: Config, dt: str) -> Inputs:
 
 
 def _trainer(spark: SparkSession, cfg: Config, dt: str) -> dict:
-    table = tables.qualified(cfg.tables, cfg.tables.train_runs)
-    if dt not in tables.list_partitions(spark, table):
-        return {}
-    row = tables.read_partition(spark, table, dt).first()
+    df = tables.find_partition(spark, tables.qualified(cfg.tables, cfg.tables.train_runs), dt)
+    row = df.first() if df is not None else None
     return row.asDict() if row else {}
 
 

@@ -26,9 +26,10 @@ def raw_table(cfg: Config, side: str) -> str:
 def extract(spark: SparkSession, cfg: Config, dt: str) -> DataFrame:
     """The sequences of ``dt``; a TrainInputError when there are none."""
     seq_table = tables.qualified(cfg.tables, cfg.tables.sequences)
-    if dt not in tables.list_partitions(spark, seq_table):
+    df = tables.find_partition(spark, seq_table, dt)
+    if df is None:
         raise TrainInputError(f"no sequences for dt={dt} in {seq_table}: run build_sequences first")
-    return tables.read_partition(spark, seq_table, dt)
+    return df
 
 
 def transform(spark: SparkSession, sequences_df: DataFrame, cfg: Config, dt: str) -> TrainResult:
