@@ -80,6 +80,23 @@ def test_carry_forward_within_ttl_then_evict(spark, cfg_factory, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("align_on", ["items", "items_and_other"])  # carried users counted / from the join
+def test_two_tower_users_absent_today_are_carried(spark, cfg_factory, tmp_path, align_on):
+    t, w = RNG.normal(size=(40, 4)), RNG.normal(size=(30, 4))
+    items, users = [f"i{k}" for k in range(40)], [f"u{k}" for k in range(30)]
+
+    cfg = cfg_factory(stabilize={"items": {"path": write_vectors(tmp_path / "t.parquet", t, items)},
+                                 "other": {"path": write_vectors(tmp_path / "w1.parquet", w, users)},
+                                 "other_side": "user", "align_on": align_on})
+    step.run(spark, cfg, "2024-03-01")
+    cfg.stabilize.other.path = write_vectors(tmp_path / "w2.parquet", w[:24], users[:24])
+    s2 = step.run(spark, cfg, "2024-03-02")
+    assert s2["carried"] == {"item": 0, "user": 6} and s2["rows"] == {"item": 40, "user": 30}
+    user_rows = tables.read_partition(spark, published_table(cfg, "user"), "2024-03-02").collect()
+    assert {r.id for r in user_rows if r.carried} == {f"u{k}" for k in range(24, 30)}
+
+
+@pytest.mark.slow
 def test_rerun_of_a_published_dt_is_idempotent(spark, cfg_factory, tmp_path):
     x = RNG.normal(size=(40, 4))
     cfg = cfg_factory(stabilize={"mode": "align", "items": {"path": write_vectors(tmp_path / "1.parquet", x)}})
