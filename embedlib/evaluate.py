@@ -21,6 +21,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from embedlib import item2vec
+from embedlib.linalg import nearest_neighbors
 from embedlib.config import Config, EvaluateConfig
 from embedlib.errors import EmbedlibError
 from embedlib.log import get_logger
@@ -105,33 +106,6 @@ def temporal_holdout(sequences_df: DataFrame, eval_cfg: EvaluateConfig) -> HoldO
 def vectors_to_numpy(item_df: DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(ids, vectors) of an embedding DataFrame: shapes (n,) of str and (n, e) float32."""
     return arrays_from_arrow(item_df.select("id", "vector").toArrow())
-
-
-def nearest_neighbors(vectors: np.ndarray, rows: np.ndarray, k: int,
-                      batch: int = 1024) -> np.ndarray:
-    """Indices of the ``k`` nearest rows by cosine to each of ``rows``, itself excluded.
-
-    Parameters
-    ----------
-    vectors : ndarray, shape (n, e)
-    rows : ndarray of int, shape (q,)
-
-    Returns
-    -------
-    ndarray of int, shape (q, min(k, n - 1)), nearest first
-    """
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    unit = (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32)
-    k = min(k, len(unit) - 1)
-    out = np.empty((len(rows), k), dtype=np.int64)
-    for start in range(0, len(rows), batch):
-        chunk = rows[start:start + batch]
-        scores = unit[chunk] @ unit.T
-        scores[np.arange(len(chunk)), chunk] = -np.inf
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-        out[start:start + batch] = np.take_along_axis(top, order, axis=1)
-    return out
 
 
 def _ranked_metrics(ranks: np.ndarray) -> tuple[float, float]:

@@ -246,15 +246,9 @@ def neighbour_overlap(a: np.ndarray, b: np.ndarray, k: int, n_queries: int) -> f
     ----------
     a, b : ndarray, shape (n, e) - the same ids, row for row, in two versions.
     """
-    def topk(x, q):
-        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-30)
-        sims = x[q] @ x.T
-        sims[np.arange(len(q)), q] = -np.inf
-        return np.argpartition(-sims, k, axis=1)[:, :k]
-
     q = np.arange(min(n_queries, a.shape[0]))
-    na, nb = topk(a, q), topk(b, q)
-    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(na, nb)]))
+    na, nb = linalg.nearest_neighbors(a, q, k), linalg.nearest_neighbors(b, q, k)
+    return float(np.mean([len(set(x) & set(y)) / na.shape[1] for x, y in zip(na, nb)]))
 
 
 def _check_gates(metrics: dict, cfg: StabilizeConfig) -> None:

@@ -8,8 +8,8 @@ import pytest
 
 from embedlib.config import load_config
 from embedlib.evaluate import (EvaluationError, HoldOut, cluster_purity, evaluate_trainer,
-                               nearest_neighbors, next_item_metrics, read_clusters,
-                               temporal_holdout)
+                               next_item_metrics, read_clusters, temporal_holdout)
+from embedlib.linalg import nearest_neighbors
 from embedlib.sample_data import SampleSpec, planted_clusters, write_sample
 from embedlib.steps import build_sequences, train_item2vec
 from tests.conftest import MOVIELENS, REPO

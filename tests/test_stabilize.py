@@ -147,3 +147,12 @@ def test_parent_data_deleted_but_registered_is_a_clear_error(spark, cfg_factory,
     shutil.rmtree(location.removeprefix("file:"))
     with pytest.raises(registry.RegistryError, match=f"version {D1} \\(item\\) is registered but its data"):
         step.run(spark, cfg, D2)
+
+
+def test_neighbour_overlap_is_one_under_rotation_and_low_for_unrelated_vectors():
+    from embedlib.stabilize import neighbour_overlap
+
+    a = RNG.normal(size=(300, 8))
+    q, _ = np.linalg.qr(RNG.normal(size=(8, 8)))
+    assert neighbour_overlap(a, a @ q * 3.0, 10, 50) == pytest.approx(1.0)
+    assert neighbour_overlap(a, RNG.normal(size=(300, 8)), 10, 50) < 0.2
