@@ -120,9 +120,13 @@ def previous_dt(spark: SparkSession, cfg: Config, dt: str) -> tuple[Optional[str
     return earlier[-1], None
 
 
-def read_published(spark: SparkSession, cfg: Config, dt: str, side: str):
-    """The published vectors of a registered version and side, checked to be readable."""
-    versions = read_version(spark, cfg, dt)
+def read_published(spark: SparkSession, cfg: Config, dt: str, side: str,
+                   versions: Optional[dict[str, VersionRecord]] = None):
+    """The published vectors of a registered version and side, checked to be readable.
+
+    ``versions``: ``read_version(spark, cfg, dt)`` when the caller has already read it.
+    """
+    versions = read_version(spark, cfg, dt) if versions is None else versions
     if side not in versions:
         raise RegistryError(f"version {dt} has no side {side!r} (sides: {', '.join(sorted(versions))})")
     record = versions[side]

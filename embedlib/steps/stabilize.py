@@ -77,10 +77,11 @@ def extract(spark: SparkSession, cfg: Config, dt: str) -> Inputs:
     prev_items = prev_other = parent_dim = None
     parent_rows = {}
     if parent_dt is not None:
-        prev_items, record = registry.read_published(spark, cfg, parent_dt, "item")
+        versions = registry.read_version(spark, cfg, parent_dt)
+        prev_items, record = registry.read_published(spark, cfg, parent_dt, "item", versions)
         parent_dim, parent_rows["item"] = record.dim, record.n_rows
-        if other_df is not None and s.other_side in registry.read_version(spark, cfg, parent_dt):
-            prev_other, other_record = registry.read_published(spark, cfg, parent_dt, s.other_side)
+        if other_df is not None and s.other_side in versions:
+            prev_other, other_record = registry.read_published(spark, cfg, parent_dt, s.other_side, versions)
             parent_rows[s.other_side] = other_record.n_rows
         log.info("parent version: %s (dim %d)", parent_dt, parent_dim)
     else:
