@@ -21,9 +21,9 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from embedlib import item2vec
-from embedlib.linalg import nearest_neighbors
 from embedlib.config import Config, EvaluateConfig
 from embedlib.errors import EmbedlibError
+from embedlib.linalg import nearest_neighbors
 from embedlib.log import get_logger
 from embedlib.serving.vectors import arrays_from_arrow
 

@@ -28,8 +28,7 @@ class Inputs:
     items: Side
     other: Optional[Side]
     parent_dt: Optional[str]
-    parent_dim: Optional[int]
-    parent_rows: dict  # {side: rows} of the parent version (from the registry)
+    parent: dict  # {side: registry.VersionRecord} of the parent version; empty for a root
     no_parent_reason: Optional[str]
     trainer: dict
 
@@ -74,21 +73,19 @@ def extract(spark: SparkSession, cfg: Config, dt: str) -> Inputs:
                              "partition for it (run train_item2vec first) and stabilize.items is not set")
     other_df = _today(spark, cfg, dt, s.other_side, s.other) if s.other or s.other_side == "context" else None
     parent_dt, reason = registry.previous_dt(spark, cfg, dt)
-    prev_items = prev_other = parent_dim = None
-    parent_rows = {}
+    prev_items = prev_other = None
+    parent = {}
     if parent_dt is not None:
-        versions = registry.read_version(spark, cfg, parent_dt)
-        prev_items, record = registry.read_published(spark, cfg, parent_dt, "item", versions)
-        parent_dim, parent_rows["item"] = record.dim, record.n_rows
-        if other_df is not None and s.other_side in versions:
-            prev_other, other_record = registry.read_published(spark, cfg, parent_dt, s.other_side, versions)
-            parent_rows[s.other_side] = other_record.n_rows
-        log.info("parent version: %s (dim %d)", parent_dt, parent_dim)
+        parent = registry.read_version(spark, cfg, parent_dt)
+        prev_items = registry.read_published(spark, cfg, parent_dt, "item", parent)[0]
+        if other_df is not None and s.other_side in parent:
+            prev_other = registry.read_published(spark, cfg, parent_dt, s.other_side, parent)[0]
+        log.info("parent version: %s (dim %d)", parent_dt, parent["item"].dim)
     else:
         log.info("no parent version (%s): this version is a root", reason)
     return Inputs(Side("items", items_df, prev_items),
                   Side(s.other_side, other_df, prev_other) if other_df is not None else None,
-                  parent_dt, parent_dim, parent_rows, reason, _trainer(spark, cfg, dt))
+                  parent_dt, parent, reason, _trainer(spark, cfg, dt))
 
 
 def _trainer(spark: SparkSession, cfg: Config, dt: str) -> dict:
@@ -98,7 +95,8 @@ def _trainer(spark: SparkSession, cfg: Config, dt: str) -> dict:
 
 
 def transform(inputs: Inputs, cfg: Config) -> Stabilized:
-    result = stabilize(inputs.items, inputs.other, cfg.stabilize, inputs.parent_dim)
+    parent_dim = inputs.parent["item"].dim if inputs.parent else None
+    result = stabilize(inputs.items, inputs.other, cfg.stabilize, parent_dim)
     if inputs.parent_dt is None and result.root_reason:
         result.root_reason = inputs.no_parent_reason or result.root_reason
     return result
@@ -108,30 +106,30 @@ def load(spark: SparkSession, result: Stabilized, inputs: Inputs, cfg: Config, d
     """Write every side's vectors (+ carried rows) and the delta, then register the version."""
     chained = result.root_reason is None  # same space as the parent: carry and diff against it
     m = result.metrics
-    # (today's rows, ids shared with the parent) where the alignment counted them: the
-    # carried, new and evicted counts follow without an ids join.
+    # The ids shared with the parent, where the alignment counted them: with the parent's
+    # row count, the carried, new and evicted counts follow without an ids join.
     sides = [("item", result.items_df, result.item_ids, result.transform_items, inputs.items.prev_df,
-              m["rows_items"], m.get("rows_joined"))]
+              m.get("rows_joined"))]
     if result.other_df is not None:
         sides.append((cfg.stabilize.other_side, result.other_df, result.other_ids, result.transform_other,
-                      inputs.other.prev_df, m.get("rows_other"), m.get("rows_joined_other")))
+                      inputs.other.prev_df, m.get("rows_joined_other")))
     written = []
-    for side, df, ids_df, transform_matrix, parent_df, n_today, n_shared in sides:
+    for side, df, ids_df, transform_matrix, parent_df, n_shared in sides:
         pub_df = publish.as_published(df, dt)
-        parent_rows = inputs.parent_rows.get(side)
-        if chained and parent_df is not None:
-            max_carried = None if n_shared is None or parent_rows is None else parent_rows - n_shared
-            pub_df = publish.with_carried(pub_df, parent_df, dt, cfg.publish.ttl_days, ids_df, max_carried)
+        chained_side = chained and parent_df is not None
+        n_unshared = inputs.parent[side].n_rows - n_shared if chained_side and n_shared is not None else None
+        if chained_side:
+            pub_df = publish.with_carried(pub_df, parent_df, dt, cfg.publish.ttl_days, ids_df, n_unshared)
         location = tables.write_partition(spark, pub_df, published_table(cfg, side), dt)
         pub_df = spark.read.parquet(location)
         counts = pub_df.agg(F.count(F.lit(1)).alias("n"), F.sum(F.col("carried").cast("int")).alias("c")).first()
         written.append((side, location, counts.n, counts.c or 0, transform_matrix))
         if side == "item":
-            known = chained and parent_rows is not None and n_shared is not None
+            known = n_unshared is not None
             delta_df = publish.delta(side, pub_df, parent_df if chained else None, result.cosines_df,
                                      cfg.publish.delta_cosine_threshold, counts.n,
-                                     n_new=n_today - n_shared if known else None,
-                                     n_evicted=parent_rows - n_shared - (counts.c or 0) if known else None)
+                                     n_new=m["rows_items"] - n_shared if known else None,
+                                     n_evicted=n_unshared - (counts.c or 0) if known else None)
     delta_location = tables.write_partition(spark, delta_df, tables.qualified(cfg.tables, cfg.tables.deltas), dt)
     changes = {f"{r.side}_{r.change}": r["count"]
                for r in spark.read.parquet(delta_location).groupBy("side", "change").count().collect()}
