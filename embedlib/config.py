@@ -54,6 +54,14 @@ class TablesConfig:
     run_stats: str = "run_stats"
     deltas: str = "embedding_deltas"
     neighbors: str = "neighbors"
+    # Run folders of a dt that neither the metastore nor the registry points at (left by an
+    # interrupted rerun) are deleted by the next write once the dt is registered, or once
+    # they are older than this many hours.
+    keep_orphan_runs_hours: float = 24.0
+
+    def __post_init__(self):
+        if self.keep_orphan_runs_hours < 0:
+            raise ConfigError("tables.keep_orphan_runs_hours must be >= 0")
 
 
 @dataclass
@@ -242,10 +250,14 @@ class PublishConfig:
     ttl_days: int = 7
     # Delta table: items whose published vector turned by more than this cosine distance.
     delta_cosine_threshold: float = 0.05
+    # A parent whose data no longer matches its registry row (lost files, other ids): stop
+    # with an error naming it, or make dt a new root with that reason recorded.
+    on_damaged_parent: str = "error"
 
     def __post_init__(self):
         if self.max_age_days < 1 or self.ttl_days < 0:
             raise ConfigError("publish.max_age_days must be >= 1 and publish.ttl_days >= 0")
+        _check_choice("publish.on_damaged_parent", self.on_damaged_parent, ("error", "new_root"))
 
 
 @dataclass
@@ -370,7 +382,9 @@ def _apply_override(raw: dict, item: str) -> None:
     for i, part in enumerate(parts):
         fields = _yaml_fields(cls)
         if part not in fields:
-            raise ConfigError(f"--set {key}: unknown key {'.'.join(parts[:i + 1])!r}")
+            known = (f"known keys here: {', '.join(sorted(fields))}" if fields
+                     else f"{'.'.join(parts[:i])} is a value, not a section")
+            raise ConfigError(f"--set {key}: unknown key {'.'.join(parts[:i + 1])!r} ({known})")
         cls = _unwrap_optional(fields[part])
     node = raw
     for part in parts[:-1]:

@@ -34,7 +34,8 @@ def step(log: logging.Logger, name: str, spark=None) -> Iterator[None]:
     try:
         yield
     except Exception:
-        log.error("%s: failed after %.1fs", name, time.perf_counter() - started)
+        # INFO, not ERROR: the job prints the one ERROR line with the cause (embedlib/cli.py).
+        log.info("%s: failed after %.1fs", name, time.perf_counter() - started)
         raise
     else:
         log.info("%s: done in %.1fs", name, time.perf_counter() - started)

@@ -17,14 +17,15 @@ import numpy as np
 from pyspark.sql import SparkSession
 
 import embedlib
-from embedlib import tables
+from embedlib import integrity, tables
 from embedlib.config import Config
 from embedlib.errors import EmbedlibError
 
 REGISTRY_SCHEMA = (
     "side string, dim int, n_rows long, n_carried long, parent_dt string, root boolean, "
     "root_reason string, mode string, metrics_json string, transform array<double>, "
-    "trainer_json string, code_version string, created_at timestamp, location string"
+    "trainer_json string, code_version string, created_at timestamp, location string, "
+    "fingerprint string"
 )
 
 
@@ -48,6 +49,9 @@ class VersionRecord:
     code_version: str = ""
     created_at: Optional[_dt.datetime] = None
     location: str = ""
+    # integrity.ids_fingerprint of the published ids; None for versions registered before
+    # fingerprints were recorded (their row count is still checked).
+    fingerprint: Optional[str] = None
 
     def to_row(self) -> tuple:
         d = asdict(self)
@@ -67,7 +71,8 @@ class VersionRecord:
                    mode=d["mode"], metrics=json.loads(d["metrics_json"] or "{}"),
                    transform=np.array(d["transform"], dtype=np.float64).reshape(e, e),
                    trainer=json.loads(d["trainer_json"] or "{}"), code_version=d["code_version"],
-                   created_at=d["created_at"], location=d["location"])
+                   created_at=d["created_at"], location=d["location"],
+                   fingerprint=d.get("fingerprint"))
 
 
 def _plain(value):
@@ -93,9 +98,23 @@ def published_table(cfg: Config, side: str) -> str:
 
 
 def register(spark: SparkSession, cfg: Config, dt: str, records: list[VersionRecord]) -> None:
-    """Commit the version of ``dt``: the last write of a publish."""
+    """Commit the version of ``dt``: the last write of a publish.
+
+    Then the published tables' run folders of dt that no registered version points at any
+    more are removed; the folders of the version this one replaces (a rerun) are kept until
+    the next registration of dt, for readers that resolved it just before.
+    """
+    replaced = registered_locations(spark, cfg, dt)
     df = spark.createDataFrame([r.to_row() for r in records], REGISTRY_SCHEMA)
     tables.write_partition(spark, df, registry_table(cfg), dt)
+    for r in records:
+        tables.remove_orphan_runs(spark, published_table(cfg, r.side), dt, [r.location, replaced.get(r.side)])
+
+
+def registered_locations(spark: SparkSession, cfg: Config, dt: str) -> dict[str, str]:
+    """{side: data folder} of the registered version ``dt``; empty when dt is not registered."""
+    df = tables.find_partition(spark, registry_table(cfg), dt)
+    return {} if df is None else {r.side: r.location for r in df.select("side", "location").collect()}
 
 
 def registered_dts(spark: SparkSession, cfg: Config) -> list[str]:
@@ -121,10 +140,12 @@ def previous_dt(spark: SparkSession, cfg: Config, dt: str) -> tuple[Optional[str
 
 
 def read_published(spark: SparkSession, cfg: Config, dt: str, side: str,
-                   versions: Optional[dict[str, VersionRecord]] = None):
-    """The published vectors of a registered version and side, checked to be readable.
+                   versions: Optional[dict[str, VersionRecord]] = None, verify: bool = True):
+    """The published vectors of a registered version and side, checked against the registry.
 
     ``versions``: ``read_version(spark, cfg, dt)`` when the caller has already read it.
+    ``verify``: count the rows and fingerprint the ids (one job over the id column) and raise
+    integrity.IntegrityError when they differ from the registry row (a lost or altered file).
     """
     versions = read_version(spark, cfg, dt) if versions is None else versions
     if side not in versions:
@@ -134,7 +155,11 @@ def read_published(spark: SparkSession, cfg: Config, dt: str, side: str,
         raise RegistryError(
             f"version {dt} ({side}) is registered but its data at {record.location} is missing; "
             "restore it, or unregister the version (embedlib.registry.unregister) and rerun")
-    return spark.read.parquet(record.location), record
+    df = spark.read.parquet(record.location)
+    if verify:
+        integrity.check(f"version {dt} ({side}) at {record.location}", record.n_rows,
+                        record.fingerprint, *integrity.counts(df))
+    return df, record
 
 
 def unregister(spark: SparkSession, cfg: Config, dt: str) -> None:
@@ -152,17 +177,25 @@ def code_version() -> str:
 
 
 def describe_versions(spark: SparkSession, cfg: Config, dts: Optional[list[str]] = None) -> list[dict]:
-    """One summary dict per registered (dt, side), with the row count read back from its data.
+    """One summary dict per registered (dt, side), checked against its data.
 
-    Raises RegistryError when a registered version's data is missing.
+    ``problem`` is None for a version whose data matches its registry row, else why not
+    (missing data, lost rows, another fingerprint); the caller decides what that means.
     """
     rows = []
     for dt in dts or registered_dts(spark, cfg):
         for side, rec in sorted(read_version(spark, cfg, dt).items()):
-            df, _ = read_published(spark, cfg, dt, side)
+            n_read, problem = None, None
+            try:
+                df, _ = read_published(spark, cfg, dt, side, verify=False)
+                n_read, fingerprint = integrity.counts(df)
+                integrity.check(f"version {dt} ({side})", rec.n_rows, rec.fingerprint, n_read, fingerprint)
+            except (RegistryError, integrity.IntegrityError) as exc:
+                problem = str(exc)
             m = rec.metrics
-            rows.append({"dt": dt, "side": side, "rows": rec.n_rows, "rows_read": df.count(),
+            rows.append({"dt": dt, "side": side, "rows": rec.n_rows, "rows_read": n_read,
                          "carried": rec.n_carried, "parent_dt": rec.parent_dt, "root_reason": rec.root_reason,
                          "mode": rec.mode, "cos_raw": m.get("cosine_raw_mean"),
-                         "cos_stab": m.get("cosine_stabilized_mean"), "score_err": m.get("score_max_rel_err")})
+                         "cos_stab": m.get("cosine_stabilized_mean"), "score_err": m.get("score_max_rel_err"),
+                         "problem": problem})
     return rows

@@ -4,14 +4,19 @@ Outputs are Hive tables over Parquet, partitioned by ``dt`` (a 'YYYY-MM-DD' stri
 Writing a partition is stage-then-swap: the data goes to a fresh run folder that no reader
 knows about, then one metastore operation points the partition at it. A reader sees the
 old partition or the new one, never a half-written one; a crash before the swap leaves the
-table as it was (the orphan folder is removed by the next write of that dt). Rewriting a dt
-replaces it, so reruns never append duplicates.
+table as it was. Rewriting a dt replaces it, so reruns never append duplicates.
+
+Retention: a run folder of a dt is deleted only when nothing points at it - not the
+metastore (the partition's location now, or just before the last swap: readers in flight),
+not the registry (the caller passes the registered locations as ``keep``) - and it is older
+than the caller's grace period. The registry removes a published dt's orphans at once when
+it registers that dt (embedlib/registry.py).
 """
 from __future__ import annotations
 
 import datetime as _dt
 import uuid
-from typing import Optional
+from typing import Optional, Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -83,8 +88,14 @@ def read_partition(spark: SparkSession, table: str, dt: str) -> DataFrame:
     return df
 
 
-def write_partition(spark: SparkSession, df: DataFrame, table: str, dt: str) -> str:
-    """Replace partition ``dt`` of ``table`` with ``df``, atomically; returns its folder."""
+def write_partition(spark: SparkSession, df: DataFrame, table: str, dt: str,
+                    keep: Sequence[str] = (), grace_hours: float = 0.0) -> str:
+    """Replace partition ``dt`` of ``table`` with ``df``, atomically; returns its folder.
+
+    Afterwards the dt's other run folders are deleted, except the one replaced (readers in
+    flight), those in ``keep`` (e.g. the locations the registry points at) and those
+    younger than ``grace_hours``.
+    """
     _dt.date.fromisoformat(dt)
     if PARTITION_COL in df.columns:
         raise TableError(f"cannot write {table}: the frame already has a {PARTITION_COL!r} column")
@@ -104,9 +115,7 @@ def write_partition(spark: SparkSession, df: DataFrame, table: str, dt: str) -> 
     else:
         spark.sql(f"ALTER TABLE {table} ADD {spec} LOCATION '{run_dir}'")
     spark.catalog.refreshTable(table)
-    # The replaced folder stays until the next rewrite: a registry row written before this
-    # swap may still point at it (see embedlib/registry.py).
-    _remove_other_runs(spark, f"{root}/{PARTITION_COL}={dt}", keep=[run_dir, previous])
+    remove_orphan_runs(spark, table, dt, [run_dir, previous, *keep], grace_hours)
     log.info("wrote %s dt=%s -> %s", table, dt, run_dir)
     return run_dir
 
@@ -151,6 +160,12 @@ def _ensure_table(spark: SparkSession, df: DataFrame, table: str) -> str:
     if table_exists(spark, table):
         found = [(f.name, f.dataType.simpleString())
                  for f in spark.table(table).schema.fields if f.name != PARTITION_COL]
+        if found != wanted and found == wanted[:len(found)]:
+            # Columns added at the end by a newer release: older partitions read them as null.
+            added = ", ".join(f"`{n}` {t}" for n, t in wanted[len(found):])
+            spark.sql(f"ALTER TABLE {table} ADD COLUMNS ({added})")
+            log.info("table %s: added columns %s", table, added)
+            found = wanted
         if found != wanted:
             raise TableError(
                 f"table {table} has columns {found}, the job writes {wanted}; "
@@ -185,9 +200,41 @@ def path_exists(spark: SparkSession, path: str) -> bool:
     return bool(fs.exists(jpath)) or bool(fs.globStatus(jpath))
 
 
-def _remove_other_runs(spark: SparkSession, partition_dir: str, keep: list) -> None:
-    fs, jpath = _hadoop_fs(spark, partition_dir)
-    keep_names = {k.rstrip("/").rsplit("/", 1)[1] for k in keep if k}
+def remove_orphan_runs(spark: SparkSession, table: str, dt: str, keep: Sequence[Optional[str]],
+                       older_than_hours: float = 0.0) -> list[str]:
+    """Delete the run folders of partition ``dt`` that are not in ``keep`` and are older
+    than ``older_than_hours``; the partition's current location is always kept. Returns the
+    deleted folder names."""
+    root = table_location(spark, table)
+    if root is None:
+        return []
+    fs, jpath = _hadoop_fs(spark, f"{root}/{PARTITION_COL}={dt}")
+    if not fs.exists(jpath):
+        return []
+    keep_names = {_run_name(k) for k in [*keep, partition_location(spark, table, dt)] if k}
+    now = _dt.datetime.now(_dt.timezone.utc)
+    removed = []
     for status in fs.listStatus(jpath):
-        if status.getPath().getName() not in keep_names:
-            fs.delete(status.getPath(), True)
+        name = status.getPath().getName()
+        age_hours = (now - _run_started(name, status.getModificationTime())).total_seconds() / 3600
+        if name in keep_names or age_hours < older_than_hours:
+            continue
+        fs.delete(status.getPath(), True)
+        removed.append(name)
+    if removed:
+        log.info("removed %d unreferenced run folder(s) of %s dt=%s: %s", len(removed), table, dt,
+                 ", ".join(removed))
+    return removed
+
+
+def _run_name(location: str) -> str:
+    return location.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _run_started(name: str, modified_ms: int) -> _dt.datetime:
+    """When a run folder was started: from its name (run=<UTC time>-<id>), else its mtime."""
+    try:
+        return _dt.datetime.strptime(name.split("=", 1)[1][:15], "%Y%m%dT%H%M%S").replace(
+            tzinfo=_dt.timezone.utc)
+    except (IndexError, ValueError):
+        return _dt.datetime.fromtimestamp(modified_ms / 1000, _dt.timezone.utc)

@@ -1,14 +1,15 @@
 """List the registered versions (the registry table) and check that their data is readable.
 
 Prints one line per version and side: dt, side, rows, carried, parent, root reason, mode,
-same-id cosine to the parent (raw / stabilized), score preservation error. --json prints
-the same as JSON (one object) for scripts and tests. Exit code 2 if a registered version's
-data is missing.
+same-id cosine to the parent (raw / stabilized), score preservation error, and whether
+its data matches the registry (row count and id fingerprint). --json prints the same as
+JSON (one object) for scripts and tests. Exit code 2 if any registered version's data is
+missing or differs from its registry row (the table is printed first, then one ERROR line).
 """
 import json
 import sys
 
-from embedlib import registry
+from embedlib import integrity, registry
 from embedlib.cli import job_parser, load_job_config, run_job
 from embedlib.spark import get_spark
 
@@ -24,7 +25,11 @@ def main(argv=None):
         print(json.dumps(rows, sort_keys=True, default=str))
     else:
         from embedlib.pipeline import format_table
-        print(format_table(rows))
+        print(format_table([{k: v for k, v in r.items() if k != "problem"} for r in rows]))
+    damaged = [r["problem"] for r in rows if r["problem"]]
+    if damaged:
+        raise integrity.IntegrityError(f"{len(damaged)} of {len(rows)} registered versions do not match "
+                                       f"their data: " + " | ".join(damaged))
     return rows
 
 

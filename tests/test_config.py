@@ -55,8 +55,11 @@ def test_set_reaches_into_optional_sections(tmp_path):
 def test_set_unknown_key_is_an_error(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("{}\n")
-    with pytest.raises(ConfigError, match=r"--set sequences.min_cnt: unknown key 'sequences.min_cnt'"):
+    with pytest.raises(ConfigError, match=r"--set sequences.min_cnt: unknown key 'sequences.min_cnt' "
+                                          r"\(known keys here: .*lookback_days, max_session_length, min_count,"):
         load_config(path, ["sequences.min_cnt=3"])
+    with pytest.raises(ConfigError, match="spark.master is a value, not a section"):
+        load_config(path, ["spark.master.x=3"])
     with pytest.raises(ConfigError, match="expected key=value"):
         load_config(path, ["sequences.min_count"])
 

@@ -13,7 +13,7 @@ from typing import Optional
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from embedlib import publish, registry, tables
+from embedlib import integrity, publish, registry, tables
 from embedlib.config import Config, VectorSourceConfig
 from embedlib.log import get_logger, step
 from embedlib.registry import published_table
@@ -76,16 +76,33 @@ def extract(spark: SparkSession, cfg: Config, dt: str) -> Inputs:
     prev_items = prev_other = None
     parent = {}
     if parent_dt is not None:
-        parent = registry.read_version(spark, cfg, parent_dt)
-        prev_items = registry.read_published(spark, cfg, parent_dt, "item", parent)[0]
-        if other_df is not None and s.other_side in parent:
-            prev_other = registry.read_published(spark, cfg, parent_dt, s.other_side, parent)[0]
+        try:
+            parent, prev_items, prev_other = _read_parent(spark, cfg, parent_dt, other_df is not None)
+        except (integrity.IntegrityError, registry.RegistryError) as exc:
+            if cfg.publish.on_damaged_parent != "new_root":
+                raise type(exc)(f"{exc}; it cannot be the parent of dt={dt}: restore it, or set "
+                                "publish.on_damaged_parent=new_root to start a new root") from None
+            log.warning("parent %s is damaged, dt=%s becomes a new root: %s", parent_dt, dt, exc)
+            parent_dt, reason = None, f"parent damaged: {exc}"
+    if parent_dt is not None:
         log.info("parent version: %s (dim %d)", parent_dt, parent["item"].dim)
     else:
         log.info("no parent version (%s): this version is a root", reason)
     return Inputs(Side("items", items_df, prev_items),
                   Side(s.other_side, other_df, prev_other) if other_df is not None else None,
                   parent_dt, parent, reason, _trainer(spark, cfg, dt))
+
+
+def _read_parent(spark: SparkSession, cfg: Config, parent_dt: str, with_other: bool):
+    """(registry records, item vectors, other side's vectors or None) of the parent, each
+    side checked against its registry row."""
+    parent = registry.read_version(spark, cfg, parent_dt)
+    prev_items = registry.read_published(spark, cfg, parent_dt, "item", parent)[0]
+    other_side = cfg.stabilize.other_side
+    prev_other = None
+    if with_other and other_side in parent:
+        prev_other = registry.read_published(spark, cfg, parent_dt, other_side, parent)[0]
+    return parent, prev_items, prev_other
 
 
 def _trainer(spark: SparkSession, cfg: Config, dt: str) -> dict:
@@ -114,16 +131,22 @@ def load(spark: SparkSession, result: Stabilized, inputs: Inputs, cfg: Config, d
         sides.append((cfg.stabilize.other_side, result.other_df, result.other_ids, result.transform_other,
                       inputs.other.prev_df, m.get("rows_joined_other")))
     written = []
+    # A rerun of a registered dt must not delete what the registry points at until the new
+    # version is registered (registry.register removes the orphans then).
+    registered = registry.registered_locations(spark, cfg, dt)
     for side, df, ids_df, transform_matrix, parent_df, n_shared in sides:
         pub_df = publish.as_published(df, dt)
         chained_side = chained and parent_df is not None
         n_unshared = inputs.parent[side].n_rows - n_shared if chained_side and n_shared is not None else None
         if chained_side:
             pub_df = publish.with_carried(pub_df, parent_df, dt, cfg.publish.ttl_days, ids_df, n_unshared)
-        location = tables.write_partition(spark, pub_df, published_table(cfg, side), dt)
+        location = tables.write_partition(spark, pub_df, published_table(cfg, side), dt,
+                                          keep=[registered.get(side)],
+                                          grace_hours=cfg.tables.keep_orphan_runs_hours)
         pub_df = spark.read.parquet(location)
-        counts = pub_df.agg(F.count(F.lit(1)).alias("n"), F.sum(F.col("carried").cast("int")).alias("c")).first()
-        written.append((side, location, counts.n, counts.c or 0, transform_matrix))
+        counts = pub_df.agg(F.count(F.lit(1)).alias("n"), F.sum(F.col("carried").cast("int")).alias("c"),
+                            integrity.fingerprint_sum().alias("f")).first()
+        written.append((side, location, counts.n, counts.c or 0, transform_matrix, integrity.as_text(counts.f)))
         if side == "item":
             known = n_unshared is not None
             delta_df = publish.delta(side, pub_df, parent_df if chained else None, result.cosines_df,
@@ -134,15 +157,16 @@ def load(spark: SparkSession, result: Stabilized, inputs: Inputs, cfg: Config, d
     changes = {f"{r.side}_{r.change}": r["count"]
                for r in spark.read.parquet(delta_location).groupBy("side", "change").count().collect()}
     metrics = {**result.metrics, "delta": changes}
-    log.info("published %s; delta %s", ", ".join(f"{s}: {n} rows ({c} carried)" for s, _, n, c, _ in written),
+    log.info("published %s; delta %s", ", ".join(f"{w[0]}: {w[2]} rows ({w[3]} carried)" for w in written),
              changes)
     parent = None if result.root_reason else inputs.parent_dt
     records = [registry.VersionRecord(
         side=side, dim=result.metrics["dim"], n_rows=n, n_carried=c, parent_dt=parent,
         root=parent is None, root_reason=result.root_reason, mode=result.mode,
         metrics={**metrics, "evicted": changes.get(f"{side}_evicted", 0)}, transform=transform_matrix,
-        trainer=inputs.trainer, code_version=registry.code_version(), location=location)
-        for side, location, n, c, transform_matrix in written]
+        trainer=inputs.trainer, code_version=registry.code_version(), location=location,
+        fingerprint=fingerprint)
+        for side, location, n, c, transform_matrix, fingerprint in written]
     registry.register(spark, cfg, dt, records)
     return records
 
