@@ -286,14 +286,41 @@ class ServeConfig:
     neighbors_partitions: int = 0
     # Serve / build neighbours only for versions committed to the registry (tables.versions).
     require_registered: bool = True
+    # Version manifests, written at register time, read by the service without Spark
+    # (embedlib/manifest.py); "" is <spark.warehouse_dir>/<tables.database>.db/_manifests.
+    manifests: str = ""
+    # "latest": the service polls the manifests every poll_seconds and swaps to a newer
+    # version; "none": it serves the version it started with (POST /admin/reload still works
+    # where there are manifests).
+    follow: str = "none"
+    poll_seconds: float = 60.0
+    # POST /admin/reload: from loopback clients only while empty; with a token, from any
+    # client that sends "Authorization: Bearer <token>".
+    admin_token: str = ""
+    # Request bounds (413 or 422 beyond them): body bytes, characters per id, ids per batch,
+    # neighbours per request (ids x k), and the worst-case size of an answer.
+    max_body_bytes: int = 4 * 2**20
+    max_id_length: int = 256
+    max_batch_ids: int = 10_000
+    max_neighbors: int = 100_000
+    max_response_bytes: int = 64 * 2**20
+    # Micro-batching of GET /similar: concurrent single-id requests that arrive within
+    # batch_wait_ms of the first are scored in one matmul (at most batch_max); 0 turns it off.
+    batch_wait_ms: float = 2.0
+    batch_max: int = 64
+    # uvicorn worker processes (scripts/serve.py); each loads its own copy of the index.
+    workers: int = 1
 
     def __post_init__(self):
         _check_choice("serve.backend", self.backend, ("auto", "numpy", "cupy"))
+        _check_choice("serve.follow", self.follow, ("none", "latest"))
         _check_choice("serve.dtype", self.dtype, ("float32", "float16"))
         _check_choice("serve.metric", self.metric, ("cosine", "dot"))
         _check_choice("serve.unknown_ids", self.unknown_ids, ("error", "zero", "skip"))
         _check_choice("serve.side", self.side, ("item", "context", "user"))
-        for name in ("k", "max_k", "neighbors_k", "query_batch", "port"):
+        for name in ("k", "max_k", "neighbors_k", "query_batch", "port", "max_body_bytes",
+                     "max_id_length", "max_batch_ids", "max_neighbors", "max_response_bytes",
+                     "batch_max", "workers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"serve.{name} must be >= 1, got {getattr(self, name)}")
         if self.k > self.max_k:
@@ -303,6 +330,8 @@ class ServeConfig:
                               f"got {self.max_chunk_bytes}")
         if self.neighbors_partitions < 0:
             raise ConfigError("serve.neighbors_partitions must be >= 0")
+        if not self.poll_seconds > 0 or self.batch_wait_ms < 0:
+            raise ConfigError("serve.poll_seconds must be > 0 and serve.batch_wait_ms >= 0")
 
 
 @dataclass

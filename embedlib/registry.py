@@ -17,7 +17,7 @@ import numpy as np
 from pyspark.sql import SparkSession
 
 import embedlib
-from embedlib import integrity, tables
+from embedlib import integrity, manifest, tables
 from embedlib.config import Config
 from embedlib.errors import EmbedlibError
 
@@ -107,6 +107,7 @@ def register(spark: SparkSession, cfg: Config, dt: str, records: list[VersionRec
     replaced = registered_locations(spark, cfg, dt)
     df = spark.createDataFrame([r.to_row() for r in records], REGISTRY_SCHEMA)
     tables.write_partition(spark, df, registry_table(cfg), dt)
+    manifest.write_manifests(spark, cfg, dt, records)  # what the lookup service follows
     for r in records:
         tables.remove_orphan_runs(spark, published_table(cfg, r.side), dt, [r.location, replaced.get(r.side)])
 
