@@ -1,82 +1,158 @@
 """HTTP lookups over an EmbeddingIndex (FastAPI): vectors and similar items, one or batched.
 
 Unknown ids answer 404 with the ids named; bad parameters (k out of range, unknown metric,
-empty id lists) answer 422. Endpoints are plain ``def`` functions, so FastAPI runs them in
-its thread pool and a long top-k does not block the event loop.
+empty id lists, NaN) answer 422, and requests over a bound (``serve.max_*``) 413 or 422, with
+short messages that never echo the input (``limits.py``). Every answer carries the version
+that answered it in the ``X-Embedlib-Version`` header: each request uses one snapshot of the
+served version (``follow.py``), so a hot swap never changes the index under a request.
+Batch endpoints are plain ``def`` functions, run in FastAPI's thread pool; GET /similar is
+micro-batched (``batching.py``) unless ``serve.batch_wait_ms`` is 0.
 """
 from __future__ import annotations
 
-from typing import Literal, Optional
+import asyncio
+import hmac
+import json
+import os
+from contextlib import asynccontextmanager
+from typing import Literal, Optional, Union
 
-from fastapi import FastAPI, Query, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from embedlib import __version__
 from embedlib.config import ServeConfig
+from embedlib.manifest import ManifestError
+from embedlib.serving import limits
+from embedlib.serving.batching import MicroBatcher
+from embedlib.serving.follow import ServedVersion, VersionFollower
 from embedlib.serving.index import EmbeddingIndex, ServingError, TopKResult, UnknownIdError
 
-# Ids per batch request; larger batches should go through the neighbours job.
-MAX_IDS = 10_000
-
 Metric = Literal["cosine", "dot"]
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
 class VectorsRequest(BaseModel):
-    ids: list[str] = Field(min_length=1, max_length=MAX_IDS)
+    # Unknown keys are refused, so that nothing in a request (NaN included) goes unchecked.
+    model_config = ConfigDict(extra="forbid")
+    ids: list[str] = Field(min_length=1)
 
 
-class SimilarRequest(BaseModel):
-    ids: list[str] = Field(min_length=1, max_length=MAX_IDS)
+class SimilarRequest(VectorsRequest):
     k: Optional[int] = Field(default=None, ge=1)
     metric: Optional[Metric] = None
     exclude_self: bool = True
 
 
-def create_app(index: EmbeddingIndex, cfg: Optional[ServeConfig] = None,
+def create_app(served: Union[EmbeddingIndex, VersionFollower], cfg: Optional[ServeConfig] = None,
                version: Optional[str] = None) -> FastAPI:
-    """The lookup service over ``index``; ``version`` (e.g. the dt) is shown by /health."""
+    """The lookup service over an index (served as it is, ``version`` e.g. its dt) or over a
+    VersionFollower (hot swaps, POST /admin/reload)."""
     cfg = cfg or ServeConfig()
-    app = FastAPI(title="embedlib lookup", version=__version__)
+    follower = served if isinstance(served, VersionFollower) else \
+        VersionFollower(ServedVersion.of(served, version), cfg)
+    batcher = MicroBatcher(cfg.batch_wait_ms / 1000, cfg.batch_max) if cfg.batch_wait_ms else None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        follower.start()
+        yield
+        follower.stop()
+
+    app = FastAPI(title="embedlib lookup", version=__version__, lifespan=lifespan)
+    app.state.follower = follower
+    app.add_middleware(limits.GuardMiddleware, max_body_bytes=cfg.max_body_bytes,
+                       current=lambda: follower.current.version)
+    app.add_exception_handler(RequestValidationError, limits.short_validation_error)
     app.add_exception_handler(UnknownIdError, _unknown_ids)
     app.add_exception_handler(ServingError, _bad_request)
 
+    def snapshot(request: Request) -> ServedVersion:
+        served = follower.current
+        request.state.version = served.version
+        return served
+
     @app.get("/health")
-    def health() -> dict:
-        return {"status": "ok", "version": version, "rows": len(index), "dim": index.dim,
+    def health(request: Request) -> dict:
+        index = snapshot(request).index
+        return {"status": "ok", **follower.status(), "rows": len(index), "dim": index.dim,
                 "dtype": index.dtype, "metric": index.metric, "backend": index.backend.name,
-                "device": index.backend.device, "unknown_ids": index.unknown_ids}
+                "device": index.backend.device, "unknown_ids": index.unknown_ids,
+                "pid": os.getpid()}
 
     @app.get("/vector")
-    def vector(id: str = Query(min_length=1, description="an id of the index")) -> dict:
-        found = index.lookup([id], unknown_ids="error")
-        return {"id": id, "vector": found.vectors[0].tolist()}
+    def vector(request: Request, id: str = Query(min_length=1, description="an id of the index")):
+        limits.check_ids([id], cfg)
+        found = snapshot(request).index.lookup([id], unknown_ids="error")
+        return _json({"id": id, "vector": found.vectors[0].tolist()})
 
     @app.post("/vectors")
-    def vectors(body: VectorsRequest) -> dict:
+    def vectors(request: Request, body: VectorsRequest):
+        limits.check_ids(body.ids, cfg)
+        index = snapshot(request).index
+        limits.check_response_size(limits.vectors_bytes(body.ids, index.dim), cfg)
         found = index.lookup(body.ids)
-        return {"ids": found.ids.tolist(), "vectors": found.vectors.tolist(),
-                "found": found.found.tolist(), "n_unknown": found.n_unknown}
+        return _json({"ids": found.ids.tolist(), "vectors": found.vectors.tolist(),
+                      "found": found.found.tolist(), "n_unknown": found.n_unknown})
 
     @app.get("/similar")
-    def similar(id: str = Query(min_length=1, description="an id of the index"),
-                k: int = Query(cfg.k, ge=1, le=cfg.max_k),
-                metric: Optional[Metric] = None, exclude_self: bool = True) -> dict:
-        result = index.topk([id], k=k, metric=metric, exclude_self=exclude_self,
-                            unknown_ids="error")
-        return {"id": id, "k": k, "metric": metric or index.metric,
-                "neighbors": _neighbors(result)[0]}
+    async def similar(request: Request,
+                      id: str = Query(min_length=1, description="an id of the index"),
+                      k: int = Query(cfg.k, ge=1, le=cfg.max_k),
+                      metric: Optional[Metric] = None, exclude_self: bool = True):
+        limits.check_ids([id], cfg)
+        served = snapshot(request)
+        if batcher is not None:
+            result = await asyncio.wrap_future(batcher.submit(served, id, k, metric, exclude_self))
+        else:
+            result = await run_in_threadpool(served.index.topk, [id], k=k, metric=metric,
+                                             exclude_self=exclude_self, unknown_ids="error")
+        return _json({"id": id, "k": k, "metric": metric or served.index.metric,
+                      "neighbors": _neighbors(result)[0]})
 
     @app.post("/similar")
-    def similar_batch(body: SimilarRequest) -> dict:
+    def similar_batch(request: Request, body: SimilarRequest):
         k = body.k or cfg.k
-        if k > cfg.max_k:
-            raise ServingError(f"k must be <= {cfg.max_k}, got {k}")
-        result = index.topk(body.ids, k=k, metric=body.metric, exclude_self=body.exclude_self)
-        return {"ids": result.query_ids.tolist(), "k": k, "metric": body.metric or index.metric,
-                "neighbors": _neighbors(result), "n_unknown": result.n_unknown}
+        limits.check_ids(body.ids, cfg)
+        limits.check_neighbors(len(body.ids), k, cfg)
+        served = snapshot(request)
+        limits.check_response_size(limits.neighbors_bytes(body.ids, k, served.max_id_length), cfg)
+        result = served.index.topk(body.ids, k=k, metric=body.metric,
+                                   exclude_self=body.exclude_self)
+        return _json({"ids": result.query_ids.tolist(), "k": k,
+                      "metric": body.metric or served.index.metric,
+                      "neighbors": _neighbors(result), "n_unknown": result.n_unknown})
+
+    @app.post("/admin/reload")
+    def admin_reload(request: Request):
+        _authorize(request, cfg)
+        try:
+            outcome = follower.request_reload_everywhere()
+        except ManifestError as exc:
+            return JSONResponse(status_code=409, content={"detail": str(exc)})
+        request.state.version = outcome["version"]
+        return JSONResponse(status_code=409 if outcome["error"] else 200, content=outcome)
 
     return app
+
+
+def _authorize(request: Request, cfg: ServeConfig) -> None:
+    """Loopback clients only, unless serve.admin_token is set (then a bearer token, any client)."""
+    if cfg.admin_token:
+        sent = request.headers.get("authorization", "")
+        if not hmac.compare_digest(sent.encode(), f"Bearer {cfg.admin_token}".encode()):
+            raise HTTPException(403, "admin endpoints need 'Authorization: Bearer <serve.admin_token>'")
+    elif request.client is None or request.client.host not in LOOPBACK:
+        raise HTTPException(403, "admin endpoints answer loopback clients only "
+                                 "(set serve.admin_token to allow others)")
+
+
+def _json(payload: dict) -> Response:
+    """Compact JSON without FastAPI's per-element encoder (lists of floats are large)."""
+    return Response(json.dumps(payload, separators=(",", ":")), media_type="application/json")
 
 
 def _neighbors(result: TopKResult) -> list[list[dict]]:

@@ -1,0 +1,169 @@
+"""The served version and its hot swap: load beside the old index, verify, switch one reference.
+
+A request takes ``follower.current`` once and uses that snapshot to the end, so requests in
+flight finish on the old index while the new one is loaded; the old index is freed when the
+last of them ends. A load or verification that fails leaves the old version served and is
+reported by ``status()`` (``/health``). Memory: two indexes (plus the Parquet being read)
+during a swap.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from embedlib import integrity, manifest
+from embedlib.config import ServeConfig
+from embedlib.errors import EmbedlibError
+from embedlib.log import get_logger
+from embedlib.serving.index import EmbeddingIndex, index_options
+
+log = get_logger(__name__)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class ServedVersion:
+    """One loaded version: the index and what /health and the version header say of it."""
+
+    index: EmbeddingIndex
+    version: Optional[str]
+    location: str
+    loaded_at: str
+    manifest: Optional[manifest.Manifest] = None
+    max_id_length: int = 0
+
+    @classmethod
+    def of(cls, index: EmbeddingIndex, version: Optional[str], location: str = "",
+           manifest_: Optional[manifest.Manifest] = None) -> "ServedVersion":
+        longest = max(map(len, index.ids)) if len(index) else 0
+        return cls(index, version, location, _now(), manifest_, longest)
+
+
+def load_version(m: manifest.Manifest, cfg: ServeConfig) -> ServedVersion:
+    """The index of manifest ``m``, its row count and id fingerprint checked against it."""
+    index = EmbeddingIndex.from_parquet(m.location, **index_options(cfg))
+    integrity.check(f"version {m.dt} ({m.side}) at {m.location}", m.n_rows, m.fingerprint,
+                    len(index), integrity.ids_fingerprint(index.ids))
+    return ServedVersion.of(index, m.dt, m.location, m)
+
+
+class VersionFollower:
+    """Holds the served version and swaps it for the newest manifest on reload.
+
+    Parameters
+    ----------
+    current : ServedVersion
+        What is served until a reload succeeds.
+    cfg : ServeConfig
+        ``side``, ``follow`` and ``poll_seconds``, and the index options of new versions.
+    root : str or None
+        The manifests folder (``manifest.manifest_root``); None: nothing to reload from.
+    signal_path : path or None
+        A file shared by the worker processes of one service: an admin reload in one worker
+        writes it, the others see it change within a second and reload too.
+    """
+
+    def __init__(self, current: ServedVersion, cfg: ServeConfig, root: Optional[str] = None,
+                 signal_path: Optional[Path] = None):
+        self.cfg, self.root = cfg, root
+        self.signal_path = Path(signal_path) if signal_path else None
+        self._current = current
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._failed: Optional[manifest.Manifest] = None
+        self._signal_seen = self._read_signal()
+        self.last_error: Optional[dict] = None
+        self.last_check_at: Optional[str] = None
+        self.reloads = 0
+
+    @property
+    def current(self) -> ServedVersion:
+        return self._current
+
+    def reload(self, retry_failed: bool = True) -> dict:
+        """Swap to the newest manifest when it differs from the served one.
+
+        Returns {"version", "changed", "error"}; a failure keeps the served version.
+        ``retry_failed=False`` (polling) skips a manifest that already failed to load.
+        """
+        if self.root is None:
+            raise manifest.ManifestError("this service serves a path, not the registry: "
+                                         "there are no manifests to reload from")
+        with self._lock:
+            self.last_check_at = _now()
+            newest = None
+            try:
+                newest = manifest.latest_manifest(self.root, self.cfg.side)
+                if newest == self._current.manifest or (newest == self._failed and not retry_failed):
+                    return self._outcome(changed=False)
+                log.info("loading version %s from %s", newest.dt, newest.location)
+                loaded = load_version(newest, self.cfg)
+            except (EmbedlibError, OSError, ValueError) as exc:
+                self._failed = newest
+                self.last_error = {"at": self.last_check_at, "message": str(exc)[:2000]}
+                log.error("reload failed, still serving %s: %s", self._current.version, exc)
+                return self._outcome(changed=False)
+            self._current = loaded  # one reference assignment: the swap
+            self._failed, self.last_error = None, None
+            self.reloads += 1
+            log.info("now serving version %s (%d rows)", loaded.version, len(loaded.index))
+            return self._outcome(changed=True)
+
+    def _outcome(self, changed: bool) -> dict:
+        return {"version": self._current.version, "changed": changed, "error": self.last_error}
+
+    def request_reload_everywhere(self) -> dict:
+        """An admin reload: this process now, the other workers through the signal file."""
+        if self.signal_path is not None:
+            stamp = _now()
+            temp = self.signal_path.with_suffix(f".{threading.get_ident()}.tmp")
+            temp.write_text(stamp)
+            temp.replace(self.signal_path)
+            self._signal_seen = stamp
+        return self.reload()
+
+    def _read_signal(self) -> Optional[str]:
+        try:
+            return self.signal_path.read_text() if self.signal_path else None
+        except FileNotFoundError:
+            return None
+
+    def start(self) -> None:
+        """Poll in a daemon thread: every poll_seconds (follow: latest), and the signal file."""
+        if self.root is None or (self.cfg.follow != "latest" and self.signal_path is None):
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="version-follower", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        tick = min(self.cfg.poll_seconds, 1.0) if self.signal_path else self.cfg.poll_seconds
+        waited = 0.0
+        while not self._stop.wait(tick):
+            waited += tick
+            signal = self._read_signal()
+            if signal != self._signal_seen:
+                self._signal_seen = signal
+                self.reload()
+            elif self.cfg.follow == "latest" and waited >= self.cfg.poll_seconds:
+                waited = 0.0
+                self.reload(retry_failed=False)
+
+    def status(self) -> dict:
+        served = self._current
+        return {"version": served.version, "loaded_at": served.loaded_at,
+                "location": served.location, "follow": self.cfg.follow,
+                "poll_seconds": self.cfg.poll_seconds, "last_check_at": self.last_check_at,
+                "last_reload_error": self.last_error, "reloads": self.reloads}

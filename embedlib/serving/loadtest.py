@@ -1,0 +1,159 @@
+"""A bounded closed-loop HTTP load on the lookup service, for its tests and benchmark.
+
+Each of ``concurrency`` clients holds one keep-alive connection and sends its next request
+when the previous answer is in, until the fixed list of requests is used up or the deadline
+passes. It talks to loopback addresses only.
+"""
+from __future__ import annotations
+
+import http.client
+import itertools
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from embedlib.serving.limits import VERSION_HEADER
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+@dataclass
+class LoadResult:
+    """Per answered request: latency (s), status (0: no answer), version header, body."""
+
+    seconds: float
+    latencies: list = field(default_factory=list)
+    statuses: list = field(default_factory=list)
+    versions: list = field(default_factory=list)
+    bodies: list = field(default_factory=list)
+    errors: list = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for s in self.statuses if s != 200)
+
+    def summary(self) -> dict:
+        """requests/s and latency percentiles in milliseconds."""
+        ms = np.asarray(self.latencies) * 1000
+        pct = {f"p{str(q).replace('.', '_')}_ms": round(float(np.percentile(ms, q)), 2)
+               for q in (50, 99, 99.9)} if len(ms) else {}
+        return {"requests": len(self.statuses), "failed": self.failed,
+                "qps": round(len(self.statuses) / self.seconds, 1), **pct}
+
+
+def closed_loop(port: int, requests: list, concurrency: int, host: str = "127.0.0.1",
+                max_seconds: float = 300.0, keep_bodies: bool = False) -> LoadResult:
+    """Send ``requests`` ((method, path, body bytes or None), ...) from ``concurrency`` clients."""
+    if host not in LOOPBACK:
+        raise ValueError(f"load tests target loopback only, not {host!r}")
+    next_request = itertools.count()
+    lock = threading.Lock()
+    deadline = time.perf_counter() + max_seconds
+    started = time.perf_counter()
+    result = LoadResult(0.0)
+
+    def client() -> None:
+        conn = http.client.HTTPConnection(host, port, timeout=60)
+        while time.perf_counter() < deadline:
+            with lock:
+                j = next(next_request)
+            if j >= len(requests):
+                break
+            method, path, body = requests[j]
+            headers = {"content-type": "application/json"} if body is not None else {}
+            t0 = time.perf_counter()
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+                status, version = response.status, response.getheader(VERSION_HEADER)
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                conn = http.client.HTTPConnection(host, port, timeout=60)
+                status, version, data = 0, None, repr(exc).encode()
+            with lock:
+                result.latencies.append(time.perf_counter() - t0)
+                result.statuses.append(status)
+                result.versions.append(version)
+                result.bodies.append((j, data) if keep_bodies or status != 200 else None)
+                if status != 200:
+                    result.errors.append(data[:300])
+        conn.close()
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def wait_until_up(port: int, host: str = "127.0.0.1", timeout: float = 120.0,
+                  proc=None) -> dict:
+    """GET /health until it answers (or ``proc``, a server subprocess, exits)."""
+    import json
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the server exited with code {proc.returncode}")
+        try:
+            conn = http.client.HTTPConnection(host, port, timeout=5)
+            conn.request("GET", "/health")
+            body = json.loads(conn.getresponse().read())
+            conn.close()
+            return body
+        except (OSError, http.client.HTTPException, ValueError):
+            time.sleep(0.2)
+    raise TimeoutError(f"no answer on {host}:{port} within {timeout} s")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def thread_server(app, port: int) -> tuple:
+    """(uvicorn.Server, thread) serving ``app`` on 127.0.0.1:port in this process."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until_up(port)
+    return server, thread
+
+
+def write_version(root: str, dt: str, folder, ids, vectors: np.ndarray, side: str = "item",
+                  **manifest_fields) -> "manifest.Manifest":
+    """A version without Spark, for tests and benchmarks: ``folder``/part-0.parquet with
+    (id, vector) and its manifest under ``root`` (fields overridable, e.g. a wrong n_rows)."""
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from embedlib import integrity, manifest
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    dim = vectors.shape[1]
+    values = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel())
+    column = pa.FixedSizeListArray.from_arrays(values, dim).cast(pa.list_(pa.float32()))
+    pq.write_table(pa.table({"id": pa.array(list(ids), pa.string()), "vector": column}),
+                   folder / "part-0.parquet")
+    fields = dict(dt=dt, side=side, location=str(folder), n_rows=len(ids),
+                  fingerprint=integrity.ids_fingerprint(ids), dim=dim,
+                  created_at="2024-01-01T00:00:00")
+    written = manifest.Manifest(**{**fields, **manifest_fields})
+    target = Path(root) / side / manifest.file_name(dt)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(written.to_json())
+    return written
