@@ -48,6 +48,10 @@ class MicroBatcher:
         self._queue.put(request)
         return request.future
 
+    def stats(self) -> dict:
+        """Batches scored and requests answered so far (their ratio: the mean batch)."""
+        return {"batches": self.batches, "requests": self.requests}
+
     def _ensure_started(self) -> None:
         with self._start_lock:
             if self._thread is None:

@@ -22,9 +22,10 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 @dataclass
 class LoadResult:
-    """Per answered request: latency (s), status (0: no answer), version header, body."""
+    """Per answered request: start and latency (s), status (0: no answer), version header, body."""
 
     seconds: float
+    starts: list = field(default_factory=list)
     latencies: list = field(default_factory=list)
     statuses: list = field(default_factory=list)
     versions: list = field(default_factory=list)
@@ -45,8 +46,10 @@ class LoadResult:
 
 
 def closed_loop(port: int, requests: list, concurrency: int, host: str = "127.0.0.1",
-                max_seconds: float = 300.0, keep_bodies: bool = False) -> LoadResult:
-    """Send ``requests`` ((method, path, body bytes or None), ...) from ``concurrency`` clients."""
+                max_seconds: float = 300.0, keep_bodies: bool = False,
+                until: Optional[threading.Event] = None) -> LoadResult:
+    """Send ``requests`` ((method, path, body bytes or None), ...) from ``concurrency`` clients,
+    until they are used up, ``max_seconds`` have passed or ``until`` is set."""
     if host not in LOOPBACK:
         raise ValueError(f"load tests target loopback only, not {host!r}")
     next_request = itertools.count()
@@ -57,7 +60,7 @@ def closed_loop(port: int, requests: list, concurrency: int, host: str = "127.0.
 
     def client() -> None:
         conn = http.client.HTTPConnection(host, port, timeout=60)
-        while time.perf_counter() < deadline:
+        while time.perf_counter() < deadline and not (until is not None and until.is_set()):
             with lock:
                 j = next(next_request)
             if j >= len(requests):
@@ -75,6 +78,7 @@ def closed_loop(port: int, requests: list, concurrency: int, host: str = "127.0.
                 conn = http.client.HTTPConnection(host, port, timeout=60)
                 status, version, data = 0, None, repr(exc).encode()
             with lock:
+                result.starts.append(t0)
                 result.latencies.append(time.perf_counter() - t0)
                 result.statuses.append(status)
                 result.versions.append(version)
@@ -152,8 +156,16 @@ def write_version(root: str, dt: str, folder, ids, vectors: np.ndarray, side: st
     fields = dict(dt=dt, side=side, location=str(folder), n_rows=len(ids),
                   fingerprint=integrity.ids_fingerprint(ids), dim=dim,
                   created_at="2024-01-01T00:00:00")
-    written = manifest.Manifest(**{**fields, **manifest_fields})
-    target = Path(root) / side / manifest.file_name(dt)
+    return write_manifest(root, manifest.Manifest(**{**fields, **manifest_fields}))
+
+
+def write_manifest(root: str, m: "manifest.Manifest") -> "manifest.Manifest":
+    """``m`` under the local manifests folder ``root`` (as registry.register would)."""
+    from pathlib import Path
+
+    from embedlib import manifest
+
+    target = Path(root) / m.side / manifest.file_name(m.dt)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(written.to_json())
-    return written
+    target.write_text(m.to_json())
+    return m

@@ -81,7 +81,7 @@ def create_app(served: Union[EmbeddingIndex, VersionFollower], cfg: Optional[Ser
         return {"status": "ok", **follower.status(), "rows": len(index), "dim": index.dim,
                 "dtype": index.dtype, "metric": index.metric, "backend": index.backend.name,
                 "device": index.backend.device, "unknown_ids": index.unknown_ids,
-                "pid": os.getpid()}
+                "pid": os.getpid(), "micro_batches": batcher and batcher.stats()}
 
     @app.get("/vector")
     def vector(request: Request, id: str = Query(min_length=1, description="an id of the index")):
