@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from py4j.protocol import Py4JJavaError
+from pyspark.errors import AnalysisException
 from pyspark.sql import SparkSession
 
 import embedlib
@@ -156,10 +158,14 @@ def read_published(spark: SparkSession, cfg: Config, dt: str, side: str,
         raise RegistryError(
             f"version {dt} ({side}) is registered but its data at {record.location} is missing; "
             "restore it, or unregister the version (embedlib.registry.unregister) and rerun")
-    df = spark.read.parquet(record.location)
-    if verify:
-        integrity.check(f"version {dt} ({side}) at {record.location}", record.n_rows,
-                        record.fingerprint, *integrity.counts(df))
+    what = f"version {dt} ({side}) at {record.location}"
+    try:
+        df = spark.read.parquet(record.location)
+        if verify:
+            integrity.check(what, record.n_rows, record.fingerprint, *integrity.counts(df))
+    except (Py4JJavaError, AnalysisException) as exc:  # a truncated or foreign file
+        cause = str(exc).strip().splitlines()[0][:300]
+        raise integrity.IntegrityError(f"{what} cannot be read: {cause}") from None
     return df, record
 
 

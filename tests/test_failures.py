@@ -112,3 +112,47 @@ def test_bad_input_through_the_pipeline_registers_nothing(spark, cfg_factory, tm
         pipeline.run_dt(spark, cfg, "2024-01-10")
     assert registry.registered_dts(spark, cfg) == []
     assert tables.list_partitions(spark, tables.qualified(cfg.tables, cfg.tables.sequences)) == []
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if " ERROR " in line]
+
+
+@pytest.mark.slow
+def test_second_job_on_a_locked_metastore_fails_at_once(tmp_path):
+    wh = tmp_path / "wh"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from embedlib.spark import lock_metastore; "
+         "lock_metastore(sys.argv[1], 'stabilize 2024-04-01'); print('locked', flush=True); time.sleep(120)",
+         str(wh / "metastore_db")], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        out = subprocess.run(job("build_sequences", wh) + ["--dt", D1], capture_output=True, text=True, cwd=REPO)
+        assert out.returncode == 2
+        (line,) = error_lines(out.stderr)
+        assert f"metastore {wh / 'metastore_db'} is in use by another job ('stabilize 2024-04-01', pid {holder.pid}" in line
+        assert "spark.metastore_dir" in line and "spark 4" not in out.stderr  # before Spark started
+    finally:
+        holder.kill()
+        holder.wait()
+    # The OS released the killed holder's lock: the next job gets past it (and fails on input).
+    out = subprocess.run(job("build_sequences", wh, f"input.path={tmp_path / 'none'}") + ["--dt", D1],
+                         capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 2 and "is in use" not in out.stderr
+
+
+@pytest.mark.slow
+def test_a_failed_step_prints_one_error_line_and_leaves_no_temp_folders(tmp_path):
+    import glob
+
+    hive_resources = set(glob.glob("/tmp/*_resources"))
+    (tmp_path / "log").mkdir()
+    (tmp_path / "log" / "e.csv").write_text("user_id,item_id,ts,event_type\n")
+    (tmp_path / "tmp").mkdir()
+    out = subprocess.run(job("build_sequences", tmp_path / "wh", f"input.path={tmp_path / 'log'}") + ["--dt", D1],
+                         capture_output=True, text=True, cwd=REPO, env={**os.environ, "TMPDIR": str(tmp_path / "tmp")})
+    assert out.returncode == 2
+    (line,) = error_lines(out.stderr)
+    assert "SequenceInputError: the input log has no rows" in line
+    assert list((tmp_path / "tmp").iterdir()) == []  # the job's scratch folder is gone
+    assert set(glob.glob("/tmp/*_resources")) <= hive_resources  # and Hive made none in /tmp

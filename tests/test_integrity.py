@@ -1,0 +1,111 @@
+"""Integrity of published versions: fingerprints, damaged parents, show_versions' exit code."""
+import glob
+import importlib.util
+import os
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from embedlib import integrity, registry
+from embedlib.cli import run_job
+from embedlib.steps import stabilize as step
+from tests.conftest import REPO
+from tests.test_stabilize import write_vectors
+
+D1, D2 = "2024-06-01", "2024-06-02"
+ODD_IDS = ["a", "é", "x\ny", " padded ", 'q"uote', "", "日本"]
+
+
+def test_spark_and_python_fingerprints_agree(spark):
+    df = spark.createDataFrame([(i,) for i in ODD_IDS], "id string")
+    n, fingerprint = integrity.counts(df.repartition(3))
+    assert (n, fingerprint) == (len(ODD_IDS), integrity.ids_fingerprint(ODD_IDS))
+    assert integrity.ids_fingerprint(ODD_IDS[:-1]) != fingerprint
+    assert integrity.ids_fingerprint(ODD_IDS[::-1]) == fingerprint  # order-independent
+
+
+def test_check_names_each_difference():
+    integrity.check("v", 3, "crc32sum:5", 3, "crc32sum:5")
+    integrity.check("v", 3, None, 3, "crc32sum:9")  # registered before fingerprints: rows only
+    with pytest.raises(integrity.IntegrityError, match=r"v is damaged: 2 rows where the registry recorded 3; "
+                                                       r"id fingerprint crc32sum:4 where .* crc32sum:5"):
+        integrity.check("v", 3, "crc32sum:5", 2, "crc32sum:4")
+
+
+def damage(location: str, drop: int = 0, truncate: bool = False) -> None:
+    """Rewrite the version's Parquet file with ``drop`` rows fewer (a lost part of the data),
+    or cut it short (a broken copy)."""
+    (path,) = [p for p in glob.glob(location.removeprefix("file:") + "/*.parquet")
+               if pq.ParquetFile(p).metadata.num_rows]
+    if truncate:
+        data = open(path, "rb").read()
+        open(path, "wb").write(data[: len(data) // 2])
+    else:
+        pq.write_table(pq.read_table(path).slice(drop), path)
+    crc = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.crc")
+    if os.path.exists(crc):
+        os.remove(crc)  # Hadoop's checksum of the old bytes
+
+
+def two_versions(spark, cfg_factory, tmp_path, **publish):
+    x = np.random.default_rng(8).normal(size=(50, 4))
+    cfg = cfg_factory(stabilize={"mode": "align", "items": {"path": write_vectors(tmp_path / "1.parquet", x)}},
+                      publish=publish)
+    step.run(spark, cfg, D1)
+    cfg.stabilize.items.path = write_vectors(tmp_path / "2.parquet", x + 0.01)
+    return cfg
+
+
+@pytest.mark.slow
+def test_damaged_parent_is_an_error_naming_it(spark, cfg_factory, tmp_path):
+    cfg = two_versions(spark, cfg_factory, tmp_path)
+    damage(registry.registered_locations(spark, cfg, D1)["item"], drop=15)
+    with pytest.raises(integrity.IntegrityError,
+                       match=rf"version {D1} \(item\) .* is damaged: 35 rows where the registry recorded 50.*"
+                             r"publish.on_damaged_parent=new_root"):
+        step.run(spark, cfg, D2)
+    assert registry.registered_dts(spark, cfg) == [D1]  # nothing published on a damaged parent
+    rows = registry.describe_versions(spark, cfg)
+    assert rows[0]["rows_read"] == 35 and "35 rows where the registry recorded 50" in rows[0]["problem"]
+    conf = tmp_path / "c.yaml"
+    conf.write_text(yaml.safe_dump({"spark": {"warehouse_dir": cfg.spark.warehouse_dir,
+                                              "metastore_dir": cfg.spark.metastore_dir,
+                                              "master": cfg.spark.master},
+                                    "tables": {"database": cfg.tables.database}}))
+    spec = importlib.util.spec_from_file_location("show_versions", REPO / "jobs" / "show_versions.py")
+    show_versions = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(show_versions)
+    assert run_job(show_versions.main, ["--conf", str(conf)]) == 2
+    damage(registry.registered_locations(spark, cfg, D1)["item"], truncate=True)
+    with pytest.raises(integrity.IntegrityError, match=rf"version {D1} \(item\) .* cannot be read: "):
+        step.run(spark, cfg, D2)
+
+
+@pytest.mark.slow
+def test_damaged_parent_can_start_a_new_root(spark, cfg_factory, tmp_path):
+    cfg = two_versions(spark, cfg_factory, tmp_path, on_damaged_parent="new_root")
+    damage(registry.registered_locations(spark, cfg, D1)["item"], drop=1)
+    summary = step.run(spark, cfg, D2)
+    assert summary["parent_dt"] is None and summary["root_reason"].startswith(f"parent damaged: version {D1}")
+    record = registry.read_version(spark, cfg, D2)["item"]
+    assert record.root and "49 rows where the registry recorded 50" in record.root_reason
+    df, _ = registry.read_published(spark, cfg, D2, "item")  # the new root itself is intact
+    assert df.count() == 50
+
+
+def test_registry_without_fingerprint_column_is_migrated(spark, cfg_factory):
+    cfg = cfg_factory()
+    table = registry.registry_table(cfg)
+    old_schema = registry.REGISTRY_SCHEMA.removesuffix(', "\n    "fingerprint string').rsplit(", fingerprint", 1)[0]
+    row = registry.VersionRecord("item", 2, 0, 0, None, True, "r", "none", {}, np.eye(2), location="/x").to_row()[:-1]
+    from embedlib import tables
+
+    tables.write_partition(spark, spark.createDataFrame([row], old_schema), table, D1)
+    assert registry.read_version(spark, cfg, D1)["item"].fingerprint is None
+    new = registry.VersionRecord("item", 2, 0, 0, None, True, "r", "none", {}, np.eye(2), location="/y",
+                                 fingerprint="crc32sum:1")
+    tables.write_partition(spark, spark.createDataFrame([new.to_row()], registry.REGISTRY_SCHEMA), table, D2)
+    assert registry.read_version(spark, cfg, D1)["item"].fingerprint is None
+    assert registry.read_version(spark, cfg, D2)["item"].fingerprint == "crc32sum:1"
