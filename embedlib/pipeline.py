@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 from embedlib.config import Config
 from embedlib.errors import EmbedlibError
 from embedlib.log import get_logger
+from embedlib.sequences import EmptyInputError
 from embedlib import evaluate, registry, report, run_stats, tables
 from embedlib.steps import build_neighbors, build_sequences, stabilize, train_item2vec
 
@@ -74,11 +75,25 @@ def forward_hit_rate(spark: SparkSession, cfg: Config, dt: str) -> dict:
     return {"version": parent, **evaluate.next_item_metrics(ids, vectors, holdout, k)}
 
 
-def run_range(spark: SparkSession, cfg: Config, dts: list[str]) -> dict[str, dict]:
+def run_range(spark: SparkSession, cfg: Config, dts: list[str],
+              continue_on_empty: bool = False) -> dict[str, dict]:
+    """Run ``dts`` in order. A day without data (EmptyInputError) stops the backfill with
+    advice, or with ``continue_on_empty`` is skipped ({"skipped": why}) and the next dt's
+    parent is the last version before it (within publish.max_age_days)."""
     results = {}
     for i, dt in enumerate(dts, 1):
         log.info("pipeline dt=%s (%d of %d)", dt, i, len(dts))
-        results[dt] = run_dt(spark, cfg, dt)
+        try:
+            results[dt] = run_dt(spark, cfg, dt)
+        except EmptyInputError as exc:
+            if not continue_on_empty:
+                rest = f"--from {dts[i]} --to {dts[-1]}" if i < len(dts) else None
+                raise EmptyInputError(
+                    f"{exc}. The backfill stopped at dt={dt} after {i - 1} of {len(dts)} dts; to skip "
+                    "days without data, rerun with --continue-on-empty" +
+                    (f", or go on after it with {rest}" if rest else "")) from None
+            log.warning("dt=%s skipped (--continue-on-empty): %s", dt, exc)
+            results[dt] = {"skipped": str(exc)}
     return results
 
 
@@ -87,6 +102,9 @@ def summary_rows(results: dict[str, dict]) -> list[dict]:
     rows = []
     for dt, steps in results.items():
         seq, stab, ev = steps.get("build_sequences", {}), steps.get("stabilize", {}), steps.get("evaluate", {})
+        if "skipped" in steps:
+            rows.append({"dt": dt, "skipped": "no data"})
+            continue
         rows.append({
             "dt": dt,
             "bad_rows": sum(seq.get("dropped", {}).values()),
@@ -109,7 +127,7 @@ def format_table(rows: list[dict]) -> str:
     """A plain fixed-width text table (header from the first row's keys)."""
     if not rows:
         return "(no rows)"
-    keys = list(rows[0])
+    keys = list(dict.fromkeys(k for r in rows for k in r))
     cells = [[_cell(r.get(k)) for k in keys] for r in rows]
     widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
     lines = ["  ".join(k.rjust(w) for k, w in zip(keys, widths))]

@@ -33,6 +33,10 @@ class SequenceInputError(EmbedlibError):
     """The input cannot produce sequences (missing column, no rows, nothing valid)."""
 
 
+class EmptyInputError(SequenceInputError):
+    """The input has rows, but none that make sequences for this dt (a day without data)."""
+
+
 def _clean_id(col: Column) -> Column:
     trimmed = F.trim(col.cast("string"))
     return F.when(trimmed == "", None).otherwise(trimmed)
@@ -219,7 +223,7 @@ def build_sequences(raw_df: DataFrame, input_cfg: InputConfig, seq_cfg: Sequence
     log.info("read %d rows; dropped by reason: %s; outside the window: %d",
              counts["input_rows"], _fmt(counts["dropped"]), counts["outside_window"])
     if counts["in_window"] == 0:
-        raise SequenceInputError(
+        raise EmptyInputError(
             f"no valid events for dt={dt} in the {seq_cfg.lookback_days}-day window "
             f"(rows: {counts['input_rows']}, dropped: {_fmt(counts['dropped'])}, "
             f"outside window: {counts['outside_window']})")
@@ -238,7 +242,7 @@ def build_sequences(raw_df: DataFrame, input_cfg: InputConfig, seq_cfg: Sequence
              counts["dropped"]["duplicate"], item_counts["items"], item_counts["admitted"],
              counts["items"]["removed"], seq_cfg.min_count, counts["items"]["events_removed"])
     if not item_counts["admitted"]:
-        raise SequenceInputError(f"no item has at least min_count={seq_cfg.min_count} events for dt={dt}")
+        raise EmptyInputError(f"no item has at least min_count={seq_cfg.min_count} events for dt={dt}")
 
     chunks_df = (
         events_df.transform(filter_admitted_items, stats_df)
@@ -260,7 +264,7 @@ def build_sequences(raw_df: DataFrame, input_cfg: InputConfig, seq_cfg: Sequence
                            "short_dropped_items": c["short_items"] or 0}
     log.info("sequences: %s", _fmt(counts["sequences"]))
     if not counts["sequences"]["written"]:
-        raise SequenceInputError(
+        raise EmptyInputError(
             f"no sequence of at least {seq_cfg.min_sequence_length} items for dt={dt} "
             f"({counts['sequences']['short_dropped']} shorter ones dropped)")
     classified_df.unpersist()

@@ -16,15 +16,19 @@ def main(argv=None):
     parser = job_parser(__doc__, dt_required=False)
     parser.add_argument("--from", dest="first", type=parse_dt, help="first dt of a backfill")
     parser.add_argument("--to", dest="last", type=parse_dt, help="last dt of a backfill (inclusive)")
+    parser.add_argument("--continue-on-empty", action="store_true",
+                        help="skip a dt whose window has no usable events (logged, shown in the "
+                             "summary) instead of stopping the backfill there")
     args = parser.parse_args(argv)
     if bool(args.dt) == bool(args.first or args.last) or bool(args.first) != bool(args.last):
         parser.error("give either --dt, or both --from and --to")
     cfg = load_job_config(args)
     dts = [args.dt] if args.dt else pipeline.date_range(args.first, args.last)
     spark = get_spark(cfg.spark, "run_pipeline")
-    results = pipeline.run_range(spark, cfg, dts)
+    results = pipeline.run_range(spark, cfg, dts, args.continue_on_empty)
     print(pipeline.format_table(pipeline.summary_rows(results)))
-    print(f"report: {results[dts[-1]]['report']}")
+    reports = [r["report"] for r in results.values() if "report" in r]
+    print(f"report: {reports[-1]}" if reports else "report: none (every dt was skipped)")
     return results
 
 
