@@ -80,6 +80,10 @@ class InputConfig:
     table: Optional[str] = None
     csv_header: bool = True
     csv_delimiter: str = ","
+    # RFC 4180 by default: a field holding the delimiter, a quote or a newline is quoted, and
+    # a quote inside it is doubled (escape = quote). Fields are read exactly as written.
+    csv_quote: str = '"'
+    csv_escape: str = '"'
     columns: ColumnsConfig = field(default_factory=ColumnsConfig)
     time_unit: str = "s"
     # Keep only these event types (needs columns.event_type); empty keeps all.
@@ -90,6 +94,11 @@ class InputConfig:
     def __post_init__(self):
         _check_choice("input.format", self.format, ("csv", "parquet", "table"))
         _check_choice("input.time_unit", self.time_unit, ("s", "ms", "timestamp"))
+        for name in ("csv_quote", "csv_escape"):
+            value = getattr(self, name)
+            if len(value) != 1 or value == self.csv_delimiter:
+                raise ConfigError(f"input.{name} must be one character other than input.csv_delimiter "
+                                  f"({self.csv_delimiter!r}), got {value!r}")
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass, field
+from typing import Optional
 
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Window
@@ -17,6 +18,7 @@ from pyspark.sql import types as T
 from embedlib.config import InputConfig, SequencesConfig
 from embedlib.errors import EmbedlibError
 from embedlib.log import get_logger
+from embedlib.tables import MALFORMED_COL
 
 log = get_logger(__name__)
 
@@ -24,9 +26,13 @@ EVENT_COLS = ["user_id", "item_id", "ts_ms", "event_type", "weight"]
 SEQUENCE_COLS = ["user_id", "session_id", "items", "n_items", "start_ts", "end_ts"]
 ITEM_STATS_COLS = ["item_id", "n_events", "n_users", "first_seen", "last_seen", "admitted"]
 # Checked in this order; a row gets the first reason that applies.
-DROP_REASONS = ["null_user", "null_item", "null_time", "unparseable_time", "time_out_of_range",
-                "future_time", "bad_weight", "filtered_event_type", "below_min_weight"]
+DROP_REASONS = ["malformed_line", "null_user", "null_item", "null_time", "unparseable_time",
+                "time_out_of_range", "future_time", "bad_weight", "filtered_event_type",
+                "below_min_weight"]
 OUTSIDE_WINDOW = "outside_window"
+# Reasons a wrong input.time_unit produces; when one covers most rows, the log says so.
+TIME_REASONS = ["unparseable_time", "time_out_of_range", "future_time"]
+MALFORMED_SAMPLE_LINES, MALFORMED_SAMPLE_CHARS = 3, 200
 
 
 class SequenceInputError(EmbedlibError):
@@ -38,8 +44,9 @@ class EmptyInputError(SequenceInputError):
 
 
 def _clean_id(col: Column) -> Column:
-    trimmed = F.trim(col.cast("string"))
-    return F.when(trimmed == "", None).otherwise(trimmed)
+    """The id exactly as written; null when empty or blank (whitespace only)."""
+    text = col.cast("string")
+    return F.when(text.rlike(r"^\s*$"), None).otherwise(text)
 
 
 def _time_ms(raw_df: DataFrame, col_name: str, unit: str) -> Column:
@@ -58,7 +65,8 @@ def _time_ms(raw_df: DataFrame, col_name: str, unit: str) -> Column:
 def select_events(raw_df: DataFrame, input_cfg: InputConfig) -> DataFrame:
     """Map the configured raw columns to the event contract, plus parse-status columns.
 
-    Output columns: EVENT_COLS + ``time_raw`` (the raw time as a string, for bad-row reasons).
+    Output columns: EVENT_COLS + ``time_raw`` (the raw time as a string, for bad-row reasons)
+    + ``malformed_raw`` (a malformed CSV line's text, see tables.read_input; else null).
     """
     cols = input_cfg.columns
     wanted = {"user": cols.user, "item": cols.item, "time": cols.time,
@@ -72,6 +80,7 @@ def select_events(raw_df: DataFrame, input_cfg: InputConfig) -> DataFrame:
     etype = F.col(cols.event_type).cast("string") if cols.event_type else F.lit(None).cast("string")
     weight = (F.col(cols.weight).cast("string").try_cast("double") if cols.weight
               else F.lit(None).cast("double"))
+    malformed = F.col(MALFORMED_COL) if MALFORMED_COL in raw_df.columns else F.lit(None).cast("string")
     return raw_df.select(
         _clean_id(F.col(cols.user)).alias("user_id"),
         _clean_id(F.col(cols.item)).alias("item_id"),
@@ -79,6 +88,7 @@ def select_events(raw_df: DataFrame, input_cfg: InputConfig) -> DataFrame:
         etype.alias("event_type"),
         weight.alias("weight"),
         F.col(cols.time).cast("string").alias("time_raw"),
+        malformed.alias("malformed_raw"),
     )
 
 
@@ -87,6 +97,7 @@ def with_drop_reason(events_df: DataFrame, input_cfg: InputConfig, now_ms: int,
     """Add ``drop_reason``: a DROP_REASONS value, 'outside_window', or null to keep the row."""
     ts = F.col("ts_ms")
     checks = [
+        ("malformed_line", F.col("malformed_raw").isNotNull()),
         ("null_user", F.col("user_id").isNull()),
         ("null_item", F.col("item_id").isNull()),
         ("null_time", F.col("time_raw").isNull() | (F.trim(F.col("time_raw")) == "")),
@@ -222,11 +233,17 @@ def build_sequences(raw_df: DataFrame, input_cfg: InputConfig, seq_cfg: Sequence
         raise SequenceInputError("the input log has no rows")
     log.info("read %d rows; dropped by reason: %s; outside the window: %d",
              counts["input_rows"], _fmt(counts["dropped"]), counts["outside_window"])
+    if counts["dropped"]["malformed_line"]:
+        log.warning("%d malformed_line rows dropped (more or fewer fields than the header), e.g. %s",
+                    counts["dropped"]["malformed_line"], "; ".join(malformed_sample(classified_df)))
+    hint = time_unit_hint(classified_df, counts, input_cfg)
+    if hint:
+        log.warning("%s", hint)
     if counts["in_window"] == 0:
         raise EmptyInputError(
             f"no valid events for dt={dt} in the {seq_cfg.lookback_days}-day window "
             f"(rows: {counts['input_rows']}, dropped: {_fmt(counts['dropped'])}, "
-            f"outside window: {counts['outside_window']})")
+            f"outside window: {counts['outside_window']})" + (f"; {hint}" if hint else ""))
 
     events_df = classified_df.where(F.col("drop_reason").isNull()).select(*EVENT_COLS).transform(drop_duplicate_events)
     stats_df = item_stats(events_df, seq_cfg.min_count).persist(StorageLevel.MEMORY_AND_DISK)
@@ -270,6 +287,36 @@ def build_sequences(raw_df: DataFrame, input_cfg: InputConfig, seq_cfg: Sequence
     classified_df.unpersist()
     sequences_df = chunks_df.where(F.col("keep")).select(*SEQUENCE_COLS)
     return SequencesResult(sequences_df, stats_df, counts)
+
+
+def malformed_sample(classified_df: DataFrame) -> list[str]:
+    """A few malformed lines as Python literals (newlines visible), each cut short."""
+    rows = (classified_df.where(F.col("drop_reason") == "malformed_line")
+            .select("malformed_raw").limit(MALFORMED_SAMPLE_LINES).collect())
+    cut = MALFORMED_SAMPLE_CHARS
+    return [repr(r[0][:cut]) + ("..." if len(r[0]) > cut else "") for r in rows]
+
+
+def time_unit_hint(classified_df: DataFrame, counts: dict, input_cfg: InputConfig) -> Optional[str]:
+    """A hint naming input.time_unit when one time reason covers more than half the rows.
+
+    Shows the range of those rows' raw time values (by number when they are numbers).
+    outside_window counts only when no row is left: a long log with a short window is normal.
+    """
+    n_by_reason = {**counts["dropped"], OUTSIDE_WINDOW: counts["outside_window"]}
+    candidates = TIME_REASONS + ([OUTSIDE_WINDOW] if counts["in_window"] == 0 else [])
+    reason = next((r for r in candidates if 2 * n_by_reason[r] > counts["input_rows"]), None)
+    if reason is None:
+        return None
+    raw = F.col("time_raw")
+    number = raw.try_cast("double")
+    r = (classified_df.where(F.col("drop_reason") == reason)
+         .agg(F.min_by(raw, number), F.max_by(raw, number), F.min(raw), F.max(raw)).first())
+    low, high = (r[0], r[1]) if r[0] is not None else (r[2], r[3])
+    return (f"{n_by_reason[reason]} of {counts['input_rows']} rows are {reason}; their raw "
+            f"{input_cfg.columns.time!r} values range from {low!r} to {high!r}, read with "
+            f"input.time_unit={input_cfg.time_unit!r} (s: epoch seconds, ms: epoch milliseconds, "
+            "timestamp: a date and time); check input.time_unit")
 
 
 def _fmt(d: dict) -> str:

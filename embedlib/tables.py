@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, DoubleType, FloatType
+from pyspark.sql.types import ArrayType, DoubleType, FloatType, StringType, StructField, StructType
 
 from embedlib.config import InputConfig, TablesConfig
 from embedlib.errors import EmbedlibError
@@ -29,6 +29,8 @@ from embedlib.log import get_logger
 log = get_logger(__name__)
 
 PARTITION_COL = "dt"
+# The extra column of a CSV input: the raw text of a malformed line, null on good lines.
+MALFORMED_COL = "_malformed_line"
 
 
 class TableError(EmbedlibError):
@@ -40,7 +42,7 @@ def qualified(tables: TablesConfig, name: str) -> str:
 
 
 def read_input(spark: SparkSession, input_cfg: InputConfig) -> DataFrame:
-    """The raw behaviour log, any schema, as configured (CSV is read as strings)."""
+    """The raw behaviour log, any schema, as configured (CSV: see ``_read_csv``)."""
     if input_cfg.format == "table":
         if not input_cfg.table:
             raise TableError("input.format is 'table' but input.table is not set")
@@ -53,12 +55,33 @@ def read_input(spark: SparkSession, input_cfg: InputConfig) -> DataFrame:
         raise TableError(f"input path {input_cfg.path!r} does not exist")
     if input_cfg.format == "parquet":
         return spark.read.parquet(input_cfg.path)
-    return (
+    return _read_csv(spark, input_cfg)
+
+
+def _read_csv(spark: SparkSession, input_cfg: InputConfig) -> DataFrame:
+    """Every column as a string exactly as written (no trimming), plus MALFORMED_COL.
+
+    Quoting follows RFC 4180 with the configured quote and escape characters: a quoted
+    field may hold the delimiter, escaped quotes and newlines. A line with more or fewer
+    fields than the header is kept, its columns padded or cut, with its text in
+    MALFORMED_COL, so the sequences step drops and counts it.
+
+    multiLine is what lets a record span lines; it also turns off Spark's CSV column
+    pruning, which would otherwise skip the field-count check when a query reads only some
+    columns. Its cost: each file is parsed by one task.
+    """
+    reader = (
         spark.read.option("header", input_cfg.csv_header)
         .option("sep", input_cfg.csv_delimiter)
-        .option("mode", "PERMISSIVE")
-        .csv(input_cfg.path)
+        .options(quote=input_cfg.csv_quote, escape=input_cfg.csv_escape, multiLine=True,
+                 ignoreLeadingWhiteSpace=False, ignoreTrailingWhiteSpace=False, mode="PERMISSIVE")
     )
+    columns = reader.csv(input_cfg.path).columns  # the header (or _c0, _c1, ...) only
+    if MALFORMED_COL in columns:
+        raise TableError(f"input {input_cfg.path!r} has a column named {MALFORMED_COL!r}, "
+                         "which the reader uses for malformed lines")
+    schema = StructType([StructField(c, StringType()) for c in [*columns, MALFORMED_COL]])
+    return reader.schema(schema).option("columnNameOfCorruptRecord", MALFORMED_COL).csv(input_cfg.path)
 
 
 def table_exists(spark: SparkSession, table: str) -> bool:

@@ -5,8 +5,9 @@ import pytest
 from pyspark.sql import functions as F
 
 from embedlib.config import ColumnsConfig, InputConfig, SequencesConfig
-from embedlib.sequences import (SequenceInputError, build_sequences, select_events,
-                                to_session_chunks, window_bounds_ms, with_session_id)
+from embedlib.sequences import (DROP_REASONS, SequenceInputError, build_sequences, select_events,
+                                time_unit_hint, to_session_chunks, window_bounds_ms, with_drop_reason,
+                                with_session_id)
 
 DAY = "2024-01-10"
 T0 = int(dt.datetime(2024, 1, 10, 12, tzinfo=dt.timezone.utc).timestamp())
@@ -30,12 +31,13 @@ def seqs(df):
 
 def test_select_events_parses_units_and_nulls(spark):
     df = raw(spark, [(" u1 ", "a", "1704888000", "view"), ("", "b", "17e8", None),
-                     (None, None, None, None), ("u2", "c", "NaN", "x"), ("u3", "d", "soon", "x")])
+                     (None, None, None, None), ("u2", "c", "NaN", "x"), ("u3", "d", "soon", "x"),
+                     (" \t", "e", "1", None)])
     rows = select_events(df, InputConfig()).collect()
-    assert [r.user_id for r in rows] == ["u1", None, None, "u2", "u3"]
+    assert [r.user_id for r in rows] == [" u1 ", None, None, "u2", "u3", None]  # as written; blank is null
     assert rows[0].ts_ms == 1704888000000
     assert rows[1].ts_ms == 1_700_000_000_000
-    assert [r.ts_ms for r in rows[2:]] == [None, None, None]
+    assert [r.ts_ms for r in rows[2:5]] == [None, None, None]
 
 
 def test_select_events_ms_and_timestamp_units(spark):
@@ -153,3 +155,18 @@ def test_event_type_filter_and_min_weight(spark):
     assert seqs(result.sequences_df) == {("u", "0-0"): ["a", "e"]}
     dropped = result.counts["dropped"]
     assert (dropped["filtered_event_type"], dropped["below_min_weight"], dropped["bad_weight"]) == (1, 1, 1)
+
+
+def test_mostly_unparseable_times_log_a_time_unit_hint(spark):
+    rows = [("u1", "a", str(T0), None), ("u1", "b", str(T0 + 1), None),
+            ("u2", "a", "2024-01-10 12:00:00", None), ("u2", "b", "2024-01-10 12:00:05", None),
+            ("u3", "a", "2024-01-09", None)]
+    classified_df = with_drop_reason(select_events(raw(spark, rows), InputConfig()), InputConfig(),
+                                     (T0 + 86400) * 1000, 0, (T0 + 86400) * 1000)
+    counts = {"input_rows": 5, "in_window": 2, "outside_window": 0,
+              "dropped": {r: 0 for r in DROP_REASONS} | {"unparseable_time": 3}}
+    hint = time_unit_hint(classified_df, counts, InputConfig())
+    assert hint.startswith("3 of 5 rows are unparseable_time")
+    assert "from '2024-01-09' to '2024-01-10 12:00:05'" in hint and "input.time_unit='s'" in hint
+    counts["dropped"]["unparseable_time"], counts["in_window"] = 2, 3
+    assert time_unit_hint(classified_df, counts, InputConfig()) is None
