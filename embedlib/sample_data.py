@@ -1,7 +1,11 @@
 """Deterministic sample behaviour logs with a planted ground truth.
 
 Items belong to planted clusters; a session mostly stays in one of its user's preferred
-clusters, so a good model puts same-cluster items near each other. Popularity is Zipf,
+clusters, so a good model puts same-cluster items near each other. Within a cluster a
+session also moves along a sparse planted transition graph: each item has a few successors
+in its cluster (drawn by popularity), and the next item follows one of the previous item's
+edges with probability ``follow_prob``, so the previous item predicts the next one better
+than its cluster or popularity alone, as in real logs. Popularity is Zipf,
 users come back over several days, some clicks repeat, and a small share of rows is bad on
 purpose (null ids, unparseable or future timestamps, exact duplicates). The same seed and
 sizes always give the same files.
@@ -35,6 +39,9 @@ class SampleSpec:
     repeat_prob: float = 0.08
     noise_prob: float = 0.1
     bad_share: float = 0.01
+    # Sequential signal: successors per item, and the chance the next item follows an edge.
+    out_degree: int = 4
+    follow_prob: float = 0.6
     seed: int = 7
 
 
@@ -46,6 +53,55 @@ def planted_clusters(spec: SampleSpec) -> np.ndarray:
     """Cluster of each item index; every cluster gets items of every popularity rank."""
     rng = np.random.default_rng(spec.seed + 1)
     return rng.permutation(np.arange(spec.n_items) % spec.n_clusters)
+
+
+def edge_probabilities(spec: SampleSpec) -> np.ndarray:
+    """Chance of each of an item's successors (the first, most popular draw, the likeliest)."""
+    w = 1.0 / np.arange(1, spec.out_degree + 1)
+    return w / w.sum()
+
+
+def planted_transitions(spec: SampleSpec) -> np.ndarray:
+    """Successors of each item index, shape (n_items, out_degree): other items of its own
+    cluster drawn by popularity (with replacement, so a popular item may be an edge twice)."""
+    rng = np.random.default_rng(spec.seed + 2)
+    popularity = 1.0 / np.arange(1, spec.n_items + 1) ** spec.zipf_exponent
+    cluster_of = planted_clusters(spec)
+    successors = np.empty((spec.n_items, spec.out_degree), dtype=np.int64)
+    for c in range(spec.n_clusters):
+        members = np.flatnonzero(cluster_of == c)
+        p = popularity[members] / popularity[members].sum()
+        drawn = rng.choice(members, size=(members.size, spec.out_degree), p=p)
+        for _ in range(8):  # redraw self-edges (a repeat, not a move); few are left after one
+            self_edge = drawn == members[:, None]
+            if not self_edge.any() or members.size == 1:
+                break
+            drawn[self_edge] = rng.choice(members, int(self_edge.sum()), p=p)
+        successors[members] = drawn
+    return successors
+
+
+def _session_items(spec: SampleSpec, rng: np.random.Generator, e_cluster: np.ndarray,
+                   position: np.ndarray, popularity: np.ndarray, cluster_of: np.ndarray) -> np.ndarray:
+    """Item of every event: a popularity draw from the session's cluster, replaced, from the
+    second event of a session on, by an edge of the previous item with ``follow_prob``."""
+    items = np.empty(e_cluster.size, dtype=np.int64)
+    for c in range(spec.n_clusters):
+        mask = e_cluster == c
+        members = np.flatnonzero(cluster_of == c)
+        p = popularity[members] / popularity[members].sum()
+        items[mask] = rng.choice(members, int(mask.sum()), p=p)
+    successors = planted_transitions(spec)
+    follow = rng.random(e_cluster.size) < spec.follow_prob
+    edge = rng.choice(spec.out_degree, e_cluster.size, p=edge_probabilities(spec))
+    # Position by position (vectorized over sessions): event t follows event t - 1's edge.
+    order = np.argsort(position, kind="stable")
+    bounds = np.searchsorted(position[order], np.arange(int(position.max()) + 2))
+    for t in range(1, bounds.size - 1):
+        idx = order[bounds[t]:bounds[t + 1]]
+        idx = idx[follow[idx]]
+        items[idx] = successors[items[idx - 1], edge[idx]]
+    return items
 
 
 def generate_events(spec: SampleSpec) -> pa.Table:
@@ -72,13 +128,8 @@ def generate_events(spec: SampleSpec) -> pa.Table:
     offsets = np.cumsum(step) - np.repeat(np.cumsum(step)[first_of_session], lengths)
     ts = s_start[session] + offsets
 
-    items = np.empty(session.size, dtype=np.int64)
-    e_cluster = s_cluster[session]
-    for c in range(spec.n_clusters):
-        mask = e_cluster == c
-        members = np.flatnonzero(cluster_of == c)
-        p = popularity[members] / popularity[members].sum()
-        items[mask] = rng.choice(members, int(mask.sum()), p=p)
+    position = np.arange(session.size) - first_of_session[session]
+    items = _session_items(spec, rng, s_cluster[session], position, popularity, cluster_of)
     noise = rng.random(session.size) < spec.noise_prob
     items[noise] = rng.choice(spec.n_items, int(noise.sum()), p=popularity / popularity.sum())
     repeat = rng.random(session.size) < spec.repeat_prob
@@ -123,7 +174,8 @@ def _with_bad_rows(table: pa.Table, spec: SampleSpec, rng: np.random.Generator) 
 
 
 def write_sample(spec: SampleSpec, out_dir: str | Path) -> dict:
-    """Write ``events/events.csv`` and ``items.csv`` (item_id, cluster) under ``out_dir``."""
+    """Write ``events/events.csv``, ``items.csv`` (item_id, cluster) and ``transitions.csv``
+    (item_id, next_item_id, probability: the planted edges) under ``out_dir``."""
     out = Path(out_dir)
     (out / "events").mkdir(parents=True, exist_ok=True)
     events = generate_events(spec)
@@ -131,4 +183,10 @@ def write_sample(spec: SampleSpec, out_dir: str | Path) -> dict:
     clusters = pa.table({"item_id": pa.array(item_ids(spec.n_items)),
                          "cluster": pa.array(planted_clusters(spec))})
     pacsv.write_csv(clusters, out / "items.csv")
+    successors = planted_transitions(spec)
+    ids = item_ids(spec.n_items)
+    edges = pa.table({"item_id": pa.array(np.repeat(ids, spec.out_degree)),
+                      "next_item_id": pa.array(ids[successors.ravel()]),
+                      "probability": pa.array(np.tile(edge_probabilities(spec), spec.n_items) * spec.follow_prob)})
+    pacsv.write_csv(edges, out / "transitions.csv")
     return {"events": events.num_rows, "path": str(out / "events"), "items": str(out / "items.csv")}

@@ -1,7 +1,7 @@
 import numpy as np
 import pyarrow.compute as pc
 
-from embedlib.sample_data import FUTURE_TS, SampleSpec, generate_events, planted_clusters
+from embedlib.sample_data import FUTURE_TS, SampleSpec, generate_events, planted_clusters, planted_transitions
 
 
 def test_same_seed_same_log_other_seed_other_log():
@@ -22,3 +22,27 @@ def test_bad_rows_and_planted_structure():
     counts = np.unique(t.column("item_id").drop_null().to_numpy(zero_copy_only=False), return_counts=True)[1]
     assert counts.max() > 10 * np.median(counts)
     assert np.bincount(planted_clusters(spec)).min() == 300 // 6
+
+
+def _next_is_planted_edge(spec: SampleSpec) -> float:
+    """Share of a user's consecutive distinct events (under 30 min apart) that follow an edge."""
+    t = generate_events(spec).sort_by([("user_id", "ascending"), ("ts", "ascending")])
+    user = t.column("user_id").to_numpy(zero_copy_only=False)
+    ts = t.column("ts").to_numpy(zero_copy_only=False).astype(np.int64)
+    item = np.array([int(i[1:]) for i in t.column("item_id").to_pylist()])
+    pair = (user[1:] == user[:-1]) & (ts[1:] - ts[:-1] <= 1800) & (item[1:] != item[:-1])
+    edge = (planted_transitions(spec)[item[:-1]] == item[1:, None]).any(axis=1)
+    return float(edge[pair].mean())
+
+
+def test_sessions_follow_the_planted_transition_graph():
+    spec = SampleSpec(n_events=20000, n_users=200, n_items=300, n_clusters=6, bad_share=0)
+    successors = planted_transitions(spec)
+    cluster = planted_clusters(spec)
+    assert successors.shape == (300, spec.out_degree)
+    assert (cluster[successors] == cluster[:, None]).all()  # edges stay in the cluster
+    assert not (successors == np.arange(300)[:, None]).any()  # no self-edges
+    # The previous item predicts the next: far more pairs are edges than without the walk.
+    with_walk = _next_is_planted_edge(spec)
+    without = _next_is_planted_edge(SampleSpec(**{**spec.__dict__, "follow_prob": 0.0}))
+    assert with_walk > 0.5 and with_walk > 2 * without
