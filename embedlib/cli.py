@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import importlib
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 from embedlib.config import Config, load_config
@@ -66,8 +66,32 @@ def step_main(description: str, step_name: str, argv: Sequence[str] | None = Non
     return pipeline.run_step(spark, cfg, args.dt, step_name)
 
 
-# `embedlib <command> ...` (setup.cfg's console script): command -> module with main(argv).
-COMMANDS = {"report": "embedlib.report"}
+REPORT_DESCRIPTION = """\
+Rebuild the run report of --dt from the tables: <report.out_dir>/<dt>/index.html + report.json.
+
+The page shows same-id cosine histograms to the parent version (raw vs stabilized), the
+quality trend over past versions, sequence statistics, training throughput and the rows
+carried, evicted and in the delta; report.json holds every figure. --out-dir overrides
+report.out_dir. Prints the path of index.html.
+"""
+
+
+def report_main(argv: Sequence[str] | None = None) -> Path:
+    """``embedlib report`` and jobs/report.py: rebuild the report of --dt; prints its path."""
+    from embedlib.report import build_report
+    from embedlib.spark import get_spark
+
+    parser = job_parser(REPORT_DESCRIPTION)
+    parser.add_argument("--out-dir", help="write <out-dir>/<dt>/ (default: report.out_dir)")
+    args = parser.parse_args(argv)
+    cfg = load_job_config(args)
+    page = build_report(get_spark(cfg.spark, f"report {args.dt}"), cfg, args.dt, args.out_dir)
+    print(page.resolve())
+    return page
+
+
+# `embedlib <command> ...` (setup.cfg's console script): command -> its main(argv).
+COMMANDS: dict[str, Callable[[Sequence[str] | None], object]] = {"report": report_main}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,5 +101,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"usage: embedlib {{{','.join(COMMANDS)}}} --conf CONF --dt YYYY-MM-DD [--set KEY=VALUE]",
               file=sys.stderr)
         return 0 if argv[:1] in (["-h"], ["--help"]) else 2
-    module = importlib.import_module(COMMANDS[argv[0]])
-    return run_job(module.main, argv[1:])
+    return run_job(COMMANDS[argv[0]], argv[1:])

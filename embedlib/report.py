@@ -4,7 +4,7 @@ Reads the registry, the step summaries (run_stats), the sequences and item_stats
 of dt, train_runs, the delta table, and the raw and published item vectors of dt and of its
 parent version; writes ``<report.out_dir>/<dt>/``. Every section says why when its table or
 partition is missing (a dt that only ran some steps, a root version with no parent), so a
-report can be built for any dt and rebuilt at any time (``jobs/report.py``).
+report can be built for any dt and rebuilt at any time (``jobs/report.py``, ``embedlib report``).
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from embedlib import linalg, registry, run_stats, tables
-from embedlib.cli import job_parser, load_job_config
 from embedlib.config import Config
 from embedlib.log import get_logger, step
 from embedlib.registry import VersionRecord, _plain
@@ -27,19 +26,6 @@ from embedlib.steps.train_item2vec import raw_table
 log = get_logger(__name__)
 
 COSINE_KEYS = ("mean", "median", "p5")
-
-
-def main(argv=None, description: Optional[str] = None) -> Path:
-    """``embedlib report`` and jobs/report.py: rebuild the report of --dt; prints its path."""
-    parser = job_parser(description or __doc__)
-    parser.add_argument("--out-dir", help="write <out-dir>/<dt>/ (default: report.out_dir)")
-    args = parser.parse_args(argv)
-    cfg = load_job_config(args)
-    from embedlib.spark import get_spark
-
-    page = build_report(get_spark(cfg.spark, f"report {args.dt}"), cfg, args.dt, args.out_dir)
-    print(page.resolve())
-    return page
 
 
 def build_report(spark: SparkSession, cfg: Config, dt: str, out_dir: Optional[str] = None) -> Path:
