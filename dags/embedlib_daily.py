@@ -1,7 +1,9 @@
-"""embedlib_daily: the daily pipeline as four spark-submit tasks, one dt per DAG run.
+"""embedlib_daily: the daily pipeline as spark-submit tasks, one dt per DAG run.
 
-build_sequences >> train_item2vec >> stabilize >> build_neighbors, each one SparkSubmitOperator
-running the step's job file with ``--conf <config> --dt {{ ds }}`` and the embedlib package
+The same steps, in the same order, as run_pipeline (and make run), from their one
+definition in embedlib/steps/order.py: build_sequences >> train_item2vec >> stabilize >>
+build_neighbors >> forward_hit_rate >> report. Each is one SparkSubmitOperator running the
+step's job file with ``--conf <config> --dt {{ ds }}`` and the embedlib package
 (``make package``) as ``--py-files``.
 
 The schedule is a data interval per UTC day: the run for dt D starts once D is over, and
@@ -25,6 +27,7 @@ How the DAG is built (environment of the scheduler and workers, read when the fi
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from datetime import timedelta
@@ -35,9 +38,19 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.sdk import DAG, CronDataIntervalTimetable
 
 DAG_ID = "embedlib_daily"
-STEPS = ("build_sequences", "train_item2vec", "stabilize", "build_neighbors")
-
 REPO = Path(__file__).resolve().parents[1]
+
+
+def step_names(home: Path = REPO) -> tuple:
+    """The step list of embedlib/steps/order.py, loaded by path: Airflow's venv has no
+    embedlib (nor pyspark) to import it from."""
+    spec = importlib.util.spec_from_file_location("embedlib_step_order", home / "embedlib" / "steps" / "order.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return tuple(module.STEP_NAMES)
+
+
+STEPS = step_names()
 
 
 def variable(name: str, default_expr: str) -> str:
@@ -62,7 +75,7 @@ default_args = {
 
 with DAG(
     dag_id=DAG_ID,
-    description="Item2Vec embeddings: sequences, training, stabilized publish, neighbours",
+    description="Item2Vec embeddings: sequences, training, stabilized publish, neighbours, evaluation, report",
     # Interval semantics: the run for the day [D, D+1) starts after it and has ds = D.
     schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
     start_date=pendulum.parse(os.environ.get("EMBEDLIB_START_DATE", "2024-01-08"), tz="UTC"),

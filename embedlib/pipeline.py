@@ -14,41 +14,10 @@ from embedlib.log import get_logger
 from embedlib.sequences import EmptyInputError
 from embedlib import evaluate, registry, report, run_stats, tables
 from embedlib.steps import build_neighbors, build_sequences, stabilize, train_item2vec
+from embedlib.steps.order import STEP_NAMES
 
 log = get_logger(__name__)
 
-# (name, run function) in the order a dt goes through them.
-STEPS: dict[str, Callable[[SparkSession, Config, str], dict]] = {
-    "build_sequences": build_sequences.run,
-    "train_item2vec": train_item2vec.run,
-    "stabilize": stabilize.run,
-    "build_neighbors": build_neighbors.run,
-}
-
-
-def date_range(first: str, last: str) -> list[str]:
-    """Every dt from ``first`` to ``last`` inclusive, in order."""
-    start, end = _dt.date.fromisoformat(first), _dt.date.fromisoformat(last)
-    if end < start:
-        raise EmbedlibError(f"--to {last} is before --from {first}")
-    return [(start + _dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
-
-
-def run_step(spark: SparkSession, cfg: Config, dt: str, name: str) -> dict:
-    """Run one step for ``dt`` and record its summary in the run_stats table."""
-    summary = STEPS[name](spark, cfg, dt)
-    run_stats.record(spark, cfg, dt, name, summary)
-    return summary
-
-
-def run_dt(spark: SparkSession, cfg: Config, dt: str) -> dict:
-    """Run every step for ``dt``, then the forward evaluation; {step name: summary}."""
-    results = {name: run_step(spark, cfg, dt, name) for name in STEPS}
-    results["evaluate"] = forward_hit_rate(spark, cfg, dt)
-    run_stats.record(spark, cfg, dt, "evaluate", results["evaluate"])
-    results["report"] = str(report.build_report(spark, cfg, dt).resolve())
-    log.info("report for dt=%s: %s", dt, results["report"])
-    return results
 
 
 def forward_hit_rate(spark: SparkSession, cfg: Config, dt: str) -> dict:
@@ -73,6 +42,42 @@ def forward_hit_rate(spark: SparkSession, cfg: Config, dt: str) -> dict:
                                np.array(popular, dtype=object), day.isoformat())
     ids, vectors = evaluate.vectors_to_numpy(published_df)
     return {"version": parent, **evaluate.next_item_metrics(ids, vectors, holdout, k)}
+
+
+def write_report(spark: SparkSession, cfg: Config, dt: str) -> dict:
+    """The run report of ``dt`` (report.out_dir/<dt>/index.html); {"path": its path}."""
+    path = str(report.build_report(spark, cfg, dt).resolve())
+    log.info("report for dt=%s: %s", dt, path)
+    return {"path": path}
+
+
+# Run function of each step, in the order of embedlib/steps/order.py (the DAG's too).
+STEPS: dict[str, Callable[[SparkSession, Config, str], dict]] = {
+    name: {"build_sequences": build_sequences.run, "train_item2vec": train_item2vec.run,
+           "stabilize": stabilize.run, "build_neighbors": build_neighbors.run,
+           "forward_hit_rate": forward_hit_rate, "report": write_report}[name]
+    for name in STEP_NAMES
+}
+
+
+def date_range(first: str, last: str) -> list[str]:
+    """Every dt from ``first`` to ``last`` inclusive, in order."""
+    start, end = _dt.date.fromisoformat(first), _dt.date.fromisoformat(last)
+    if end < start:
+        raise EmbedlibError(f"--to {last} is before --from {first}")
+    return [(start + _dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+
+
+def run_step(spark: SparkSession, cfg: Config, dt: str, name: str) -> dict:
+    """Run one step for ``dt`` and record its summary in the run_stats table."""
+    summary = STEPS[name](spark, cfg, dt)
+    run_stats.record(spark, cfg, dt, name, summary)
+    return summary
+
+
+def run_dt(spark: SparkSession, cfg: Config, dt: str) -> dict:
+    """Run every step for ``dt`` in order; {step name: summary}."""
+    return {name: run_step(spark, cfg, dt, name) for name in STEPS}
 
 
 def run_range(spark: SparkSession, cfg: Config, dts: list[str],
@@ -101,7 +106,7 @@ def summary_rows(results: dict[str, dict]) -> list[dict]:
     """One flat row per dt with the figures an operator looks at first."""
     rows = []
     for dt, steps in results.items():
-        seq, stab, ev = steps.get("build_sequences", {}), steps.get("stabilize", {}), steps.get("evaluate", {})
+        seq, stab, ev = steps.get("build_sequences", {}), steps.get("stabilize", {}), steps.get("forward_hit_rate", {})
         if "skipped" in steps:
             rows.append({"dt": dt, "skipped": "no data"})
             continue

@@ -1,9 +1,10 @@
 """Run the whole pipeline for one dt (--dt) or a date range in order (--from/--to).
 
-Each dt goes through every step (see embedlib/pipeline.py for the list) in one Spark
-session; each step is also runnable alone from its own job file. After the steps of a dt it
-measures HR@10 of the parent version on that day's transitions and writes the dt's report
-(report.out_dir). Ends with a summary table of the dts it ran and the last report's path.
+Each dt goes through every step in one Spark session, in the order of
+embedlib/steps/order.py (the Airflow DAG runs the same list): build_sequences,
+train_item2vec, stabilize, build_neighbors, forward_hit_rate (HR@10 of the parent version on
+that day's transitions) and report (report.out_dir). Each step is also a job of its own,
+jobs/<step>.py. Ends with a summary table of the dts it ran and the last report's path.
 """
 import sys
 
@@ -27,7 +28,7 @@ def main(argv=None):
     spark = get_spark(cfg.spark, "run_pipeline")
     results = pipeline.run_range(spark, cfg, dts, args.continue_on_empty)
     print(pipeline.format_table(pipeline.summary_rows(results)))
-    reports = [r["report"] for r in results.values() if "report" in r]
+    reports = [r["report"]["path"] for r in results.values() if "report" in r]
     print(f"report: {reports[-1]}" if reports else "report: none (every dt was skipped)")
     return results
 

@@ -1,4 +1,4 @@
-"""Backfills over days without data: stop with advice, or skip with --continue-on-empty."""
+"""The pipeline runner: one step list (shared with the DAG); backfills over days without data."""
 import pytest
 
 from embedlib import pipeline
@@ -16,7 +16,7 @@ def fake_run_dt(monkeypatch):
         calls.append(dt)
         if dt == DTS[1]:
             raise EmptyInputError(f"no valid events for dt={dt} in the 1-day window")
-        return {"stabilize": {"parent_dt": calls[-2] if len(calls) > 1 else None}, "report": f"/r/{dt}"}
+        return {"stabilize": {"parent_dt": calls[-2] if len(calls) > 1 else None}, "report": {"path": f"/r/{dt}"}}
 
     monkeypatch.setattr(pipeline, "run_dt", run_dt)
     return calls
@@ -48,3 +48,12 @@ def test_run_pipeline_help_explains_the_flag():
     out = subprocess.run([sys.executable, str(REPO / "jobs" / "run_pipeline.py"), "--help"],
                          capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0 and "--continue-on-empty" in out.stdout and "skip a dt" in out.stdout
+
+
+def test_pipeline_and_dag_follow_one_step_list():
+    from embedlib.steps.order import STEP_NAMES
+    from tests.conftest import REPO
+
+    assert tuple(pipeline.STEPS) == STEP_NAMES
+    assert all((REPO / "jobs" / f"{name}.py").is_file() for name in STEP_NAMES)  # one job per step
+    assert "step_names()" in (REPO / "dags" / "embedlib_daily.py").read_text()  # the DAG reads the file

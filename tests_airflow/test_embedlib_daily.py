@@ -19,7 +19,9 @@ from airflow.timetables.base import TimeRestriction
 from conftest import DAGS, PIPELINE_VENV, REPO
 
 DAG_ID = "embedlib_daily"
-STEPS = ["build_sequences", "train_item2vec", "stabilize", "build_neighbors"]
+# Written out here on purpose: the DAG reads embedlib/steps/order.py, and the pipeline's
+# tests check that run_pipeline follows the same file (tests/test_pipeline_backfill.py).
+STEPS = ["build_sequences", "train_item2vec", "stabilize", "build_neighbors", "forward_hit_rate", "report"]
 DT = "2024-01-10"
 DIM = 16  # train.vector_size of the real run
 
@@ -42,7 +44,7 @@ def test_one_spark_submit_task_per_step_in_pipeline_order():
     assert [t.task_id for t in dag.roots] == ["build_sequences"]
     for upstream, downstream in zip(STEPS, STEPS[1:]):
         assert dag.get_task(upstream).downstream_task_ids == {downstream}
-    assert dag.get_task("build_neighbors").downstream_task_ids == set()
+    assert dag.get_task(STEPS[-1]).downstream_task_ids == set()
     for step in STEPS:
         task = dag.get_task(step)
         assert isinstance(task, SparkSubmitOperator)
@@ -100,6 +102,7 @@ def pipeline_env(tmp_path, monkeypatch) -> Path:
     cfg["input"]["path"] = str(tmp_path / "sample" / "events")
     cfg["sequences"].update(lookback_days=2, min_count=2)
     cfg.setdefault("train", {})["vector_size"] = DIM
+    cfg.setdefault("report", {})["out_dir"] = str(tmp_path / "reports")
     (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
     log4j = REPO / "embedlib" / "resources" / "log4j2.properties"
     monkeypatch.setenv("PATH", f"{PIPELINE_VENV / 'bin'}{os.pathsep}{os.environ['PATH']}")
@@ -134,3 +137,4 @@ def test_dag_run_over_the_sample_registers_a_version(airflow_db, pipeline_env):
         assert row["dim"] == DIM and row["n_rows"] > 0
         assert Path(row["location"].removeprefix("file:")).is_dir()
     assert list((database / "neighbors" / f"dt={DT}").glob("run=*/*.parquet"))
+    assert (pipeline_env.parent / "reports" / DT / "index.html").is_file()  # the report task ran

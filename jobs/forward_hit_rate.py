@@ -1,0 +1,18 @@
+"""HR@k of dt's PARENT version on the transitions of day dt (data it was never trained on).
+
+Queries are consecutive items of dt's sequences that start on day dt; a popularity baseline
+(the parent's most trained items) answers the same queries. The summary (hr, ndcg,
+popularity_hr, pairs) goes to the run_stats table and the dt's report; a root version (no
+parent) records an empty summary. Needs build_sequences and stabilize of dt.
+"""
+import sys
+
+from embedlib.cli import run_job, step_main
+
+
+def main(argv=None):
+    return step_main(__doc__, "forward_hit_rate", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(run_job(main))
