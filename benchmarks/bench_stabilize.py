@@ -146,7 +146,7 @@ def single_process_job(t_path: str, w_path: str, parent_path: str, out: Path) ->
     Row passes run in chunks (float32 storage, float64 per chunk), so 4M x 128 per side fits
     next to the Spark driver.
     """
-    from embedlib.stabilize import neighbour_overlap
+    from embedlib.alignment import neighbour_overlap
 
     ids_t, t = read_matrix(t_path)
     ids_w, w = read_matrix(w_path)

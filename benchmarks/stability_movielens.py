@@ -31,7 +31,7 @@ from embedlib import evaluate, item2vec  # noqa: E402
 from embedlib.config import load_config  # noqa: E402
 from embedlib.log import get_logger  # noqa: E402
 from embedlib.sequences import build_sequences  # noqa: E402
-from embedlib.stabilize import Side, neighbour_overlap, stabilize  # noqa: E402
+from embedlib.alignment import Side, neighbour_overlap, stabilize  # noqa: E402
 from embedlib.tables import read_input  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -35,7 +35,7 @@ def as_published(df: DataFrame, dt: str) -> DataFrame:
                      F.lit(dt).alias("trained_dt")).select(*PUBLISHED_COLS)
 
 
-def with_carried(today_df: DataFrame, parent_df: DataFrame, dt: str, ttl_days: int,
+def union_carried(today_df: DataFrame, parent_df: DataFrame, dt: str, ttl_days: int,
                  today_ids: DataFrame | None = None, max_carried: int | None = None) -> DataFrame:
     """Today's rows plus the parent's rows absent today, last trained at most ``ttl_days`` ago.
 

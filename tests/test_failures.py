@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from embedlib.config import StabilizeConfig
-from embedlib.stabilize import Side, stabilize
+from embedlib.alignment import Side, stabilize
 from tests.conftest import REPO
 from tests.test_stabilize import write_vectors
 

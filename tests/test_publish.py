@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from embedlib import publish, registry, tables
+from embedlib import publication, registry, tables
 from embedlib.steps import stabilize as step
-from embedlib.steps.stabilize import published_table
+from embedlib.registry import published_table
 from tests.test_stabilize import write_vectors
 
 RNG = np.random.default_rng(5)
@@ -15,37 +15,37 @@ def pub(spark, cfg, dt):
     return {r.id: (r.carried, r.trained_dt) for r in df.collect()}
 
 
-@pytest.mark.parametrize("broadcast_max", [publish.BROADCAST_IDS_MAX, 0])
+@pytest.mark.parametrize("broadcast_max", [publication.BROADCAST_IDS_MAX, 0])
 def test_delta_classifies_new_evicted_moved(spark, monkeypatch, broadcast_max):
-    monkeypatch.setattr(publish, "BROADCAST_IDS_MAX", broadcast_max)  # 0: the shuffle join
+    monkeypatch.setattr(publication, "BROADCAST_IDS_MAX", broadcast_max)  # 0: the shuffle join
     cols = "id string, vector array<float>"
     today = spark.createDataFrame([("same", [1.0, 0.0]), ("moved", [0.0, 1.0]), ("new", [1.0, 1.0])], cols)
     parent = spark.createDataFrame([("same", [2.0, 0.0]), ("moved", [1.0, 0.0]), ("gone", [1.0, 0.0])], cols)
     cosines = spark.createDataFrame([("same", 1.0), ("moved", 0.0)], "id string, stabilized double")
-    rows = {r.id: (r.change, r.cosine, r.vector) for r in publish.delta("item", today, parent, cosines, 0.05).collect()}
+    rows = {r.id: (r.change, r.cosine, r.vector) for r in publication.delta("item", today, parent, cosines, 0.05).collect()}
     assert rows == {"moved": ("moved", 0.0, [0.0, 1.0]), "new": ("new", None, [1.0, 1.0]),
                     "gone": ("evicted", None, None)}
-    assert {r.change for r in publish.delta("item", today, None, None, 0.05).collect()} == {"new"}
+    assert {r.change for r in publication.delta("item", today, None, None, 0.05).collect()} == {"new"}
     # Known zero counts skip those joins; known non-zero counts change nothing.
-    same = publish.delta("item", today.where("id != 'new'"), parent.where("id != 'gone'"), cosines, 0.05,
+    same = publication.delta("item", today.where("id != 'new'"), parent.where("id != 'gone'"), cosines, 0.05,
                          n_new=0, n_evicted=0)
     assert [(r.id, r.change) for r in same.collect()] == [("moved", "moved")]
-    counted = publish.delta("item", today, parent, cosines, 0.05, n_new=1, n_evicted=1)
+    counted = publication.delta("item", today, parent, cosines, 0.05, n_new=1, n_evicted=1)
     assert {r.id: r.change for r in counted.collect()} == {k: v[0] for k, v in rows.items()}
 
 
-@pytest.mark.parametrize("broadcast_max", [publish.BROADCAST_IDS_MAX, 0])
+@pytest.mark.parametrize("broadcast_max", [publication.BROADCAST_IDS_MAX, 0])
 def test_with_carried_picks_parent_rows_absent_today(spark, monkeypatch, broadcast_max):
-    monkeypatch.setattr(publish, "BROADCAST_IDS_MAX", broadcast_max)
+    monkeypatch.setattr(publication, "BROADCAST_IDS_MAX", broadcast_max)
     cols = "id string, vector array<float>, count long, carried boolean, trained_dt string"
     today = spark.createDataFrame([("a", [1.0], 3, False, "2024-03-05")], cols)
     parent = spark.createDataFrame([("a", [9.0], 1, False, "2024-03-04"), ("b", [2.0], 2, False, "2024-03-04"),
                                     ("old", [3.0], 1, True, "2024-01-01")], cols)
-    rows = {r.id: tuple(r)[1:] for r in publish.with_carried(today, parent, "2024-03-05", 7).collect()}
+    rows = {r.id: tuple(r)[1:] for r in publication.union_carried(today, parent, "2024-03-05", 7).collect()}
     assert rows == {"a": ([1.0], 3, False, "2024-03-05"), "b": ([2.0], 2, True, "2024-03-04")}
-    ids_only = publish.with_carried(today, parent, "2024-03-05", 7, today_ids=today.select("id"))
+    ids_only = publication.union_carried(today, parent, "2024-03-05", 7, today_ids=today.select("id"))
     assert sorted(r.id for r in ids_only.collect()) == ["a", "b"]
-    bounded = publish.with_carried(today, parent, "2024-03-05", 7, max_carried=2)
+    bounded = publication.union_carried(today, parent, "2024-03-05", 7, max_carried=2)
     assert sorted(r.id for r in bounded.collect()) == ["a", "b"]
 
 
@@ -55,7 +55,7 @@ def test_nothing_to_carry_never_reads_parent_vectors(spark, max_carried):
     today = spark.createDataFrame([("a", [1.0], 3, False, "2024-03-05")], cols)
     parent = spark.createDataFrame([("a", [9.0], 1, False, "2024-03-04")], cols).selectExpr(
         "id", "raise_error('parent vectors read') AS vector", "count", "carried", "trained_dt")
-    rows = publish.with_carried(today, parent, "2024-03-05", 7, max_carried=max_carried).collect()
+    rows = publication.union_carried(today, parent, "2024-03-05", 7, max_carried=max_carried).collect()
     assert [r.id for r in rows] == ["a"]
 
 

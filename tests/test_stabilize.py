@@ -8,9 +8,9 @@ import pytest
 
 from embedlib import registry, tables
 from embedlib.linalg import LinalgError
-from embedlib.stabilize import StabilizeError
+from embedlib.alignment import StabilizeError
 from embedlib.steps import stabilize as step
-from embedlib.steps.stabilize import published_table
+from embedlib.registry import published_table
 
 RNG = np.random.default_rng(1)
 D1, D2 = "2024-03-01", "2024-03-02"
@@ -150,7 +150,7 @@ def test_parent_data_deleted_but_registered_is_a_clear_error(spark, cfg_factory,
 
 
 def test_neighbour_overlap_is_one_under_rotation_and_low_for_unrelated_vectors():
-    from embedlib.stabilize import neighbour_overlap
+    from embedlib.alignment import neighbour_overlap
 
     a = RNG.normal(size=(300, 8))
     q, _ = np.linalg.qr(RNG.normal(size=(8, 8)))

@@ -1,9 +1,9 @@
-"""Step 3: raw vectors of dt (+ parent version) -> published, stabilized vectors + registry row.
+"""Step 3: raw vectors of dt (+ the parent version) -> stabilized vectors, then step 4 publishes.
 
 Reads: the raw embedding tables of dt (or user-supplied sources, stabilize.items/other), the
-registry and the parent's published vectors, the train_runs row of dt when there is one.
-Writes: tables embeddings_<side> (today's vectors plus the parent's carried rows), the delta
-table, then the registry partition of dt, last: the version exists from that write on.
+registry and the parent's published vectors (checked against the registry), the train_runs
+row of dt when there is one. The maths is in embedlib/alignment.py; writing the published
+tables, the delta and the registry row is step 4, embedlib/steps/publish.py.
 """
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from typing import Optional
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from embedlib import integrity, publish, registry, tables
+from embedlib import integrity, registry, tables
 from embedlib.config import Config, VectorSourceConfig
 from embedlib.log import get_logger, step
-from embedlib.registry import published_table
 from embedlib.steps.train_item2vec import raw_table
-from embedlib.stabilize import Side, Stabilized, StabilizeError, stabilize
+from embedlib.alignment import Side, Stabilized, StabilizeError, stabilize
+from embedlib.steps import publish
 
 log = get_logger(__name__)
 
@@ -119,64 +119,16 @@ def transform(inputs: Inputs, cfg: Config) -> Stabilized:
     return result
 
 
-def load(spark: SparkSession, result: Stabilized, inputs: Inputs, cfg: Config, dt: str) -> list:
-    """Write every side's vectors (+ carried rows) and the delta, then register the version."""
-    chained = result.root_reason is None  # same space as the parent: carry and diff against it
-    m = result.metrics
-    # The ids shared with the parent, where the alignment counted them: with the parent's
-    # row count, the carried, new and evicted counts follow without an ids join.
-    sides = [("item", result.items_df, result.item_ids, result.transform_items, inputs.items.prev_df,
-              m.get("rows_joined"))]
-    if result.other_df is not None:
-        sides.append((cfg.stabilize.other_side, result.other_df, result.other_ids, result.transform_other,
-                      inputs.other.prev_df, m.get("rows_joined_other")))
-    written = []
-    # A rerun of a registered dt must not delete what the registry points at until the new
-    # version is registered (registry.register removes the orphans then).
-    registered = registry.registered_locations(spark, cfg, dt)
-    for side, df, ids_df, transform_matrix, parent_df, n_shared in sides:
-        pub_df = publish.as_published(df, dt)
-        chained_side = chained and parent_df is not None
-        n_unshared = inputs.parent[side].n_rows - n_shared if chained_side and n_shared is not None else None
-        if chained_side:
-            pub_df = publish.with_carried(pub_df, parent_df, dt, cfg.publish.ttl_days, ids_df, n_unshared)
-        location = tables.write_partition(spark, pub_df, published_table(cfg, side), dt,
-                                          keep=[registered.get(side)],
-                                          grace_hours=cfg.tables.keep_orphan_runs_hours)
-        pub_df = spark.read.parquet(location)
-        counts = pub_df.agg(F.count(F.lit(1)).alias("n"), F.sum(F.col("carried").cast("int")).alias("c"),
-                            integrity.fingerprint_sum().alias("f")).first()
-        written.append((side, location, counts.n, counts.c or 0, transform_matrix, integrity.as_text(counts.f)))
-        if side == "item":
-            known = n_unshared is not None
-            delta_df = publish.delta(side, pub_df, parent_df if chained else None, result.cosines_df,
-                                     cfg.publish.delta_cosine_threshold, counts.n,
-                                     n_new=m["rows_items"] - n_shared if known else None,
-                                     n_evicted=n_unshared - (counts.c or 0) if known else None)
-    delta_location = tables.write_partition(spark, delta_df, tables.qualified(cfg.tables, cfg.tables.deltas), dt)
-    changes = {f"{r.side}_{r.change}": r["count"]
-               for r in spark.read.parquet(delta_location).groupBy("side", "change").count().collect()}
-    metrics = {**result.metrics, "delta": changes}
-    log.info("published %s; delta %s", ", ".join(f"{w[0]}: {w[2]} rows ({w[3]} carried)" for w in written),
-             changes)
-    parent = None if result.root_reason else inputs.parent_dt
-    records = [registry.VersionRecord(
-        side=side, dim=result.metrics["dim"], n_rows=n, n_carried=c, parent_dt=parent,
-        root=parent is None, root_reason=result.root_reason, mode=result.mode,
-        metrics={**metrics, "evicted": changes.get(f"{side}_evicted", 0)}, transform=transform_matrix,
-        trainer=inputs.trainer, code_version=registry.code_version(), location=location,
-        fingerprint=fingerprint)
-        for side, location, n, c, transform_matrix, fingerprint in written]
-    registry.register(spark, cfg, dt, records)
-    return records
-
-
 def run(spark: SparkSession, cfg: Config, dt: str) -> dict:
+    """Steps 3 and 4 of ``dt``: stabilize, then publish and register (embedlib/steps/publish.py)."""
     with step(log, f"stabilize dt={dt}", spark):
         inputs = extract(spark, cfg, dt)
         result = transform(inputs, cfg)
+        parent_frames = {"item": inputs.items.prev_df,
+                         **({inputs.other.name: inputs.other.prev_df} if inputs.other else {})}
         try:
-            records = load(spark, result, inputs, cfg, dt)
+            records = publish.run(spark, cfg, dt, result, inputs.parent_dt, inputs.parent, parent_frames,
+                                  inputs.trainer)
         finally:
             if result.cosines_df is not None:
                 result.cosines_df.unpersist()

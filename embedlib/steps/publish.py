@@ -1,0 +1,79 @@
+"""Step 4: publish a stabilized version: the published tables, the delta, then the registry row.
+
+Writes tables embeddings_<side> (today's vectors plus the parent's carried rows, see
+embedlib/publication.py), the delta table, then the registry partition of dt, last: the
+version exists from that write on (embedlib/registry.py). Run by the stabilize job
+(jobs/stabilize.py), right after step 3 computed the vectors.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from embedlib import integrity, publication, registry, tables
+from embedlib.alignment import Stabilized
+from embedlib.config import Config
+from embedlib.log import get_logger
+from embedlib.registry import published_table
+
+log = get_logger(__name__)
+
+
+def run(spark: SparkSession, cfg: Config, dt: str, result: Stabilized, parent_dt: Optional[str],
+        parent: dict[str, registry.VersionRecord], parent_frames: dict[str, Optional[DataFrame]],
+        trainer: dict) -> list[registry.VersionRecord]:
+    """Write every side's vectors (+ carried rows) and the delta, then register the version.
+
+    ``parent``: the parent's registry records by side (empty for a root); ``parent_frames``:
+    the parent's published vectors by side, None where the parent has no such side.
+    """
+    chained = result.root_reason is None  # same space as the parent: carry and diff against it
+    m = result.metrics
+    # The ids shared with the parent, where the alignment counted them: with the parent's
+    # row count, the carried, new and evicted counts follow without an ids join.
+    sides = [("item", result.items_df, result.item_ids, result.transform_items, parent_frames.get("item"),
+              m.get("rows_joined"))]
+    if result.other_df is not None:
+        sides.append((cfg.stabilize.other_side, result.other_df, result.other_ids, result.transform_other,
+                      parent_frames.get(cfg.stabilize.other_side), m.get("rows_joined_other")))
+    written = []
+    # A rerun of a registered dt must not delete what the registry points at until the new
+    # version is registered (registry.register removes the orphans then).
+    registered = registry.registered_locations(spark, cfg, dt)
+    for side, df, ids_df, transform_matrix, parent_df, n_shared in sides:
+        pub_df = publication.as_published(df, dt)
+        chained_side = chained and parent_df is not None
+        n_unshared = parent[side].n_rows - n_shared if chained_side and n_shared is not None else None
+        if chained_side:
+            pub_df = publication.union_carried(pub_df, parent_df, dt, cfg.publish.ttl_days, ids_df, n_unshared)
+        location = tables.write_partition(spark, pub_df, published_table(cfg, side), dt,
+                                          keep=[registered.get(side)],
+                                          grace_hours=cfg.tables.keep_orphan_runs_hours)
+        pub_df = spark.read.parquet(location)
+        counts = pub_df.agg(F.count(F.lit(1)).alias("n"), F.sum(F.col("carried").cast("int")).alias("c"),
+                            integrity.fingerprint_sum().alias("f")).first()
+        written.append((side, location, counts.n, counts.c or 0, transform_matrix, integrity.as_text(counts.f)))
+        if side == "item":
+            known = n_unshared is not None
+            delta_df = publication.delta(side, pub_df, parent_df if chained else None, result.cosines_df,
+                                     cfg.publish.delta_cosine_threshold, counts.n,
+                                     n_new=m["rows_items"] - n_shared if known else None,
+                                     n_evicted=n_unshared - (counts.c or 0) if known else None)
+    delta_location = tables.write_partition(spark, delta_df, tables.qualified(cfg.tables, cfg.tables.deltas), dt)
+    changes = {f"{r.side}_{r.change}": r["count"]
+               for r in spark.read.parquet(delta_location).groupBy("side", "change").count().collect()}
+    metrics = {**result.metrics, "delta": changes}
+    log.info("published %s; delta %s", ", ".join(f"{w[0]}: {w[2]} rows ({w[3]} carried)" for w in written),
+             changes)
+    parent_dt = None if result.root_reason else parent_dt
+    records = [registry.VersionRecord(
+        side=side, dim=result.metrics["dim"], n_rows=n, n_carried=c, parent_dt=parent_dt,
+        root=parent_dt is None, root_reason=result.root_reason, mode=result.mode,
+        metrics={**metrics, "evicted": changes.get(f"{side}_evicted", 0)}, transform=transform_matrix,
+        trainer=trainer, code_version=registry.code_version(), location=location,
+        fingerprint=fingerprint)
+        for side, location, n, c, transform_matrix, fingerprint in written]
+    registry.register(spark, cfg, dt, records)
+    return records
