@@ -148,7 +148,9 @@ class TrainConfig:
     seed: int = 1
     # A vocabulary (after min_count) smaller than this is an error, nothing is written.
     min_vocab_size: int = 2
-    # Local folder for the exported corpus file; null means a temporary folder.
+    # Where the executors write the corpus part files: a local folder (on a cluster, one
+    # that every host mounts), or a Hadoop URI (hdfs://, s3a://) whose parts the driver
+    # copies to a temporary folder; null: a temporary folder (local masters only).
     corpus_dir: Optional[str] = None
     # spark trainer: numPartitions (more is faster and less accurate) and maxSentenceLength.
     spark_partitions: int = 1

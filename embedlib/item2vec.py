@@ -1,10 +1,11 @@
 """Item2Vec trainers: sequences DataFrame -> item (and context) vectors, same contract for both.
 
-- gensim (default): the sequences stream out of Spark into one local text file (one
-  sequence per line, never the whole table in driver memory), then gensim trains in
-  ``corpus_file`` mode, whose worker threads each read their own part of the file, so it
-  scales with cores. It exports both sides: ``wv.vectors`` (items, the input vectors) and
-  ``syn1neg`` (context, the output vectors); item . context is the skip-gram score.
+- gensim (default): the executors write the sequences as text part files (one sequence
+  per line, in parallel, never through the driver's Python), the parts are joined byte for
+  byte into one local file, and gensim trains in ``corpus_file`` mode, whose worker threads
+  each read their own byte range of that one file, so it scales with cores. It exports both
+  sides: ``wv.vectors`` (items, the input vectors) and ``syn1neg`` (context, the output
+  vectors); item . context is the skip-gram score.
 - spark: ``pyspark.ml.feature.Word2Vec``, distributed, skip-gram with hierarchical softmax.
   It has no negative sampling, no ``ns_exponent``, no down-sampling and no context vectors,
   so only the item side is written and stabilization can only align it.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import tempfile
 import time
 import urllib.parse
@@ -55,8 +57,7 @@ class Corpus:
     """A corpus file: one sequence per line, url-encoded ids separated by single spaces."""
 
     path: Path
-    sequences: int
-    tokens: int
+    parts: int
     export_seconds: float
 
 
@@ -81,7 +82,7 @@ def library_versions() -> dict:
 
 
 def corpus_lines(sequences_df: DataFrame) -> DataFrame:
-    """One ``line`` per sequence: its url-encoded ids joined by spaces, in a fixed order.
+    """One ``line`` per non-empty sequence: its url-encoded ids joined by spaces, in a fixed order.
 
     url_encode leaves no whitespace in a token (gensim splits lines on it) and is undone
     exactly by ``urllib.parse.unquote_plus``; common ids (letters, digits, ``-_.``) pass as
@@ -91,24 +92,65 @@ def corpus_lines(sequences_df: DataFrame) -> DataFrame:
         sequences_df.select("user_id", "start_ts", "session_id", "items")
         .orderBy("user_id", "start_ts", "session_id")
         .select(F.concat_ws(" ", F.transform("items", lambda x: F.url_encode(x))).alias("line"))
+        .where(F.col("line") != "")
     )
 
 
-def export_corpus(sequences_df: DataFrame, path: Path) -> Corpus:
-    """Stream the sequences into ``path``, one partition at a time (toLocalIterator)."""
+def corpus_paths(master: str, corpus_dir: Optional[str], tmp: Path, name: str
+                 ) -> tuple[Path, Optional[str]]:
+    """The local corpus file gensim reads, and the Hadoop URI the executors write to (or None).
+
+    A ``corpus_dir`` with a scheme (``hdfs://``, ``s3a://``, ``file://``) is written by the
+    executors and copied to ``tmp`` on the driver; a plain path is written in place, so on a
+    cluster it must be a mount that every host sees. With no ``corpus_dir`` the corpus goes
+    to ``tmp``, which only a local master's executors can reach.
+    """
+    if corpus_dir and urllib.parse.urlparse(corpus_dir).scheme:
+        return tmp / f"{name}.txt", f"{corpus_dir.rstrip('/')}/{name}.parts"
+    if not corpus_dir and not master.startswith("local"):
+        raise TrainInputError(
+            f"train.corpus_dir must be set when spark.master is {master}: the executors write the "
+            "corpus there, so give a folder every host mounts or an hdfs:// (or s3a://) URI")
+    folder = Path(corpus_dir) if corpus_dir else tmp
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{name}.txt", None
+
+
+def export_corpus(sequences_df: DataFrame, path: Path, stage_uri: Optional[str] = None) -> Corpus:
+    """Write the corpus into ``path`` with Spark's text writer, one part file per partition.
+
+    The executors write the parts in parallel (UTF-8, ``\\n`` line ends, what gensim reads);
+    gensim's ``corpus_file`` takes one path (it splits the file into byte ranges by size), so
+    the parts are then appended byte for byte in partition order, which is the lines' sort
+    order. With ``stage_uri`` the executors write there instead and the parts are copied to
+    the driver's disk through Hadoop's FileSystem first.
+    """
     started = time.perf_counter()
-    n_lines = n_tokens = 0
-    with open(path, "w", encoding="utf-8") as fh:
-        for row in corpus_lines(sequences_df).toLocalIterator(prefetchPartitions=True):
-            if row.line:
-                fh.write(row.line)
-                fh.write("\n")
-                n_lines += 1
-                n_tokens += row.line.count(" ") + 1
-    corpus = Corpus(Path(path), n_lines, n_tokens, time.perf_counter() - started)
-    log.info("corpus %s: %d sequences, %d tokens, exported in %.1fs",
-             path, n_lines, n_tokens, corpus.export_seconds)
+    parts_dir = path.with_name(f"{path.stem}.parts")
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    (corpus_lines(sequences_df).write.mode("overwrite").option("compression", "none")
+     .text(stage_uri or parts_dir.resolve().as_uri()))
+    if stage_uri:
+        _fetch_folder(sequences_df.sparkSession, stage_uri, parts_dir)
+    parts = sorted(parts_dir.glob("part-*"), key=lambda p: int(p.name.split("-")[1]))
+    with open(path, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as fh:
+                shutil.copyfileobj(fh, out, 1 << 22)
+    shutil.rmtree(parts_dir)
+    corpus = Corpus(Path(path), len(parts), time.perf_counter() - started)
+    log.info("corpus %s: %d part files, %d bytes, exported in %.1fs",
+             path, len(parts), path.stat().st_size, corpus.export_seconds)
     return corpus
+
+
+def _fetch_folder(spark: SparkSession, uri: str, local: Path) -> None:
+    """Copy the folder ``uri`` (any Hadoop filesystem) to ``local`` and delete it there."""
+    jvm = spark.sparkContext._jvm
+    source = jvm.org.apache.hadoop.fs.Path(uri)
+    fs = source.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    fs.copyToLocalFile(False, source, jvm.org.apache.hadoop.fs.Path(local.resolve().as_uri()), True)
+    fs.delete(source, True)
 
 
 def check_vocabulary(distinct_items: int, vocab_size: int, cfg: TrainConfig) -> None:
@@ -148,17 +190,23 @@ def gensim_model(cfg: TrainConfig) -> Word2Vec:
 
 
 def train_gensim_file(corpus: Corpus, cfg: TrainConfig) -> tuple[Word2Vec, float]:
-    """Train on a corpus file; returns the model and the training seconds (not the vocab scan)."""
+    """Train on a corpus file; returns the model and the training seconds (not the vocab scan).
+
+    The corpus counts come from gensim's vocabulary scan: ``model.corpus_count`` sequences
+    and ``model.corpus_total_words`` tokens.
+    """
     if cfg.negative < 1:
         raise TrainInputError("train.negative must be >= 1 for the gensim trainer "
                               "(context vectors are the negative-sampling output layer)")
+    if corpus.path.stat().st_size == 0:
+        raise TrainInputError("the sequences hold no item: nothing to train on")
     model = gensim_model(cfg)
     model.build_vocab(corpus_file=str(corpus.path), keep_raw_vocab=True)
     check_vocabulary(len(model.raw_vocab), len(model.wv), cfg)
     model.raw_vocab = None
     started = time.perf_counter()
     model.train(corpus_file=str(corpus.path), total_words=model.corpus_total_words,
-                epochs=cfg.epochs, callbacks=[_EpochLogger(cfg.epochs, corpus.tokens)])
+                epochs=cfg.epochs, callbacks=[_EpochLogger(cfg.epochs, model.corpus_total_words)])
     return model, time.perf_counter() - started
 
 
@@ -182,16 +230,15 @@ def train_gensim(spark: SparkSession, sequences_df: DataFrame, cfg: TrainConfig,
                  corpus_name: str = "corpus") -> TrainResult:
     """Export the corpus, train gensim, return both sides with the original ids."""
     with tempfile.TemporaryDirectory(prefix="embedlib-corpus-") as tmp:
-        folder = Path(cfg.corpus_dir) if cfg.corpus_dir else Path(tmp)
-        folder.mkdir(parents=True, exist_ok=True)
-        corpus = export_corpus(sequences_df, folder / f"{corpus_name}.txt")
-        if corpus.tokens == 0:
-            raise TrainInputError("the sequences hold no item: nothing to train on")
+        path, stage_uri = corpus_paths(spark.sparkContext.master, cfg.corpus_dir, Path(tmp),
+                                       corpus_name)
+        corpus = export_corpus(sequences_df, path, stage_uri)
         model, seconds = train_gensim_file(corpus, cfg)
     wv = model.wv
     ids = np.array([urllib.parse.unquote_plus(k) for k in wv.index_to_key], dtype=object)
     counts = wv.expandos["count"]
-    meta = _meta(cfg, len(wv), corpus, seconds, has_context=True)
+    meta = _meta(cfg, len(wv), model.corpus_count, model.corpus_total_words,
+                 corpus.export_seconds, seconds, has_context=True)
     return TrainResult(embeddings_frame(spark, ids, wv.vectors, counts),
                        embeddings_frame(spark, ids, model.syn1neg, counts), meta)
 
@@ -215,18 +262,19 @@ def train_spark(sequences_df: DataFrame, cfg: TrainConfig) -> TrainResult:
     item_df = (model.getVectors()
                .join(counts_df, on=F.col("word") == F.col("id"), how="inner")
                .select("id", vector_to_array("vector", "float32").alias("vector"), "count"))
-    corpus = Corpus(Path(""), items_df.count(), int(stats["tokens"]), 0.0)
-    return TrainResult(item_df, None, _meta(cfg, int(stats["vocab"]), corpus, seconds, False))
+    meta = _meta(cfg, int(stats["vocab"]), items_df.count(), int(stats["tokens"]), 0.0, seconds,
+                 has_context=False)
+    return TrainResult(item_df, None, meta)
 
 
-def _meta(cfg: TrainConfig, vocab_size: int, corpus: Corpus, seconds: float,
-          has_context: bool) -> dict:
-    words_per_second = corpus.tokens * cfg.epochs / max(seconds, 1e-9)
+def _meta(cfg: TrainConfig, vocab_size: int, sequences: int, tokens: int, export_seconds: float,
+          seconds: float, has_context: bool) -> dict:
+    words_per_second = tokens * cfg.epochs / max(seconds, 1e-9)
     log.info("%s trained: %d items, %d tokens x %d epochs in %.1fs (%.0f words/s)",
-             cfg.trainer, vocab_size, corpus.tokens, cfg.epochs, seconds, words_per_second)
+             cfg.trainer, vocab_size, tokens, cfg.epochs, seconds, words_per_second)
     return {"trainer": cfg.trainer, "params_json": json.dumps(trainer_params(cfg), sort_keys=True),
-            "vocab_size": vocab_size, "corpus_tokens": corpus.tokens,
-            "corpus_sequences": corpus.sequences, "export_seconds": corpus.export_seconds,
+            "vocab_size": vocab_size, "corpus_tokens": tokens,
+            "corpus_sequences": sequences, "export_seconds": export_seconds,
             "train_seconds": seconds, "words_per_second": words_per_second,
             "library_versions_json": json.dumps(library_versions(), sort_keys=True),
             "has_context": has_context}

@@ -18,9 +18,10 @@ from embedlib.steps import train_item2vec
 DT = "2024-01-10"
 SEQ_SCHEMA = ("user_id string, session_id string, items array<string>, n_items int, "
               "start_ts timestamp, end_ts timestamp")
-# Ids that a whitespace-split corpus file or a sloppy encoding would change.
-ODD_IDS = ["a b", "x%41", "é+1", "tab\tid"]
-CLUSTER_A = ODD_IDS + [f"a{i}" for i in range(6)]
+# Ids that a whitespace-split corpus file, a line-based text writer or a sloppy encoding
+# would change.
+ODD_IDS = ["a b", "x%41", "é+1", "tab\tid", "new\nline", 'say "hi", \'yo\'', "日本 🙂"]
+CLUSTER_A = ODD_IDS + [f"a{i}" for i in range(10 - len(ODD_IDS))]
 CLUSTER_B = [f"b{i}" for i in range(10)]
 FAST = {"vector_size": 16, "window": 3, "epochs": 10, "workers": 1, "seed": 3,
         "sample": 0.0, "min_count": 1}
@@ -89,7 +90,8 @@ def test_context_rows_align_with_item_rows(spark, planted_cfg, tmp_path):
     corpus = item2vec.export_corpus(sequences_df, tmp_path / "corpus.txt")
     model, _ = item2vec.train_gensim_file(corpus, planted_cfg.train)
     row = {urllib.parse.unquote_plus(k): i for i, k in enumerate(model.wv.index_to_key)}
-    for a, b in [("a b", "a0"), ("b3", "é+1"), ("tab\tid", "b7"), ("x%41", "a b")]:
+    for a, b in [("a b", "a0"), ("b3", "é+1"), ("tab\tid", "b7"), ("x%41", "a b"),
+                 ("new\nline", "日本 🙂")]:
         ours = items[list(ids).index(a)] @ contexts[list(ids).index(b)]
         assert ours == pytest.approx(model.wv.vectors[row[a]] @ model.syn1neg[row[b]], rel=1e-5)
     # The skip-gram score ranks co-occurring (same cluster) pairs above the others.
