@@ -28,8 +28,9 @@ class SparkConfig:
     master: str = "local[*]"
     app_name: str = "embedlib"
     warehouse_dir: str = "warehouse"
-    # Embedded Derby metastore folder; ignored when hive_metastore_uris is set.
-    metastore_dir: str = "warehouse/metastore_db"
+    # Embedded Derby metastore folder; null: <warehouse_dir>/metastore_db. Ignored when
+    # hive_metastore_uris is set.
+    metastore_dir: Optional[str] = None
     hive_metastore_uris: Optional[str] = None
     shuffle_partitions: int = 8
     ui_enabled: bool = False
@@ -37,6 +38,10 @@ class SparkConfig:
     log_level: str = "ERROR"
     # Any further spark.* settings, passed through as they are.
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.metastore_dir is None:
+            self.metastore_dir = f"{self.warehouse_dir.rstrip('/')}/metastore_db"
 
 
 @dataclass

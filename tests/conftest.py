@@ -1,19 +1,19 @@
-"""One local SparkSession for the whole test run, and a fresh database per test.
+"""Fixtures: one local SparkSession for the whole test run, a fresh database per test, a
+per-test seeded random generator. Plain helpers are in tests/helpers.py.
 
 The master is local[2,2]: two threads, and a failed task is retried once (as on a cluster),
 so tests can inject task failures.
 """
 from __future__ import annotations
 
-import uuid
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from embedlib.config import Config, config_from_dict
-
-REPO = Path(__file__).resolve().parents[1]
-MOVIELENS = REPO.parent / "shared" / "data" / "movielens-latest-small"
+from embedlib.config import config_from_dict
+from tests.helpers import make_config, spark_section
 
 
 @pytest.fixture(scope="session")
@@ -25,27 +25,19 @@ def warehouse(tmp_path_factory) -> Path:
 def spark(warehouse):
     from embedlib.spark import get_spark
 
-    cfg = config_from_dict(_spark_section(warehouse), "tests")
+    cfg = config_from_dict(spark_section(warehouse), "tests")
     session = get_spark(cfg.spark, "embedlib-tests")
     yield session
     session.stop()
 
 
-def _spark_section(warehouse: Path) -> dict:
-    return {"spark": {"master": "local[2,2]", "warehouse_dir": str(warehouse),
-                      "metastore_dir": str(warehouse / "metastore_db"),
-                      "shuffle_partitions": 4, "ui_enabled": False, "driver_memory": "2g"}}
-
-
-def make_config(warehouse: Path, **sections) -> Config:
-    """A config on the test warehouse with a database of its own, plus ``sections``."""
-    raw = _spark_section(warehouse)
-    raw["tables"] = {"database": f"t_{uuid.uuid4().hex[:10]}"}
-    for name, values in sections.items():
-        raw.setdefault(name, {}).update(values)
-    return config_from_dict(raw, "tests")
-
-
 @pytest.fixture
 def cfg_factory(warehouse):
     return lambda **sections: make_config(warehouse, **sections)
+
+
+@pytest.fixture
+def rng(request) -> np.random.Generator:
+    """A generator seeded from the test's own id: reproducible, and independent of which
+    other tests ran before (no module-level generator shared across tests)."""
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))

@@ -9,7 +9,7 @@ from embedlib import tables
 from embedlib.config import load_config
 from embedlib.sample_data import SampleSpec, write_sample
 from embedlib.steps import build_sequences
-from tests.conftest import MOVIELENS, REPO
+from tests.helpers import MOVIELENS, REPO
 
 
 def snapshot(spark, table, dt):

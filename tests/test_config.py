@@ -1,7 +1,7 @@
 import pytest
 
 from embedlib.config import ConfigError, config_from_dict, load_config
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 @pytest.mark.parametrize("name", ["local.yaml", "movielens.yaml", "cluster.example.yaml"])

@@ -12,7 +12,7 @@ from embedlib.evaluate import (EvaluationError, HoldOut, cluster_purity, evaluat
 from embedlib.linalg import nearest_neighbors
 from embedlib.sample_data import SampleSpec, planted_clusters, write_sample
 from embedlib.steps import build_sequences, train_item2vec
-from tests.conftest import MOVIELENS, REPO
+from tests.helpers import MOVIELENS, REPO
 
 SEQ_SCHEMA = ("user_id string, session_id string, items array<string>, n_items int, "
               "start_ts timestamp, end_ts timestamp")

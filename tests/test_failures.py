@@ -10,20 +10,9 @@ import pytest
 
 from embedlib.config import StabilizeConfig
 from embedlib.alignment import Side, stabilize
-from tests.conftest import REPO
-from tests.test_stabilize import write_vectors
+from tests.helpers import REPO, error_lines, job, write_vectors
 
-RNG = np.random.default_rng(11)
 D1, D2 = "2024-04-01", "2024-04-02"
-
-
-def job(name, warehouse, *sets):
-    args = [sys.executable, str(REPO / "jobs" / f"{name}.py"), "--conf", str(REPO / "conf" / "local.yaml"),
-            "--set", f"spark.warehouse_dir={warehouse}", "--set", f"spark.metastore_dir={warehouse}/metastore_db",
-            "--set", "spark.master=local[2]", "--set", "spark.driver_memory=1g"]
-    for s in sets:
-        args += ["--set", s]
-    return args
 
 
 def versions(warehouse):
@@ -37,11 +26,11 @@ def versions(warehouse):
 
 
 @pytest.mark.slow
-def test_sigkill_during_publish_leaves_registered_versions_intact(tmp_path):
+def test_sigkill_during_publish_leaves_registered_versions_intact(tmp_path, rng):
     wh = tmp_path / "wh"
-    x = RNG.normal(size=(200, 8))
+    x = rng.normal(size=(200, 8))
     v1 = write_vectors(tmp_path / "v1.parquet", x)
-    v2 = write_vectors(tmp_path / "v2.parquet", x @ np.linalg.qr(RNG.normal(size=(8, 8)))[0])
+    v2 = write_vectors(tmp_path / "v2.parquet", x @ np.linalg.qr(rng.normal(size=(8, 8)))[0])
     stab = ["stabilize.mode=align"]
     first = subprocess.run(job("stabilize", wh, *stab, f"stabilize.items.path={v1}") + ["--dt", D1],
                            capture_output=True, text=True, cwd=REPO)
@@ -81,8 +70,8 @@ def flaky(df):
     return df.mapInArrow(fail_first_attempt, df.schema)
 
 
-def test_injected_task_failures_give_the_clean_result(spark, tmp_path):
-    x, y = RNG.normal(size=(300, 6)), RNG.normal(size=(300, 6))
+def test_injected_task_failures_give_the_clean_result(spark, tmp_path, rng):
+    x, y = rng.normal(size=(300, 6)), rng.normal(size=(300, 6))
     read = lambda p: spark.read.parquet(p).repartition(3)  # noqa: E731
     t = read(write_vectors(tmp_path / "t.parquet", x))
     prev = read(write_vectors(tmp_path / "p.parquet", y))
@@ -112,10 +101,6 @@ def test_bad_input_through_the_pipeline_registers_nothing(spark, cfg_factory, tm
         pipeline.run_dt(spark, cfg, "2024-01-10")
     assert registry.registered_dts(spark, cfg) == []
     assert tables.list_partitions(spark, tables.qualified(cfg.tables, cfg.tables.sequences)) == []
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if " ERROR " in line]
 
 
 @pytest.mark.slow

@@ -11,8 +11,8 @@ import yaml
 from embedlib import integrity, registry
 from embedlib.cli import run_job
 from embedlib.steps import stabilize as step
-from tests.conftest import REPO
-from tests.test_stabilize import write_vectors
+from tests.helpers import REPO
+from tests.helpers import write_vectors
 
 D1, D2 = "2024-06-01", "2024-06-02"
 ODD_IDS = ["a", "é", "x\ny", " padded ", 'q"uote', "", "日本"]

@@ -5,8 +5,6 @@ import scipy.linalg
 
 from embedlib import linalg
 
-RNG = np.random.default_rng(0)
-
 
 def vectors_df(spark, x, parts=3, ids=None):
     ids = ids if ids is not None else [f"i{k}" for k in range(len(x))]
@@ -19,17 +17,17 @@ def f32(x):
 
 
 @pytest.mark.parametrize("flat_max", [linalg.FLAT_REDUCE_MAX_PARTITIONS, 0])  # 0: the tree
-def test_gram_matches_numpy_in_float64(spark, monkeypatch, flat_max):
+def test_gram_matches_numpy_in_float64(spark, monkeypatch, flat_max, rng):
     monkeypatch.setattr(linalg, "FLAT_REDUCE_MAX_PARTITIONS", flat_max)
-    x = RNG.normal(size=(500, 8)).astype(np.float32)
+    x = rng.normal(size=(500, 8)).astype(np.float32)
     g = linalg.gram(vectors_df(spark, x, parts=5), "vector", 8)
     assert g.n_rows == 500 and g.n_invalid == 0
     np.testing.assert_allclose(g.matrix, f32(x).T @ f32(x), rtol=1e-12)
 
 
-def test_cross_gram_with_transform(spark):
-    a, b = RNG.normal(size=(300, 6)), RNG.normal(size=(300, 6))
-    m = RNG.normal(size=(6, 6))
+def test_cross_gram_with_transform(spark, rng):
+    a, b = rng.normal(size=(300, 6)), rng.normal(size=(300, 6))
+    m = rng.normal(size=(6, 6))
     df = spark.createDataFrame([(f"i{k}", a[k].tolist(), b[k].tolist()) for k in range(300)],
                                "id string, a array<float>, b array<float>").repartition(4)
     cg = linalg.cross_gram(df, "a", "b", 6, m)
@@ -50,19 +48,19 @@ def test_bad_vectors_are_counted_not_summed(spark, monkeypatch, flat_max):
     assert bad == 4
 
 
-def test_apply_transform_keeps_other_columns(spark):
-    x = RNG.normal(size=(50, 4)).astype(np.float32)
-    m = RNG.normal(size=(4, 4))
+def test_apply_transform_keeps_other_columns(spark, rng):
+    x = rng.normal(size=(50, 4)).astype(np.float32)
+    m = rng.normal(size=(4, 4))
     df = vectors_df(spark, x, parts=2).withColumnRenamed("id", "key")
     out = {r.key: r.vector for r in linalg.apply_transform(df, "vector", m).collect()}
     np.testing.assert_allclose(np.array([out[f"i{k}"] for k in range(50)]),
                                (f32(x) @ m).astype(np.float32), rtol=1e-6)
 
 
-def test_row_cosines_match_numpy(spark):
-    a, b = RNG.normal(size=(40, 5)), RNG.normal(size=(40, 5))
+def test_row_cosines_match_numpy(spark, rng):
+    a, b = rng.normal(size=(40, 5)), rng.normal(size=(40, 5))
     a[3] = 0.0  # a zero vector has cosine 0, not NaN
-    m = RNG.normal(size=(5, 5))
+    m = rng.normal(size=(5, 5))
     df = spark.createDataFrame([(f"i{k}", a[k].tolist(), b[k].tolist()) for k in range(40)],
                                "id string, a array<float>, b array<float>").repartition(3)
     rows = {r.id: (r.raw, r.moved) for r in
@@ -78,8 +76,8 @@ def test_row_cosines_match_numpy(spark):
     assert got[3, 0] == 0.0
 
 
-def test_canonical_transforms_match_explicit_svd():
-    t, w = RNG.normal(size=(200, 6)), RNG.normal(size=(150, 6))
+def test_canonical_transforms_match_explicit_svd(rng):
+    t, w = rng.normal(size=(200, 6)), rng.normal(size=(150, 6))
     r_t = linalg.cholesky_factor(t.T @ t).r
     r_w = linalg.cholesky_factor(w.T @ w).r
     np.testing.assert_allclose(r_t.T @ r_t, t.T @ t, rtol=1e-10)
@@ -95,10 +93,10 @@ def test_canonical_transforms_match_explicit_svd():
     np.testing.assert_allclose(tc.T @ tc, np.diag(sig[:6]), atol=1e-9 * sig[0])
 
 
-def test_rank_deficient_gram_falls_back_to_eigh_with_rank():
-    base = RNG.normal(size=(100, 3))
+def test_rank_deficient_gram_falls_back_to_eigh_with_rank(rng):
+    base = rng.normal(size=(100, 3))
     t = np.hstack([base, base[:, :1] * 2.0, np.zeros((100, 1))])  # rank 3 of 5
-    w = RNG.normal(size=(80, 5))
+    w = rng.normal(size=(80, 5))
     f = linalg.cholesky_factor(t.T @ t)
     assert (f.rank, f.method) == (3, "eigh") and f.r.shape == (3, 5)
     np.testing.assert_allclose(f.r.T @ f.r, t.T @ t, atol=1e-9 * np.abs(t.T @ t).max())
@@ -116,10 +114,10 @@ def test_zero_and_nan_grams_are_clear_errors():
         linalg.cholesky_factor(np.full((2, 2), np.nan))
 
 
-def test_procrustes_matches_scipy_and_recovers_rotation():
-    a = RNG.normal(size=(400, 8))
-    q, _ = np.linalg.qr(RNG.normal(size=(8, 8)))
-    b = a @ q + 0.01 * RNG.normal(size=(400, 8))
+def test_procrustes_matches_scipy_and_recovers_rotation(rng):
+    a = rng.normal(size=(400, 8))
+    q, _ = np.linalg.qr(rng.normal(size=(8, 8)))
+    b = a @ q + 0.01 * rng.normal(size=(400, 8))
     o = linalg.procrustes_rotation(a.T @ b)
     ref, _ = scipy.linalg.orthogonal_procrustes(a, b)
     np.testing.assert_allclose(o, ref, atol=1e-12)

@@ -43,7 +43,7 @@ def test_run_pipeline_help_explains_the_flag():
     import subprocess
     import sys
 
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     out = subprocess.run([sys.executable, str(REPO / "jobs" / "run_pipeline.py"), "--help"],
                          capture_output=True, text=True, cwd=REPO)
@@ -52,7 +52,7 @@ def test_run_pipeline_help_explains_the_flag():
 
 def test_pipeline_and_dag_follow_one_step_list():
     from embedlib.steps.order import STEP_NAMES
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     assert tuple(pipeline.STEPS) == STEP_NAMES
     assert all((REPO / "jobs" / f"{name}.py").is_file() for name in STEP_NAMES)  # one job per step

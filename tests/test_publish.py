@@ -1,13 +1,10 @@
 """Publishing: carry-forward with TTL, deltas, reruns, previous-version resolution."""
-import numpy as np
 import pytest
 
 from embedlib import publication, registry, tables
 from embedlib.steps import stabilize as step
 from embedlib.registry import published_table
-from tests.test_stabilize import write_vectors
-
-RNG = np.random.default_rng(5)
+from tests.helpers import write_vectors
 
 
 def pub(spark, cfg, dt):
@@ -60,8 +57,8 @@ def test_nothing_to_carry_never_reads_parent_vectors(spark, max_carried):
 
 
 @pytest.mark.slow
-def test_carry_forward_within_ttl_then_evict(spark, cfg_factory, tmp_path):
-    base = RNG.normal(size=(60, 4))
+def test_carry_forward_within_ttl_then_evict(spark, cfg_factory, tmp_path, rng):
+    base = rng.normal(size=(60, 4))
     ids = [f"i{k}" for k in range(60)]
     cfg = cfg_factory(stabilize={"mode": "align", "items": {"path": write_vectors(tmp_path / "1.parquet", base, ids)}},
                       publish={"ttl_days": 1})
@@ -81,8 +78,8 @@ def test_carry_forward_within_ttl_then_evict(spark, cfg_factory, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("align_on", ["items", "items_and_other"])  # carried users counted / from the join
-def test_two_tower_users_absent_today_are_carried(spark, cfg_factory, tmp_path, align_on):
-    t, w = RNG.normal(size=(40, 4)), RNG.normal(size=(30, 4))
+def test_two_tower_users_absent_today_are_carried(spark, cfg_factory, tmp_path, align_on, rng):
+    t, w = rng.normal(size=(40, 4)), rng.normal(size=(30, 4))
     items, users = [f"i{k}" for k in range(40)], [f"u{k}" for k in range(30)]
 
     cfg = cfg_factory(stabilize={"items": {"path": write_vectors(tmp_path / "t.parquet", t, items)},
@@ -97,8 +94,8 @@ def test_two_tower_users_absent_today_are_carried(spark, cfg_factory, tmp_path, 
 
 
 @pytest.mark.slow
-def test_rerun_of_a_published_dt_is_idempotent(spark, cfg_factory, tmp_path):
-    x = RNG.normal(size=(40, 4))
+def test_rerun_of_a_published_dt_is_idempotent(spark, cfg_factory, tmp_path, rng):
+    x = rng.normal(size=(40, 4))
     cfg = cfg_factory(stabilize={"mode": "align", "items": {"path": write_vectors(tmp_path / "1.parquet", x)}})
     step.run(spark, cfg, "2024-03-01")
     cfg.stabilize.items.path = write_vectors(tmp_path / "2.parquet", x + 0.01)
@@ -113,8 +110,8 @@ def test_rerun_of_a_published_dt_is_idempotent(spark, cfg_factory, tmp_path):
     assert registry.read_version(spark, cfg, "2024-03-02")["item"].parent_dt == "2024-03-01"
 
 
-def test_previous_version_too_old_is_a_new_root(spark, cfg_factory, tmp_path):
-    cfg = cfg_factory(stabilize={"mode": "align", "items": {"path": write_vectors(tmp_path / "1.parquet", RNG.normal(size=(20, 4)))}},
+def test_previous_version_too_old_is_a_new_root(spark, cfg_factory, tmp_path, rng):
+    cfg = cfg_factory(stabilize={"mode": "align", "items": {"path": write_vectors(tmp_path / "1.parquet", rng.normal(size=(20, 4)))}},
                       publish={"max_age_days": 3})
     step.run(spark, cfg, "2024-03-01")
     assert registry.previous_dt(spark, cfg, "2024-03-04") == ("2024-03-01", None)

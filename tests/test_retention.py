@@ -14,7 +14,7 @@ import pytest
 
 from embedlib import registry, tables
 from embedlib.steps import stabilize as step
-from tests.test_stabilize import write_vectors
+from tests.helpers import write_vectors
 
 D1, D2 = "2024-05-01", "2024-05-02"
 POINTS = ("staged", "swapped", "unregistered")

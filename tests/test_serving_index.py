@@ -5,6 +5,7 @@ import pytest
 from embedlib.config import ConfigError, config_from_dict
 from embedlib.serving import EmbeddingIndex, ServingError, UnknownIdError, topk
 from embedlib.serving.backend import BackendError, cupy_status, select_backend
+from tests.helpers import reference_topk
 
 HAS_GPU = cupy_status()[0] is not None
 BACKENDS = ["numpy", pytest.param("cupy", marks=[
@@ -14,20 +15,6 @@ BACKENDS = ["numpy", pytest.param("cupy", marks=[
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     return request.param
-
-
-def reference_topk(queries, matrix, k, exclude_rows=None, metric="dot"):
-    """Full score matrix, rows sorted by (score desc, row asc) one query at a time."""
-    queries, matrix = queries.astype(np.float32), matrix.astype(np.float32)
-    full = queries @ matrix.T
-    if metric == "cosine":
-        q_norm, m_norm = np.linalg.norm(queries, axis=1), np.linalg.norm(matrix, axis=1)
-        full = full / np.where(q_norm > 0, q_norm, 1)[:, None] / np.where(m_norm > 0, m_norm, 1)
-    if exclude_rows is not None:
-        full[np.arange(len(queries)), exclude_rows] = -np.inf
-    row_numbers = np.arange(len(matrix))
-    rows = np.stack([np.lexsort((row_numbers, -scores))[:k] for scores in full])
-    return np.take_along_axis(full, rows, axis=1), rows
 
 
 def make_ids(n):

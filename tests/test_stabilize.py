@@ -2,8 +2,6 @@
 import shutil
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from embedlib import registry, tables
@@ -11,22 +9,9 @@ from embedlib.linalg import LinalgError
 from embedlib.alignment import StabilizeError
 from embedlib.steps import stabilize as step
 from embedlib.registry import published_table
+from tests.helpers import two_tower, write_vectors
 
-RNG = np.random.default_rng(1)
 D1, D2 = "2024-03-01", "2024-03-02"
-
-
-def write_vectors(path, x, ids=None):
-    ids = ids if ids is not None else [f"i{k}" for k in range(len(x))]
-    vec = pa.array([None if v is None else list(map(float, v)) for v in x], type=pa.list_(pa.float32()))
-    pq.write_table(pa.table({"id": pa.array(ids), "vector": vec}), path)
-    return str(path)
-
-
-def two_tower(tmp_path, name, t, w, **stab):
-    return {"stabilize": {"items": {"path": write_vectors(tmp_path / f"{name}_t.parquet", t)},
-                          "other": {"path": write_vectors(tmp_path / f"{name}_w.parquet", w)},
-                          "other_side": "user", **stab}}
 
 
 def published(spark, cfg, dt, side="item"):
@@ -38,9 +23,9 @@ def matrix(d, n):
     return np.array([d[f"i{k}"] for k in range(n)])
 
 
-def test_root_then_chained_version_recovers_the_same_space(spark, cfg_factory, tmp_path):
-    t = RNG.normal(size=(300, 8)) * np.linspace(3, 1, 8)
-    w = RNG.normal(size=(200, 8))
+def test_root_then_chained_version_recovers_the_same_space(spark, cfg_factory, tmp_path, rng):
+    t = rng.normal(size=(300, 8)) * np.linspace(3, 1, 8)
+    w = rng.normal(size=(200, 8))
     cfg1 = cfg_factory(**two_tower(tmp_path, "v1", t, w))
     s1 = step.run(spark, cfg1, D1)
     assert s1["root_reason"] == "no previous version" and s1["mode"] == "canonicalize_align"
@@ -48,7 +33,7 @@ def test_root_then_chained_version_recovers_the_same_space(spark, cfg_factory, t
     np.testing.assert_allclose(t1 @ w1.T, t @ w.T, atol=1e-5 * np.abs(t @ w.T).max())
     assert s1["score_max_rel_err"] < 1e-5
     # Version 2: same scores, vectors scrambled by an invertible map (what a retrain does).
-    a = RNG.normal(size=(8, 8))
+    a = rng.normal(size=(8, 8))
     cfg2 = cfg_factory(**two_tower(tmp_path, "v2", t @ a, w @ np.linalg.inv(a).T))
     cfg2.tables = cfg1.tables
     s2 = step.run(spark, cfg2, D2)
@@ -61,12 +46,12 @@ def test_root_then_chained_version_recovers_the_same_space(spark, cfg_factory, t
     assert rec["item"].n_rows == 300 and rec["item"].metrics["rows_joined"] == 300
 
 
-def test_align_only_recovers_rotation_and_keeps_cosines(spark, cfg_factory, tmp_path):
-    a = RNG.normal(size=(400, 6))
-    q, _ = np.linalg.qr(RNG.normal(size=(6, 6)))
+def test_align_only_recovers_rotation_and_keeps_cosines(spark, cfg_factory, tmp_path, rng):
+    a = rng.normal(size=(400, 6))
+    q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
     cfg = cfg_factory(stabilize={"mode": "align", "items": {"path": write_vectors(tmp_path / "a.parquet", a)}})
     step.run(spark, cfg, D1)
-    b = a @ q + 0.001 * RNG.normal(size=(400, 6))
+    b = a @ q + 0.001 * rng.normal(size=(400, 6))
     cfg.stabilize.items.path = write_vectors(tmp_path / "b.parquet", b)
     summary = step.run(spark, cfg, D2)
     out = matrix(published(spark, cfg, D2), 400)
@@ -75,10 +60,10 @@ def test_align_only_recovers_rotation_and_keeps_cosines(spark, cfg_factory, tmp_
     assert summary["alignment_residual"] < 0.01 and summary["neighbour_overlap_at_10"] > 0.9
 
 
-def test_rank_deficient_input_publishes_no_nan(spark, cfg_factory, tmp_path):
-    base = RNG.normal(size=(100, 3))
+def test_rank_deficient_input_publishes_no_nan(spark, cfg_factory, tmp_path, rng):
+    base = rng.normal(size=(100, 3))
     t = np.hstack([base, base[:, :2], np.zeros((100, 1))])  # rank 3 of 6
-    cfg = cfg_factory(**two_tower(tmp_path, "rd", t, RNG.normal(size=(80, 6))))
+    cfg = cfg_factory(**two_tower(tmp_path, "rd", t, rng.normal(size=(80, 6))))
     summary = step.run(spark, cfg, D1)
     assert summary["rank"] == 3 and summary["factor_items"] == "eigh"
     out = matrix(published(spark, cfg, D1), 100)
@@ -92,8 +77,8 @@ def test_rank_deficient_input_publishes_no_nan(spark, cfg_factory, tmp_path):
     ([float("nan")] * 4, r"1 of 50 vectors are null, not of length 4, or have NaN/Inf \(e.g. ids \['i7'\]\)"),
     ([1.0, 2.0], r"not of length 4"),
 ])
-def test_bad_vectors_stop_or_are_dropped(spark, cfg_factory, tmp_path, bad, message):
-    x = [list(v) for v in RNG.normal(size=(50, 4))]
+def test_bad_vectors_stop_or_are_dropped(spark, cfg_factory, tmp_path, bad, message, rng):
+    x = [list(v) for v in rng.normal(size=(50, 4))]
     x[7] = bad
     cfg = cfg_factory(stabilize={"mode": "align", "items": {"path": write_vectors(tmp_path / "x.parquet", x)}})
     with pytest.raises(StabilizeError, match=message):
@@ -104,24 +89,24 @@ def test_bad_vectors_stop_or_are_dropped(spark, cfg_factory, tmp_path, bad, mess
     assert len(published(spark, cfg, D1)) == 49
 
 
-def test_duplicate_ids_are_an_error(spark, cfg_factory, tmp_path):
-    path = write_vectors(tmp_path / "d.parquet", RNG.normal(size=(3, 2)), ids=["a", "b", "a"])
+def test_duplicate_ids_are_an_error(spark, cfg_factory, tmp_path, rng):
+    path = write_vectors(tmp_path / "d.parquet", rng.normal(size=(3, 2)), ids=["a", "b", "a"])
     cfg = cfg_factory(stabilize={"mode": "align", "items": {"path": path}})
     with pytest.raises(StabilizeError, match=r"ids must be unique.*\('a', 2\)"):
         step.run(spark, cfg, D1)
 
 
-def test_empty_overlap_and_dimension_change(spark, cfg_factory, tmp_path):
-    cfg = cfg_factory(stabilize={"mode": "align", "items": {"path": write_vectors(tmp_path / "1.parquet", RNG.normal(size=(40, 4)))}})
+def test_empty_overlap_and_dimension_change(spark, cfg_factory, tmp_path, rng):
+    cfg = cfg_factory(stabilize={"mode": "align", "items": {"path": write_vectors(tmp_path / "1.parquet", rng.normal(size=(40, 4)))}})
     step.run(spark, cfg, D1)
-    cfg.stabilize.items.path = write_vectors(tmp_path / "2.parquet", RNG.normal(size=(40, 4)),
+    cfg.stabilize.items.path = write_vectors(tmp_path / "2.parquet", rng.normal(size=(40, 4)),
                                              ids=[f"new{k}" for k in range(40)])
     with pytest.raises(StabilizeError, match=r"only 0 of 40 item ids are in the parent version"):
         step.run(spark, cfg, D2)
     assert registry.registered_dts(spark, cfg) == [D1]
     cfg.stabilize.on_low_overlap = "new_root"
     assert step.run(spark, cfg, D2)["root_reason"] == "low overlap"
-    cfg.stabilize.items.path = write_vectors(tmp_path / "3.parquet", RNG.normal(size=(40, 5)))
+    cfg.stabilize.items.path = write_vectors(tmp_path / "3.parquet", rng.normal(size=(40, 5)))
     with pytest.raises(StabilizeError, match="dimension changed from 4 to 5"):
         step.run(spark, cfg, "2024-03-03")
     cfg.stabilize.on_dim_change = "new_root"
@@ -129,10 +114,10 @@ def test_empty_overlap_and_dimension_change(spark, cfg_factory, tmp_path):
     assert summary["root_reason"] == "dimension change 4->5" and summary["parent_dt"] is None
 
 
-def test_quality_gate_stops_before_publishing(spark, cfg_factory, tmp_path):
-    cfg = cfg_factory(stabilize={"mode": "align", "items": {"path": write_vectors(tmp_path / "1.parquet", RNG.normal(size=(60, 4)))}})
+def test_quality_gate_stops_before_publishing(spark, cfg_factory, tmp_path, rng):
+    cfg = cfg_factory(stabilize={"mode": "align", "items": {"path": write_vectors(tmp_path / "1.parquet", rng.normal(size=(60, 4)))}})
     step.run(spark, cfg, D1)
-    cfg.stabilize.items.path = write_vectors(tmp_path / "2.parquet", RNG.normal(size=(60, 4)))
+    cfg.stabilize.items.path = write_vectors(tmp_path / "2.parquet", rng.normal(size=(60, 4)))
     cfg.stabilize.min_stabilized_cosine = 0.9
     with pytest.raises(StabilizeError, match="quality gate: mean stabilized same-id cosine"):
         step.run(spark, cfg, D2)
@@ -140,8 +125,8 @@ def test_quality_gate_stops_before_publishing(spark, cfg_factory, tmp_path):
     assert tables.list_partitions(spark, published_table(cfg, "item")) == [D1]
 
 
-def test_parent_data_deleted_but_registered_is_a_clear_error(spark, cfg_factory, tmp_path):
-    cfg = cfg_factory(stabilize={"mode": "align", "items": {"path": write_vectors(tmp_path / "1.parquet", RNG.normal(size=(30, 4)))}})
+def test_parent_data_deleted_but_registered_is_a_clear_error(spark, cfg_factory, tmp_path, rng):
+    cfg = cfg_factory(stabilize={"mode": "align", "items": {"path": write_vectors(tmp_path / "1.parquet", rng.normal(size=(30, 4)))}})
     step.run(spark, cfg, D1)
     location = registry.read_version(spark, cfg, D1)["item"].location
     shutil.rmtree(location.removeprefix("file:"))
@@ -149,10 +134,10 @@ def test_parent_data_deleted_but_registered_is_a_clear_error(spark, cfg_factory,
         step.run(spark, cfg, D2)
 
 
-def test_neighbour_overlap_is_one_under_rotation_and_low_for_unrelated_vectors():
+def test_neighbour_overlap_is_one_under_rotation_and_low_for_unrelated_vectors(rng):
     from embedlib.alignment import neighbour_overlap
 
-    a = RNG.normal(size=(300, 8))
-    q, _ = np.linalg.qr(RNG.normal(size=(8, 8)))
+    a = rng.normal(size=(300, 8))
+    q, _ = np.linalg.qr(rng.normal(size=(8, 8)))
     assert neighbour_overlap(a, a @ q * 3.0, 10, 50) == pytest.approx(1.0)
-    assert neighbour_overlap(a, RNG.normal(size=(300, 8)), 10, 50) < 0.2
+    assert neighbour_overlap(a, rng.normal(size=(300, 8)), 10, 50) < 0.2
