@@ -183,6 +183,7 @@ def main(argv=None) -> dict:
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+        shutil.rmtree(FOLDER, ignore_errors=True)  # two versions' Parquet: 1 GB at 1M x 128
     c16 = levels.get("16", {})
     return write_results("bench_service", {
         "rows": args.rows, "dim": args.dim, "k": K, "requests_per_level": args.requests,
@@ -209,6 +210,8 @@ def print_readme(r: dict) -> dict:
         print(f"| {c} | {s['qps']:,} | {s['p50_ms']} / {s['p99_ms']} / {s['p99_9_ms']} | {v['qps']:,} "
               f"| {v['p50_ms']} / {v['p99_ms']} / {v['p99_9_ms']} | {level['in_process_topk_qps']:,} "
               f"| {level['service_qps_vs_in_process']} |")
+    print(f"\n`qps_c16` = {r['qps_c16']}, `p99_ms_c16` = {r['p99_ms_c16']}, "
+          f"`service_qps_vs_in_process_c16` = {r['service_qps_vs_in_process_c16']} (target 0.5).")
     sw, mem, m = r["swaps"], r["server_memory_mib"], r["machine"]
     batches = r["micro_batches"]
     print(f"\nDuring {len(sw['swaps'])} hot swaps under a mixed load from 16 clients "
