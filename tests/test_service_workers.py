@@ -12,7 +12,7 @@ import yaml
 
 from embedlib.serving.loadtest import free_port, wait_until_up, write_version
 
-from .conftest import REPO
+from tests.helpers import REPO
 
 IDS = [f"i{j}" for j in range(100)]
 
