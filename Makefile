@@ -11,7 +11,7 @@ FROM   ?= 2024-01-08
 TO     ?= 2024-01-10
 SAMPLE_EVENTS ?= 150000
 
-.PHONY: setup java test test-quick run sample bench clean package test-airflow
+.PHONY: setup java chromium test test-quick run sample bench clean package test-airflow
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,10 @@ java:
 
 setup: $(STAMP) java
 
-test: setup test-airflow
+chromium:
+	@scripts/ensure_chromium.sh
+
+test: setup chromium test-airflow
 	$(PY) -m pytest
 
 test-quick: setup

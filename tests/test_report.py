@@ -1,7 +1,9 @@
 """Run reports: rendered from a real small run's tables, figures checked against the registry."""
 from __future__ import annotations
 
+import html
 import json
+import re
 import shutil
 import subprocess
 
@@ -16,7 +18,7 @@ from embedlib.config import as_dict
 from embedlib.report import build_report, popularity_curve
 from embedlib.sample_data import SampleSpec, write_sample
 from embedlib.steps import build_sequences, stabilize, train_item2vec
-from tests.conftest import make_config
+from tests.helpers import make_config
 
 ROOT_DT, DT = "2024-01-09", "2024-01-10"
 STEPS = (("build_sequences", build_sequences.run), ("train_item2vec", train_item2vec.run),
@@ -123,14 +125,32 @@ def test_console_command_renders_root_and_unknown_dts(spark, run_cfg, tmp_path, 
     assert page.exists() and (out / "2024-01-05" / "sequences.png").exists()
 
 
+CHROMIUM = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="chromium is not installed (make test installs it as root: scripts/ensure_chromium.sh)")
 def test_page_shows_its_plots_in_headless_chromium(report_dir, tmp_path):
     page = report_dir / DT / "index.html"
+    # The same page plus a script that records, once loaded, each <img>'s natural size
+    # (0 x 0 for a missing or broken PNG); --dump-dom prints the DOM after load.
+    probe = page.with_name("probe.html")
+    probe.write_text(page.read_text().replace("</body>", """<script>
+      window.addEventListener("load", () => document.body.setAttribute("data-images", JSON.stringify(
+        [...document.images].map(i => [i.getAttribute("src"), i.naturalWidth, i.naturalHeight]))));
+      </script></body>"""))
+    dom = subprocess.run([*CHROMIUM, f"--user-data-dir={tmp_path / 'p1'}", "--virtual-time-budget=5000",
+                          "--dump-dom", probe.resolve().as_uri()],
+                         check=True, capture_output=True, text=True, timeout=120).stdout
+    images = json.loads(html.unescape(re.search(r'data-images="([^"]*)"', dom).group(1)))
+    assert sorted(src for src, _, _ in images) == sorted(PLOTS)
+    assert all(w > 100 and h > 100 for _, w, h in images), images
+    probe.unlink()
+
     shot = tmp_path / "screenshot.png"
-    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                    "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars",
+    subprocess.run([*CHROMIUM, f"--user-data-dir={tmp_path / 'p2'}", "--hide-scrollbars",
                     "--window-size=1300,3400", f"--screenshot={shot}", page.resolve().as_uri()],
                    check=True, capture_output=True, timeout=120)
     image = imread(shot)

@@ -4,7 +4,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from embedlib.serving import EmbeddingIndex, VectorsError, arrays_from_arrow, read_embeddings
+from embedlib.serving import EmbeddingIndex, ServingError, VectorsError, arrays_from_arrow, read_embeddings
 
 
 def published_table(ids, vectors, value_type=pa.float32()):
@@ -79,5 +79,5 @@ def test_duplicate_ids_and_missing_columns_are_errors(tmp_path):
 
 
 def test_float16_overflow_is_an_error():
-    with pytest.raises(Exception, match="overflow float16"):
+    with pytest.raises(ServingError, match="overflow float16"):
         EmbeddingIndex(["a"], np.array([[1e6, 0]], np.float32), backend="numpy", dtype="float16")

@@ -1,5 +1,6 @@
 """The table layer: atomic, idempotent dt partitions and clear errors."""
 import pytest
+from pyspark.errors import SparkRuntimeException
 
 from embedlib import tables
 from embedlib.config import InputConfig
@@ -24,7 +25,7 @@ def test_failed_write_leaves_partition_unchanged(spark, cfg_factory):
     tables.write_partition(spark, frame(spark, [("a", [1.0])]), table, "2024-01-01")
     failing = frame(spark, [("x", [1.0])]).selectExpr(
         "id", "if(id = 'x', raise_error('boom'), vector) AS vector")
-    with pytest.raises(Exception, match="boom"):
+    with pytest.raises(SparkRuntimeException, match="boom"):
         tables.write_partition(spark, failing, table, "2024-01-01")
     assert [r.id for r in tables.read_partition(spark, table, "2024-01-01").collect()] == ["a"]
 
