@@ -57,8 +57,8 @@ class VersionRecord:
 
     def to_row(self) -> tuple:
         d = asdict(self)
-        d["metrics_json"] = json.dumps(_plain(d.pop("metrics")), sort_keys=True)
-        d["trainer_json"] = json.dumps(_plain(d.pop("trainer")), sort_keys=True)
+        d["metrics_json"] = json.dumps(json_safe(d.pop("metrics")), sort_keys=True)
+        d["trainer_json"] = json.dumps(json_safe(d.pop("trainer")), sort_keys=True)
         d["transform"] = [float(v) for v in np.asarray(self.transform, dtype=np.float64).ravel()]
         d["created_at"] = self.created_at or _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
         names = [c.split()[0] for c in REGISTRY_SCHEMA.split(", ")]
@@ -77,12 +77,12 @@ class VersionRecord:
                    fingerprint=d.get("fingerprint"))
 
 
-def _plain(value):
+def json_safe(value):
     """JSON-safe copy: numpy scalars to Python, NaN/Inf to None."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, (np.floating, float)):
         return float(value) if np.isfinite(value) else None
     if isinstance(value, np.integer):
