@@ -13,7 +13,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from embedlib import linalg
+from embedlib import knn, linalg
 from embedlib.config import StabilizeConfig
 from embedlib.errors import EmbedlibError
 from embedlib.log import get_logger
@@ -247,7 +247,7 @@ def neighbour_overlap(a: np.ndarray, b: np.ndarray, k: int, n_queries: int) -> f
     a, b : ndarray, shape (n, e) - the same ids, row for row, in two versions.
     """
     q = np.arange(min(n_queries, a.shape[0]))
-    na, nb = linalg.nearest_neighbors(a, q, k), linalg.nearest_neighbors(b, q, k)
+    na, nb = knn.nearest_neighbors(a, q, k), knn.nearest_neighbors(b, q, k)
     return float(np.mean([len(set(x) & set(y)) / na.shape[1] for x, y in zip(na, nb)]))
 
 

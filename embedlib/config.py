@@ -23,6 +23,10 @@ class ConfigError(EmbedlibError, ValueError):
     """A config file or override is invalid; the message names the key and its source."""
 
 
+# Similarity metrics of the lookup index, the service and the neighbours job.
+METRICS = ("cosine", "dot")
+
+
 @dataclass
 class SparkConfig:
     master: str = "local[*]"
@@ -97,8 +101,8 @@ class InputConfig:
     min_weight: Optional[float] = None
 
     def __post_init__(self):
-        _check_choice("input.format", self.format, ("csv", "parquet", "table"))
-        _check_choice("input.time_unit", self.time_unit, ("s", "ms", "timestamp"))
+        check_choice("input.format", self.format, ("csv", "parquet", "table"))
+        check_choice("input.time_unit", self.time_unit, ("s", "ms", "timestamp"))
         for name in ("csv_quote", "csv_escape"):
             value = getattr(self, name)
             if len(value) != 1 or value == self.csv_delimiter:
@@ -121,9 +125,8 @@ class SequencesConfig:
     now: Optional[str] = None
 
     def __post_init__(self):
-        for name in ("lookback_days", "max_session_length", "min_sequence_length", "min_count"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"sequences.{name} must be >= 1, got {getattr(self, name)}")
+        check_at_least("sequences", self, ("lookback_days", "max_session_length", "min_sequence_length",
+                                           "min_count"), 1)
         if self.session_gap_seconds < 0:
             raise ConfigError("sequences.session_gap_seconds must be >= 0")
 
@@ -162,7 +165,7 @@ class TrainConfig:
     spark_max_sentence_length: int = 1000
 
     def __post_init__(self):
-        _check_choice("train.trainer", self.trainer, ("gensim", "spark"))
+        check_choice("train.trainer", self.trainer, ("gensim", "spark"))
         for name in ("vector_size", "window", "epochs", "min_count", "workers",
                      "spark_partitions", "spark_max_sentence_length"):
             if getattr(self, name) < 1:
@@ -213,7 +216,7 @@ class VectorSourceConfig:
     dt: Optional[str] = None
 
     def __post_init__(self):
-        _check_choice("stabilize.*.format", self.format, ("parquet", "table"))
+        check_choice("stabilize.*.format", self.format, ("parquet", "table"))
 
 
 @dataclass
@@ -246,13 +249,13 @@ class StabilizeConfig:
     overlap_k: int = 10
 
     def __post_init__(self):
-        _check_choice("stabilize.mode", self.mode, ("auto", "canonicalize_align", "align", "none"))
-        _check_choice("stabilize.other_side", self.other_side, ("context", "user"))
-        _check_choice("stabilize.align_on", self.align_on, ("items", "items_and_other"))
+        check_choice("stabilize.mode", self.mode, ("auto", "canonicalize_align", "align", "none"))
+        check_choice("stabilize.other_side", self.other_side, ("context", "user"))
+        check_choice("stabilize.align_on", self.align_on, ("items", "items_and_other"))
         for key in ("on_low_overlap", "on_dim_change"):
-            _check_choice(f"stabilize.{key}", getattr(self, key), ("error", "new_root"))
-        _check_choice("stabilize.on_rank_deficient", self.on_rank_deficient, ("eigh", "error"))
-        _check_choice("stabilize.on_invalid_vectors", self.on_invalid_vectors, ("error", "drop"))
+            check_choice(f"stabilize.{key}", getattr(self, key), ("error", "new_root"))
+        check_choice("stabilize.on_rank_deficient", self.on_rank_deficient, ("eigh", "error"))
+        check_choice("stabilize.on_invalid_vectors", self.on_invalid_vectors, ("error", "drop"))
         if not 0 <= self.min_overlap_share <= 1:
             raise ConfigError("stabilize.min_overlap_share must be within [0, 1]")
 
@@ -273,7 +276,7 @@ class PublishConfig:
     def __post_init__(self):
         if self.max_age_days < 1 or self.ttl_days < 0:
             raise ConfigError("publish.max_age_days must be >= 1 and publish.ttl_days >= 0")
-        _check_choice("publish.on_damaged_parent", self.on_damaged_parent, ("error", "new_root"))
+        check_choice("publish.on_damaged_parent", self.on_damaged_parent, ("error", "new_root"))
 
 
 @dataclass
@@ -328,17 +331,15 @@ class ServeConfig:
     workers: int = 1
 
     def __post_init__(self):
-        _check_choice("serve.backend", self.backend, ("auto", "numpy", "cupy"))
-        _check_choice("serve.follow", self.follow, ("none", "latest"))
-        _check_choice("serve.dtype", self.dtype, ("float32", "float16"))
-        _check_choice("serve.metric", self.metric, ("cosine", "dot"))
-        _check_choice("serve.unknown_ids", self.unknown_ids, ("error", "zero", "skip"))
-        _check_choice("serve.side", self.side, ("item", "context", "user"))
-        for name in ("k", "max_k", "neighbors_k", "query_batch", "port", "max_body_bytes",
-                     "max_id_length", "max_batch_ids", "max_neighbors", "max_response_bytes",
-                     "batch_max", "workers"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"serve.{name} must be >= 1, got {getattr(self, name)}")
+        check_choice("serve.backend", self.backend, ("auto", "numpy", "cupy"))
+        check_choice("serve.follow", self.follow, ("none", "latest"))
+        check_choice("serve.dtype", self.dtype, ("float32", "float16"))
+        check_choice("serve.metric", self.metric, METRICS)
+        check_choice("serve.unknown_ids", self.unknown_ids, ("error", "zero", "skip"))
+        check_choice("serve.side", self.side, ("item", "context", "user"))
+        check_at_least("serve", self, ("k", "max_k", "neighbors_k", "query_batch", "port", "max_body_bytes",
+                                       "max_id_length", "max_batch_ids", "max_neighbors", "max_response_bytes",
+                                       "batch_max", "workers"), 1)
         if self.k > self.max_k:
             raise ConfigError(f"serve.k ({self.k}) must be <= serve.max_k ({self.max_k})")
         if self.max_chunk_bytes and self.max_chunk_bytes < 4096:
@@ -364,9 +365,7 @@ class ReportConfig:
     histogram_bins: int = 400
 
     def __post_init__(self):
-        for name in ("trend_versions", "max_points", "histogram_bins"):
-            if getattr(self, name) < 2:
-                raise ConfigError(f"report.{name} must be >= 2, got {getattr(self, name)}")
+        check_at_least("report", self, ("trend_versions", "max_points", "histogram_bins"), 2)
 
 
 @dataclass
@@ -386,9 +385,17 @@ class Config:
     source: str = field(default="<defaults>", metadata={"yaml": False})
 
 
-def _check_choice(key: str, value: Any, choices: tuple) -> None:
+def check_choice(key: str, value: Any, choices: tuple, error: type = ConfigError) -> None:
+    """Raise ``error`` naming ``key`` and the allowed values unless ``value`` is one of them."""
     if value not in choices:
-        raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
+        raise error(f"{key} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def check_at_least(section: str, obj: Any, names: tuple, minimum: int) -> None:
+    """Raise ConfigError naming ``section.name`` for the first of ``names`` below ``minimum``."""
+    for name in names:
+        if getattr(obj, name) < minimum:
+            raise ConfigError(f"{section}.{name} must be >= {minimum}, got {getattr(obj, name)}")
 
 
 def load_config(path: str | Path, overrides: Optional[list[str]] = None) -> Config:

@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from embedlib import item2vec
 from embedlib.config import Config, EvaluateConfig
 from embedlib.errors import EmbedlibError
-from embedlib.linalg import nearest_neighbors
+from embedlib.knn import nearest_neighbors
 from embedlib.log import get_logger
 from embedlib.serving.vectors import arrays_from_arrow
 

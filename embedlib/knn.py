@@ -1,4 +1,6 @@
-"""Exact top-k by inner product over memory-bounded chunks, for NumPy and CuPy alike.
+"""The one exact nearest-neighbour routine: top-k by inner product over memory-bounded
+chunks, for NumPy and CuPy alike. The lookup index (embedlib/serving), the neighbours job,
+evaluation and the churn metric all use it, so they rank and break ties the same way.
 
 Scores of a block of queries against a chunk of index rows come from one matmul. The
 first chunk sets a threshold per query (its k-th best score, from a partition); after
@@ -19,6 +21,28 @@ import numpy as np
 # The first chunk only sets each query's threshold; a small one keeps its partition cheap,
 # and the next chunk then brings about k * step / FIRST_CHUNK_ROWS candidates per query.
 FIRST_CHUNK_ROWS = 4096
+
+
+def nearest_neighbors(vectors: np.ndarray, rows: np.ndarray, k: int, batch: int = 1024) -> np.ndarray:
+    """Indices of the ``k`` nearest rows by cosine to each of ``rows``, itself excluded.
+
+    Parameters
+    ----------
+    vectors : ndarray, shape (n, e)
+    rows : ndarray of int, shape (q,)
+    k : int
+    batch : int
+        Queries scored together.
+
+    Returns
+    -------
+    ndarray of int64, shape (q, min(k, n - 1))
+        Nearest first; ties by row index (lower first).
+    """
+    unit = unit_rows(np, np.asarray(vectors))
+    rows = np.asarray(rows, dtype=np.int64)
+    k = min(k, len(unit) - 1)
+    return exact_topk(np, unit[rows], unit, k, exclude_rows=rows, query_batch=batch)[1]
 
 
 def chunk_rows(max_chunk_bytes: int, query_rows: int, n_rows: int) -> int:

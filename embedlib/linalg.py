@@ -41,8 +41,10 @@ def batch_matrix(arr: pa.Array, dim: int) -> Optional[np.ndarray]:
         arr = pa.concat_arrays(arr.chunks)
     if arr.null_count:
         return None
-    offsets = arr.offsets.to_numpy()
-    if len(arr) and not np.all(np.diff(offsets) == dim):
+    if pa.types.is_fixed_size_list(arr.type):
+        if arr.type.list_size != dim:
+            return None
+    elif len(arr) and not np.all(np.diff(arr.offsets.to_numpy()) == dim):
         return None
     values = arr.flatten()
     if values.null_count:
@@ -303,33 +305,6 @@ def low_rank_svd_transforms(r_t: np.ndarray, r_w: np.ndarray, rtol: float = 1e-1
     m_t[:, :rank] = r_w.T @ vt[keep].T * inv_sqrt
     m_w[:, :rank] = r_t.T @ u[:, keep] * inv_sqrt
     return CanonicalTransforms(m_t, m_w, s[keep], rank)
-
-
-def nearest_neighbors(vectors: np.ndarray, rows: np.ndarray, k: int,
-                      batch: int = 1024) -> np.ndarray:
-    """Indices of the ``k`` nearest rows by cosine to each of ``rows``, itself excluded.
-
-    Parameters
-    ----------
-    vectors : ndarray, shape (n, e)
-    rows : ndarray of int, shape (q,)
-
-    Returns
-    -------
-    ndarray of int, shape (q, min(k, n - 1)), nearest first
-    """
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    unit = (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32)
-    k = min(k, len(unit) - 1)
-    out = np.empty((len(rows), k), dtype=np.int64)
-    for start in range(0, len(rows), batch):
-        chunk = rows[start:start + batch]
-        scores = unit[chunk] @ unit.T
-        scores[np.arange(len(chunk)), chunk] = -np.inf
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-        out[start:start + batch] = np.take_along_axis(top, order, axis=1)
-    return out
 
 
 def procrustes_rotation(cross: np.ndarray) -> np.ndarray:

@@ -86,12 +86,12 @@ def from_record(dt: str, record) -> Manifest:
 
 def write_manifests(spark, cfg: Config, dt: str, records: list) -> list[str]:
     """Write the manifest of each record (one per side) atomically; their paths."""
+    from embedlib import tables  # Spark's side only: readers of manifests need no pyspark
+
     jvm = spark.sparkContext._jvm
-    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
     written = []
     for record in records:
-        folder = jvm.org.apache.hadoop.fs.Path(f"{manifest_root(cfg)}/{record.side}")
-        fs = folder.getFileSystem(hadoop_conf)
+        fs, folder = tables.hadoop_fs(spark, f"{manifest_root(cfg)}/{record.side}")
         fs.mkdirs(folder)
         final = jvm.org.apache.hadoop.fs.Path(folder, file_name(dt))
         temp = jvm.org.apache.hadoop.fs.Path(folder, f"_tmp-{uuid.uuid4().hex}{SUFFIX}")

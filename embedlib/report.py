@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from embedlib import linalg, registry, run_stats, tables
 from embedlib.config import Config
 from embedlib.log import get_logger, step
-from embedlib.registry import VersionRecord, _plain
+from embedlib.registry import VersionRecord, json_safe
 from embedlib.steps.train_item2vec import raw_table
 
 log = get_logger(__name__)
@@ -38,7 +38,7 @@ def build_report(spark: SparkSession, cfg: Config, dt: str, out_dir: Optional[st
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob("*.png"):
             stale.unlink()
-        (folder / "report.json").write_text(json.dumps(_plain(figures), indent=1, sort_keys=True, default=str))
+        (folder / "report.json").write_text(json.dumps(json_safe(figures), indent=1, sort_keys=True, default=str))
         page = report_page.render(figures, folder)
     log.info("report for dt=%s: %s", dt, page.resolve())
     return page

@@ -8,7 +8,7 @@ from pyspark.sql import SparkSession
 
 from embedlib import tables
 from embedlib.config import Config
-from embedlib.registry import _plain
+from embedlib.registry import json_safe
 
 SCHEMA = "step string, stats_json string, recorded_at timestamp"
 
@@ -21,7 +21,7 @@ def record(spark: SparkSession, cfg: Config, dt: str, step: str, summary: dict) 
     """Replace ``step``'s row in the dt partition, keeping the other steps' rows."""
     rows = {s: (s, j, t) for s, j, t in _rows(spark, cfg, dt)}
     now = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
-    rows[step] = (step, json.dumps(_plain(summary), sort_keys=True, default=str), now)
+    rows[step] = (step, json.dumps(json_safe(summary), sort_keys=True, default=str), now)
     tables.write_partition(spark, spark.createDataFrame(list(rows.values()), SCHEMA), stats_table(cfg), dt)
 
 

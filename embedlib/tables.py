@@ -211,7 +211,8 @@ def _run_id() -> str:
     return f"{now}-{uuid.uuid4().hex[:8]}"
 
 
-def _hadoop_fs(spark: SparkSession, path: str):
+def hadoop_fs(spark: SparkSession, path: str):
+    """(Hadoop FileSystem, Path) of ``path``: local, HDFS, S3, ... whatever its scheme says."""
     jvm = spark.sparkContext._jvm
     jpath = jvm.org.apache.hadoop.fs.Path(path)
     return jpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), jpath
@@ -219,7 +220,7 @@ def _hadoop_fs(spark: SparkSession, path: str):
 
 def path_exists(spark: SparkSession, path: str) -> bool:
     """Whether ``path`` exists on its filesystem (local, HDFS, S3, ... via Hadoop)."""
-    fs, jpath = _hadoop_fs(spark, path)
+    fs, jpath = hadoop_fs(spark, path)
     return bool(fs.exists(jpath)) or bool(fs.globStatus(jpath))
 
 
@@ -231,7 +232,7 @@ def remove_orphan_runs(spark: SparkSession, table: str, dt: str, keep: Sequence[
     root = table_location(spark, table)
     if root is None:
         return []
-    fs, jpath = _hadoop_fs(spark, f"{root}/{PARTITION_COL}={dt}")
+    fs, jpath = hadoop_fs(spark, f"{root}/{PARTITION_COL}={dt}")
     if not fs.exists(jpath):
         return []
     keep_names = {_run_name(k) for k in [*keep, partition_location(spark, table, dt)] if k}

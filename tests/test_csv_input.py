@@ -44,7 +44,7 @@ def write_log(folder, sequences, t0=T0, **writer_args):
 @pytest.fixture(scope="module")
 def published_cfg(spark, warehouse, tmp_path_factory):
     """The tricky log through build_sequences, train_item2vec and stabilize, one dt."""
-    from tests.conftest import make_config
+    from tests.helpers import make_config
 
     log_dir = write_log(tmp_path_factory.mktemp("csv_ids") / "log", SEQUENCES)
     cfg = make_config(warehouse, input={"path": str(log_dir)},

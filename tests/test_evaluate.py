@@ -9,7 +9,7 @@ import pytest
 from embedlib.config import load_config
 from embedlib.evaluate import (EvaluationError, HoldOut, cluster_purity, evaluate_trainer,
                                next_item_metrics, read_clusters, temporal_holdout)
-from embedlib.linalg import nearest_neighbors
+from embedlib.knn import nearest_neighbors
 from embedlib.sample_data import SampleSpec, planted_clusters, write_sample
 from embedlib.steps import build_sequences, train_item2vec
 from tests.helpers import MOVIELENS, REPO
@@ -128,3 +128,13 @@ def test_movielens_gensim_beats_popularity(spark, cfg_factory):
     report = evaluate_trainer(spark, train_item2vec.extract(spark, cfg, "2018-09-24"), cfg)
     assert report["test_pairs"] > 5000 and report["coverage"] == 1.0
     assert report["hr"] > 1.5 * report["popularity_hr"]
+
+
+def test_nearest_neighbors_break_ties_like_the_lookup_index():
+    from embedlib.serving import EmbeddingIndex
+
+    # rows 1, 2 and 3 are the same vector: equally near row 0, ranked by row index
+    vectors = np.array([[1.0, 0.1], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], np.float32)
+    np.testing.assert_array_equal(nearest_neighbors(vectors, np.array([0]), 3), [[1, 2, 3]])
+    index = EmbeddingIndex([f"r{i}" for i in range(5)], vectors, backend="numpy")
+    assert index.topk(["r0"], k=3, exclude_self=True).ids.tolist() == [["r1", "r2", "r3"]]

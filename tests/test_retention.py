@@ -101,7 +101,7 @@ def test_interrupted_reruns_never_lose_a_registered_version(spark, cfg_factory, 
 
 
 def run_folders(spark, cfg, dt) -> list[str]:
-    fs, path = tables._hadoop_fs(spark, f"{tables.table_location(spark, registry.published_table(cfg, 'item'))}/dt={dt}")
+    fs, path = tables.hadoop_fs(spark, f"{tables.table_location(spark, registry.published_table(cfg, 'item'))}/dt={dt}")
     return sorted(s.getPath().getName() for s in fs.listStatus(path))
 
 

@@ -12,16 +12,15 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
-from embedlib.config import ServeConfig
+from embedlib.config import METRICS, ServeConfig, check_choice
 from embedlib.errors import EmbedlibError
 from embedlib.log import get_logger
-from embedlib.serving import topk as _topk
+from embedlib import knn as _topk
 from embedlib.serving.backend import Backend, select_backend
 from embedlib.serving.vectors import check_vectors, read_embeddings
 
 log = get_logger(__name__)
 
-METRICS = ("cosine", "dot")
 POLICIES = ("error", "zero", "skip")
 DTYPES = ("float32", "float16")
 # Score block bound when max_chunk_bytes is 0, per backend (see ServeConfig).
@@ -101,9 +100,9 @@ class EmbeddingIndex:
                  max_chunk_bytes: int = 0, query_batch: int = 1024):
         ids = np.asarray(ids, dtype=object)
         vectors = np.asarray(vectors)
-        _check_choice("dtype", dtype, DTYPES)
-        _check_choice("metric", metric, METRICS)
-        _check_choice("unknown_ids", unknown_ids, POLICIES)
+        check_choice("dtype", dtype, DTYPES, ServingError)
+        check_choice("metric", metric, METRICS, ServingError)
+        check_choice("unknown_ids", unknown_ids, POLICIES, ServingError)
         check_vectors(ids, vectors)
         with np.errstate(over="ignore"):  # overflow is reported just below
             stored = vectors.astype(dtype, copy=False)
@@ -163,7 +162,7 @@ class EmbeddingIndex:
         unknown_ids : {"error", "zero", "skip"}, default the index's
         """
         metric = metric or self.metric
-        _check_choice("metric", metric, METRICS)
+        check_choice("metric", metric, METRICS, ServingError)
         if _is_vector_batch(queries):
             if exclude_self:
                 raise ServingError("exclude_self needs id queries, not vectors")
@@ -188,7 +187,7 @@ class EmbeddingIndex:
     def _resolve(self, ids: np.ndarray, policy: Optional[str]):
         """(ids kept, their rows, found mask, number unknown) under ``policy``."""
         policy = policy or self.unknown_ids
-        _check_choice("unknown_ids", policy, POLICIES)
+        check_choice("unknown_ids", policy, POLICIES, ServingError)
         rows = self.rows_of(ids)
         found = rows >= 0
         n_unknown = int(len(found) - found.sum())
@@ -231,11 +230,6 @@ def index_options(cfg: ServeConfig) -> dict:
     return {"backend": cfg.backend, "dtype": cfg.dtype, "metric": cfg.metric,
             "unknown_ids": cfg.unknown_ids, "max_chunk_bytes": cfg.max_chunk_bytes,
             "query_batch": cfg.query_batch}
-
-
-def _check_choice(key: str, value, choices: tuple) -> None:
-    if value not in choices:
-        raise ServingError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
 
 
 def _as_id_array(ids) -> np.ndarray:

@@ -15,6 +15,7 @@ from typing import Optional
 
 import numpy as np
 
+from embedlib import manifest
 from embedlib.serving.limits import VERSION_HEADER
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -136,7 +137,7 @@ def thread_server(app, port: int) -> tuple:
 
 
 def write_version(root: str, dt: str, folder, ids, vectors: np.ndarray, side: str = "item",
-                  **manifest_fields) -> "manifest.Manifest":
+                  **manifest_fields) -> manifest.Manifest:
     """A version without Spark, for tests and benchmarks: ``folder``/part-0.parquet with
     (id, vector) and its manifest under ``root`` (fields overridable, e.g. a wrong n_rows)."""
     from pathlib import Path
@@ -144,7 +145,7 @@ def write_version(root: str, dt: str, folder, ids, vectors: np.ndarray, side: st
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from embedlib import integrity, manifest
+    from embedlib import integrity
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -159,7 +160,7 @@ def write_version(root: str, dt: str, folder, ids, vectors: np.ndarray, side: st
     return write_manifest(root, manifest.Manifest(**{**fields, **manifest_fields}))
 
 
-def write_manifest(root: str, m: "manifest.Manifest") -> "manifest.Manifest":
+def write_manifest(root: str, m: manifest.Manifest) -> manifest.Manifest:
     """``m`` under the local manifests folder ``root`` (as registry.register would)."""
     from pathlib import Path
 

@@ -24,14 +24,14 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from embedlib import __version__
-from embedlib.config import ServeConfig
+from embedlib.config import METRICS, ServeConfig
 from embedlib.manifest import ManifestError
 from embedlib.serving import limits
 from embedlib.serving.batching import MicroBatcher
 from embedlib.serving.follow import ServedVersion, VersionFollower
 from embedlib.serving.index import EmbeddingIndex, ServingError, TopKResult, UnknownIdError
 
-Metric = Literal["cosine", "dot"]
+Metric = Literal[METRICS]
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 

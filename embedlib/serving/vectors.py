@@ -1,8 +1,8 @@
 """Published vectors from Arrow / Parquet into (ids, matrix) arrays, checked, without Spark.
 
 A published version is a Parquet folder with columns ``id string`` and ``vector
-array<float>`` (other columns are ignored). The list column's values buffer is flattened
-and reshaped to (n, e) in one step; no per-row Python.
+array<float>`` (other columns are ignored). The list column becomes an (n, e) matrix through
+``linalg.batch_matrix``, the one Arrow list -> matrix converter (no per-row Python).
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
 from embedlib.errors import EmbedlibError
+from embedlib.linalg import batch_matrix
 
 ID_COL, VECTOR_COL = "id", "vector"
 
@@ -90,20 +91,23 @@ def arrays_from_arrow(table: Union[pa.Table, pa.RecordBatch], id_col: str = ID_C
     if not pa.types.is_list(lists.type) and not pa.types.is_large_list(lists.type) \
             and not pa.types.is_fixed_size_list(lists.type):
         raise VectorsError(f"column {vector_col!r} must be a list of floats, not {lists.type}")
+    dim = 0 if lists.is_null()[0].as_py() else len(lists[0])
+    vectors = batch_matrix(lists, dim) if dim else None
+    if vectors is None:
+        raise VectorsError(_why_not_a_matrix(lists, ids, dim))
+    return ids, vectors
+
+
+def _why_not_a_matrix(lists: pa.Array, ids: np.ndarray, dim: int) -> str:
+    """Why linalg.batch_matrix refused ``lists``: the first bad row, named by its id."""
     if lists.null_count:
-        raise VectorsError(f"id {ids[_first(lists.is_null())]!r} has a null vector")
+        return f"id {ids[_first(lists.is_null())]!r} has a null vector"
     lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
-    dim = int(lengths[0])
     if dim == 0 or (lengths != dim).any():
         bad = 0 if dim == 0 else int(np.flatnonzero(lengths != dim)[0])
-        raise VectorsError(f"vectors must all have the same length > 0: id {ids[bad]!r} has "
-                           f"{int(lengths[bad])} values, id {ids[0]!r} has {dim}")
-    values = lists.flatten()
-    if values.null_count:
-        raise VectorsError(f"id {ids[_first(values.is_null()) // dim]!r} has a null value "
-                           "in its vector")
-    vectors = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    return ids, vectors.reshape(len(ids), dim)
+        return (f"vectors must all have the same length > 0: id {ids[bad]!r} has "
+                f"{int(lengths[bad])} values, id {ids[0]!r} has {dim}")
+    return f"id {ids[_first(lists.flatten().is_null()) // dim]!r} has a null value in its vector"
 
 
 def check_vectors(ids: np.ndarray, vectors: np.ndarray, what: str = "embeddings") -> None:
