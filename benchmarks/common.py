@@ -14,6 +14,15 @@ RESULTS = Path(__file__).resolve().parent / "results"
 WORK = Path(__file__).resolve().parent / "work"
 
 
+def load_average() -> float | None:
+    """The 1-minute load average now (None where the OS has none)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+# Taken when a benchmark imports this module, i.e. when it starts.
+LOAD_AT_START = load_average()
+
+
 def machine() -> dict:
     """What the figures were measured on (cores matter: these machines are small and shared)."""
     versions = {}
@@ -22,10 +31,10 @@ def machine() -> dict:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "python": sys.version.split()[0],
-            "load_average_1m_at_start": load, "versions": versions}
+            "load_average_1m_at_start": LOAD_AT_START, "load_average_1m_at_end": load_average(),
+            "versions": versions}
 
 
 def timed(fn: Callable, *args, **kwargs) -> tuple[float, object]:
