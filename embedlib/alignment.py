@@ -27,7 +27,17 @@ class StabilizeError(EmbedlibError):
 
 @dataclass
 class Side:
-    """One matrix: today's raw vectors and, when there is one, the parent version's."""
+    """One matrix: today's raw vectors and, when there is one, the parent version's.
+
+    Attributes
+    ----------
+    name : str
+        For messages, e.g. "items".
+    df : DataFrame with columns id string, vector array<float>
+        Today's raw vectors.
+    prev_df : DataFrame with columns id string, vector array<float>, optional
+        The parent version's published vectors.
+    """
 
     name: str
     df: DataFrame
@@ -36,6 +46,23 @@ class Side:
 
 @dataclass
 class Stabilized:
+    """What ``stabilize`` gives: the transformed frames, the transforms and the metrics.
+
+    Attributes
+    ----------
+    items_df : DataFrame
+        The items' columns, ``vector`` replaced by vector @ transform_items (float32). Lazy.
+    other_df : DataFrame or None
+        The same for the other side, by transform_other.
+    transform_items : ndarray, shape (e, e), float64
+    transform_other : ndarray, shape (e, e), float64, or None
+    mode : {"canonicalize_align", "align", "none"}
+    root_reason : str or None
+    metrics : dict of str to float, int or str
+    cosines_df : DataFrame with columns id string, raw double, stabilized double, or None
+    item_ids, other_ids : DataFrame with column id string, or None
+    """
+
     items_df: DataFrame
     other_df: Optional[DataFrame]
     transform_items: np.ndarray  # (e, e): published = raw @ transform_items
@@ -52,6 +79,23 @@ class Stabilized:
 
 
 def vector_dim(df: DataFrame, name: str) -> int:
+    """The length of the first non-null vector of ``df`` (the Gram pass checks the others).
+
+    Parameters
+    ----------
+    df : DataFrame with column vector array<float>
+    name : str
+        For messages.
+
+    Returns
+    -------
+    int, > 0
+
+    Raises
+    ------
+    StabilizeError
+        ``df`` has no non-null vector, or that vector is empty.
+    """
     row = df.select(F.size("vector").alias("n")).where(F.col("vector").isNotNull()).first()
     if row is None:
         raise StabilizeError(f"{name}: no vectors to stabilize (empty input)")
@@ -61,7 +105,28 @@ def vector_dim(df: DataFrame, name: str) -> int:
 
 
 def checked_gram(side: Side, dim: int, cfg: StabilizeConfig) -> tuple[Side, linalg.Gram]:
-    """Gram of a side; bad vectors (null, wrong length, NaN/Inf) stop the job or are dropped."""
+    """Gram of a side; bad vectors (null, wrong length, NaN/Inf) stop the job or are dropped.
+
+    Parameters
+    ----------
+    side : Side
+        ``side.df`` with columns id string, vector array<float> of length dim.
+    dim : int
+    cfg : StabilizeConfig
+        ``on_invalid_vectors`` ("error" or "drop").
+
+    Returns
+    -------
+    side : Side
+        ``side``, without its bad rows when they were dropped.
+    gram : linalg.Gram
+        Of the valid vectors.
+
+    Raises
+    ------
+    StabilizeError
+        Bad vectors under "error" (the message gives example ids), or no valid vector.
+    """
     g = linalg.gram(side.df, "vector", dim)
     if g.n_invalid:
         examples = [r.id for r in side.df.where(linalg.invalid_vector("vector", dim)).select("id").limit(3).collect()]
@@ -79,7 +144,31 @@ def checked_gram(side: Side, dim: int, cfg: StabilizeConfig) -> tuple[Side, lina
 
 
 def canonical_transforms(g_t, g_w, cfg: StabilizeConfig, names=("items", "other")) -> tuple:
-    """(M_T, M_W, metrics) of the low-rank SVD of T W^T from the two Gram matrices."""
+    """(M_T, M_W, metrics) of the low-rank SVD of T W^T from the two Gram matrices.
+
+    Parameters
+    ----------
+    g_t, g_w : linalg.Gram
+        T^T T and W^T W, both of dimension e.
+    cfg : StabilizeConfig
+        ``gram_rcond`` and ``on_rank_deficient``.
+    names : (str, str)
+        The two sides, for messages.
+
+    Returns
+    -------
+    m_t, m_w : ndarray, shape (e, e), float64
+        See ``linalg.low_rank_svd_transforms``.
+    metrics : dict
+        gram_condition_items, gram_condition_other (float), factor_items, factor_other
+        ("cholesky" or "eigh"), rank, dim (int).
+
+    Raises
+    ------
+    linalg.LinalgError
+        A Gram matrix has NaN/Inf, is zero or (under on_rank_deficient=error) is rank
+        deficient; or T W^T is zero.
+    """
     f_t = linalg.cholesky_factor(g_t.matrix, cfg.gram_rcond, cfg.on_rank_deficient, names[0])
     f_w = linalg.cholesky_factor(g_w.matrix, cfg.gram_rcond, cfg.on_rank_deficient, names[1])
     canon = linalg.low_rank_svd_transforms(f_t.r, f_w.r)
@@ -96,14 +185,51 @@ def canonical_transforms(g_t, g_w, cfg: StabilizeConfig, names=("items", "other"
 
 
 def join_previous(side: Side) -> DataFrame:
-    """Today's raw vectors ``t`` next to the parent's published vectors ``b``, on shared ids."""
+    """Today's raw vectors ``t`` next to the parent's published vectors ``b``, on shared ids.
+
+    Parameters
+    ----------
+    side : Side
+        With ``prev_df``; ids unique on both sides.
+
+    Returns
+    -------
+    DataFrame with columns id string, t array<float>, b array<float>
+        Inner join on id. Lazy.
+    """
     prev = side.prev_df.select("id", F.col("vector").alias("b"))
     return side.df.select("id", F.col("vector").alias("t")).join(prev, on="id", how="inner")
 
 
 def stabilize(items: Side, other: Optional[Side], cfg: StabilizeConfig,
               prev_dim: Optional[int] = None) -> Stabilized:
-    """Canonicalize and/or align today's vectors to the parent version, with quality metrics."""
+    """Canonicalize and/or align today's vectors to the parent version, with quality metrics.
+
+    Parameters
+    ----------
+    items : Side
+        Item vectors; ``prev_df`` the parent version's published ones, None for a root.
+    other : Side, optional
+        The second matrix (Item2Vec context or two-tower user vectors), same length e.
+    cfg : StabilizeConfig
+    prev_dim : int, optional
+        The parent version's vector length; a different e makes a root or raises
+        (``on_dim_change``).
+
+    Returns
+    -------
+    Stabilized
+        ``metrics`` holds at least dim, rows_items, mode, score_max_rel_err, score_pairs.
+
+    Raises
+    ------
+    StabilizeError
+        Vector lengths differ between the sides; mode canonicalize_align without ``other``;
+        invalid vectors, low overlap or a dimension change under "error"; the parent has
+        invalid vectors on shared ids; a quality gate failed.
+    linalg.LinalgError
+        From the factorizations (see ``canonical_transforms``).
+    """
     dim = vector_dim(items.df, items.name)
     if other is not None and vector_dim(other.df, other.name) != dim:
         raise StabilizeError(f"{items.name} and {other.name} vectors have different lengths")
@@ -196,6 +322,24 @@ def score_preservation(items_df, other_df, f_t, f_w, cfg: StabilizeConfig) -> di
     """Max |S_new - S_raw| / max |S_raw| over sampled pairs, with float32 storage of S_new.
 
     S = T W^T (item x other) when there is a second matrix, else T T^T (item x item).
+
+    Parameters
+    ----------
+    items_df : DataFrame with column vector array<float> of length e
+        Raw T; valid vectors.
+    other_df : DataFrame with column vector array<float> of length e, or None
+        Raw W.
+    f_t : ndarray, shape (e, e)
+        Published T = raw T @ f_t.
+    f_w : ndarray, shape (e, e), or None
+        Published W = raw W @ f_w; unused when ``other_df`` is None.
+    cfg : StabilizeConfig
+        ``score_sample``: the first rows of each side used.
+
+    Returns
+    -------
+    dict
+        score_max_rel_err (float; 0 when S_raw is zero), score_pairs (int).
     """
     t = _sample_matrix(items_df, cfg.score_sample)
     w, f_other = (_sample_matrix(other_df, cfg.score_sample), f_w) if other_df is not None else (t, f_t)
@@ -214,8 +358,27 @@ def _sample_matrix(df: DataFrame, n: int) -> np.ndarray:
 
 
 def same_id_metrics(joined: DataFrame, f_t: np.ndarray, dim: int, cfg: StabilizeConfig) -> tuple:
-    """(persisted per-id cosines, metrics): same-id cosine to the parent, raw and stabilized,
-    and neighbour overlap@k on a sample of the shared ids."""
+    """Same-id cosines to the parent, raw and stabilized, and neighbour overlap@k on shared ids.
+
+    Parameters
+    ----------
+    joined : DataFrame with columns id string, t array<float>, b array<float> of length dim
+        ``join_previous``'s frame; valid vectors.
+    f_t : ndarray, shape (dim, dim)
+        Stabilized = t @ f_t.
+    dim : int
+    cfg : StabilizeConfig
+        ``overlap_sample``, ``overlap_k``, ``overlap_queries``.
+
+    Returns
+    -------
+    cosines_df : DataFrame with columns id string, raw double, stabilized double
+        Persisted; the caller unpersists it.
+    metrics : dict
+        cosine_raw_mean, cosine_raw_median, cosine_raw_p5 and the same for stabilized
+        (float); neighbour_overlap_at_<k> (float) and overlap_sample (int) when the sample
+        has more than k rows.
+    """
     cos_df = linalg.row_cosines(joined, "t", "b", dim, {"raw": None, "stabilized": f_t}, keep=["id"])
     cos_df = cos_df.persist(StorageLevel.MEMORY_AND_DISK)
     aggs = []
@@ -244,7 +407,16 @@ def neighbour_overlap(a: np.ndarray, b: np.ndarray, k: int, n_queries: int) -> f
 
     Parameters
     ----------
-    a, b : ndarray, shape (n, e) - the same ids, row for row, in two versions.
+    a, b : ndarray, shape (n, e), float
+        The same ids, row for row, in two versions.
+    k : int
+        At most n - 1 neighbours are used.
+    n_queries : int
+        The first min(n_queries, n) rows are the queries.
+
+    Returns
+    -------
+    float, in [0, 1]
     """
     q = np.arange(min(n_queries, a.shape[0]))
     na, nb = knn.nearest_neighbors(a, q, k), knn.nearest_neighbors(b, q, k)

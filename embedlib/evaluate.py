@@ -38,8 +38,16 @@ class EvaluationError(EmbedlibError):
 class HoldOut:
     """Training sequences before the cut and the held-out transitions after it.
 
-    queries, targets : ndarray of str, shape (p,) -- previous and next item of each pair
-    popular : ndarray of str, shape (k + 1,) -- training items by count, most frequent first
+    Attributes
+    ----------
+    train_df : DataFrame
+        The sequences (tables.sequences columns) that start before the cut.
+    queries, targets : ndarray, shape (p,), object (str)
+        Previous and next item of each held-out pair.
+    popular : ndarray, shape (k + 1,) or fewer, object (str)
+        Training items by count, most frequent first (ties by id).
+    cut_time : str
+        The cut, ISO format with its zone.
     """
 
     train_df: DataFrame
@@ -50,7 +58,26 @@ class HoldOut:
 
 
 def cut_timestamp(sequences_df: DataFrame, eval_cfg: EvaluateConfig) -> _dt.datetime:
-    """The configured cut, or the start time below which 1 - test_share of sequences lie."""
+    """The configured cut, or the start time below which 1 - test_share of sequences lie.
+
+    Parameters
+    ----------
+    sequences_df : DataFrame with column start_ts timestamp
+    eval_cfg : EvaluateConfig
+        ``cut_time`` (ISO; UTC when it has no zone) or ``test_share``.
+
+    Returns
+    -------
+    datetime
+        Timezone-aware.
+
+    Raises
+    ------
+    EvaluationError
+        No cut_time and no sequences.
+    ValueError
+        ``cut_time`` is not an ISO timestamp.
+    """
     if eval_cfg.cut_time:
         cut = _dt.datetime.fromisoformat(eval_cfg.cut_time)
         return cut if cut.tzinfo else cut.replace(tzinfo=_dt.timezone.utc)
@@ -62,7 +89,22 @@ def cut_timestamp(sequences_df: DataFrame, eval_cfg: EvaluateConfig) -> _dt.date
 
 
 def held_out_pairs(test_df: DataFrame, vocab_df: DataFrame, max_per_user: int) -> DataFrame:
-    """Consecutive (query, target) pairs of ``test_df`` with both items in ``vocab_df.id``."""
+    """Consecutive (query, target) pairs of ``test_df`` with both items in ``vocab_df.id``.
+
+    Pairs of an item with itself are left out.
+
+    Parameters
+    ----------
+    test_df : DataFrame with columns user_id string, session_id string, start_ts timestamp, items array<string>
+    vocab_df : DataFrame with column id string
+    max_per_user : int
+        Pairs kept per user, earliest first (start_ts, session_id, position); 0 keeps all.
+
+    Returns
+    -------
+    DataFrame with columns query string, target string
+        Lazy.
+    """
     steps = F.sequence(F.lit(2), F.size("items"))
     pair = lambda i: F.struct(F.element_at("items", i - 1).alias("query"),  # noqa: E731
                               F.element_at("items", i).alias("target"), i.alias("pos"))
@@ -83,7 +125,24 @@ def held_out_pairs(test_df: DataFrame, vocab_df: DataFrame, max_per_user: int) -
 
 
 def temporal_holdout(sequences_df: DataFrame, eval_cfg: EvaluateConfig) -> HoldOut:
-    """Split ``sequences_df`` (tables.sequences columns) at the cut time."""
+    """Split ``sequences_df`` (tables.sequences columns) at the cut time.
+
+    Parameters
+    ----------
+    sequences_df : DataFrame with columns user_id string, session_id string, start_ts timestamp, items array<string>
+    eval_cfg : EvaluateConfig
+        ``cut_time``, ``test_share``, ``k``, ``max_pairs_per_user``.
+
+    Returns
+    -------
+    HoldOut
+        Test pairs start at or after the cut, with both items seen in training.
+
+    Raises
+    ------
+    EvaluationError
+        No sequence, no training sequence before the cut, or no test pair after it.
+    """
     cut = cut_timestamp(sequences_df, eval_cfg)
     before = F.col("start_ts") < F.lit(cut)
     train_df = sequences_df.where(before)
@@ -104,7 +163,22 @@ def temporal_holdout(sequences_df: DataFrame, eval_cfg: EvaluateConfig) -> HoldO
 
 
 def vectors_to_numpy(item_df: DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, vectors) of an embedding DataFrame: shapes (n,) of str and (n, e) float32."""
+    """(ids, vectors) of an embedding DataFrame: shapes (n,) of str and (n, e) float32.
+
+    Parameters
+    ----------
+    item_df : DataFrame with columns id string, vector array<float> of one length e
+
+    Returns
+    -------
+    ids : ndarray, shape (n,), object (str)
+    vectors : ndarray, shape (n, e), float32
+
+    Raises
+    ------
+    VectorsError
+        No rows, a null id, or a null, ragged or null-element vector.
+    """
     return arrays_from_arrow(item_df.select("id", "vector").toArrow())
 
 
@@ -121,9 +195,17 @@ def next_item_metrics(ids: np.ndarray, vectors: np.ndarray, holdout: HoldOut, k:
     Parameters
     ----------
     ids : ndarray of str, shape (n,)
-    vectors : ndarray, shape (n, e)
+    vectors : ndarray, shape (n, e), float
     holdout : HoldOut
         A query without a vector is a miss (``coverage`` is the share that had one).
+    k : int
+        At most n - 1 neighbours are used.
+
+    Returns
+    -------
+    dict
+        hr, ndcg, popularity_hr, popularity_ndcg, coverage (float), test_pairs, k (int),
+        cut_time (str).
     """
     index = {item_id: i for i, item_id in enumerate(ids)}
     q_idx = np.array([index.get(q, -1) for q in holdout.queries], dtype=np.int64)
@@ -149,7 +231,17 @@ def _popular_rank(popular: np.ndarray, query: str, target: str, k: int) -> int:
 
 
 def read_clusters(path: str | Path) -> dict[str, int]:
-    """Planted clusters (sample_data.write_sample's items.csv): {item_id: cluster}."""
+    """Planted clusters (sample_data.write_sample's items.csv): {item_id: cluster}.
+
+    Parameters
+    ----------
+    path : str or Path
+        CSV with a header and columns item_id (string), cluster (int64).
+
+    Returns
+    -------
+    dict of str to int
+    """
     options = pacsv.ConvertOptions(column_types={"item_id": pa.string(), "cluster": pa.int64()})
     table = pacsv.read_csv(path, convert_options=options)
     return dict(zip(table["item_id"].to_pylist(), table["cluster"].to_pylist()))
@@ -162,13 +254,23 @@ def cluster_purity(ids: np.ndarray, vectors: np.ndarray, clusters: dict[str, int
     Parameters
     ----------
     ids : ndarray of str, shape (n,)
-    vectors : ndarray, shape (n, e)
-    clusters : {item_id: cluster}; items without a cluster are left out as queries and
-        count as a different cluster as neighbours.
+    vectors : ndarray, shape (n, e), float
+    clusters : dict of str to int
+        {item_id: cluster}, clusters >= 0; items without a cluster are left out as queries
+        and count as a different cluster as neighbours.
+    k : int
+        At most n - 1 neighbours are used.
 
     Returns
     -------
-    dict: purity (mean share), items (queries), random (purity of random neighbours).
+    dict
+        purity (float, mean share), items (int, queries), k (int, neighbours used),
+        random (float, purity of random neighbours).
+
+    Raises
+    ------
+    EvaluationError
+        No item with a cluster has a vector, or fewer than 2 vectors.
     """
     labels = np.array([clusters.get(i, -1) for i in ids], dtype=np.int64)
     rows = np.flatnonzero(labels >= 0)
@@ -187,6 +289,29 @@ def evaluate_holdout(spark: SparkSession, holdout: HoldOut, cfg: Config,
 
     ``wall_seconds`` covers the whole trainer (corpus export, vocabulary, training and
     the vectors back on the driver), the figure to compare trainers by.
+
+    Parameters
+    ----------
+    spark : SparkSession
+    holdout : HoldOut
+    cfg : Config
+        ``train`` and ``evaluate`` (k, clusters_path).
+    name : str
+        Corpus name of the trainer's export.
+
+    Returns
+    -------
+    dict
+        trainer, wall_seconds, train_seconds, words_per_second, vocab_size, corpus_tokens,
+        the keys of ``next_item_metrics``, and cluster_<key> for each key of
+        ``cluster_purity`` when evaluate.clusters_path is set.
+
+    Raises
+    ------
+    item2vec.TrainInputError
+        The training sequences cannot give a model.
+    EvaluationError
+        From ``cluster_purity``.
     """
     started = time.perf_counter()
     result = item2vec.train(spark, holdout.train_df, cfg.train, corpus_name=name)
@@ -204,5 +329,24 @@ def evaluate_holdout(spark: SparkSession, holdout: HoldOut, cfg: Config,
 
 def evaluate_trainer(spark: SparkSession, sequences_df: DataFrame, cfg: Config,
                      name: str = "eval") -> dict:
-    """Split ``sequences_df`` at the cut, train cfg.train before it, score the pairs after."""
+    """Split ``sequences_df`` at the cut, train cfg.train before it, score the pairs after.
+
+    Parameters
+    ----------
+    spark : SparkSession
+    sequences_df : DataFrame with columns user_id string, session_id string, start_ts timestamp, items array<string>
+    cfg : Config
+    name : str
+        Corpus name of the trainer's export.
+
+    Returns
+    -------
+    dict
+        As ``evaluate_holdout``.
+
+    Raises
+    ------
+    EvaluationError, item2vec.TrainInputError
+        As ``temporal_holdout`` and ``evaluate_holdout``.
+    """
     return evaluate_holdout(spark, temporal_holdout(sequences_df, cfg.evaluate), cfg, name)

@@ -28,9 +28,11 @@ def nearest_neighbors(vectors: np.ndarray, rows: np.ndarray, k: int, batch: int 
 
     Parameters
     ----------
-    vectors : ndarray, shape (n, e)
+    vectors : ndarray, shape (n, e), float
+        Scored as float32 unit rows.
     rows : ndarray of int, shape (q,)
     k : int
+        At most n - 1 neighbours are returned.
     batch : int
         Queries scored together.
 
@@ -46,7 +48,19 @@ def nearest_neighbors(vectors: np.ndarray, rows: np.ndarray, k: int, batch: int 
 
 
 def chunk_rows(max_chunk_bytes: int, query_rows: int, n_rows: int) -> int:
-    """Index rows per chunk so that one (query_rows, chunk) float32 block fits the bound."""
+    """Index rows per chunk so that one (query_rows, chunk) float32 block fits the bound.
+
+    Parameters
+    ----------
+    max_chunk_bytes : int
+    query_rows : int
+    n_rows : int
+        Rows of the index.
+
+    Returns
+    -------
+    int, in [1, max(n_rows, 1)]
+    """
     return int(max(1, min(n_rows, max_chunk_bytes // (4 * max(query_rows, 1)))))
 
 
@@ -78,7 +92,7 @@ def exact_topk(xp, queries, matrix, k: int, *, inv_norms=None, exclude_rows=None
     scores : ndarray, shape (b, k), float32
         Best first; ties in index-row order.
     rows : ndarray, shape (b, k), int64
-        Rows of ``matrix``; -1 where fewer than k rows were allowed.
+        Rows of ``matrix``; -1 (score -inf) where fewer than k rows were allowed.
     """
     b = queries.shape[0]
     scores = xp.empty((b, k), dtype=xp.float32)
@@ -186,7 +200,20 @@ def _stable_argsort(xp, a):
 
 
 def row_inv_norms(xp, matrix, step: int = 65536):
-    """1 / L2 norm of each row of ``matrix`` (0 for a zero row), float32, shape (n,)."""
+    """1 / L2 norm of each row of ``matrix`` (0 for a zero row), float32, shape (n,).
+
+    Parameters
+    ----------
+    xp : module
+        ``numpy`` or ``cupy``; ``matrix`` belongs to it.
+    matrix : ndarray, shape (n, e), float32 or float16
+    step : int
+        Rows per pass (bounds the float32 temporary).
+
+    Returns
+    -------
+    ndarray, shape (n,), float32
+    """
     n = matrix.shape[0]
     out = xp.empty(n, dtype=xp.float32)
     for start in range(0, n, step):
@@ -197,7 +224,19 @@ def row_inv_norms(xp, matrix, step: int = 65536):
 
 
 def unit_rows(xp, vectors):
-    """``vectors`` scaled to unit L2 norm per row (zero rows stay zero), float32."""
+    """``vectors`` scaled to unit L2 norm per row (zero rows stay zero), float32.
+
+    Parameters
+    ----------
+    xp : module
+        ``numpy`` or ``cupy``; ``vectors`` belongs to it.
+    vectors : ndarray, shape (n, e), float
+
+    Returns
+    -------
+    ndarray, shape (n, e), float32
+        A new array.
+    """
     vectors = vectors.astype(xp.float32, copy=False)
     inv = row_inv_norms(xp, vectors)
     return vectors * inv[:, None]

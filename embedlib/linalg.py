@@ -34,8 +34,17 @@ class LinalgError(EmbedlibError):
 def batch_matrix(arr: pa.Array, dim: int) -> Optional[np.ndarray]:
     """The list<float> column ``arr`` as an (n, dim) float32 matrix, or None if any row is bad.
 
-    Bad: a null vector, a length other than ``dim``, a null element. NaN/Inf are not checked
-    here (see ``finite_rows``).
+    Parameters
+    ----------
+    arr : pyarrow Array or ChunkedArray of list, large_list or fixed_size_list of float, length n
+    dim : int
+
+    Returns
+    -------
+    ndarray, shape (n, dim), float32, or None
+        None when a vector is null, of a length other than ``dim``, or has a null element.
+        NaN/Inf are not checked here (``invalid_vector``, ``row_sums`` do). For float32
+        values the matrix is a read-only view of the Arrow buffer.
     """
     if isinstance(arr, pa.ChunkedArray):
         arr = pa.concat_arrays(arr.chunks)
@@ -53,7 +62,19 @@ def batch_matrix(arr: pa.Array, dim: int) -> Optional[np.ndarray]:
 
 
 def list_column(matrix: np.ndarray, like: pa.DataType) -> pa.Array:
-    """An (n, e) matrix as a list column of Arrow type ``like`` (float32 values)."""
+    """An (n, e) matrix as a list column of Arrow type ``like`` (float32 values).
+
+    Parameters
+    ----------
+    matrix : ndarray, shape (n, e)
+        Cast to float32.
+    like : pyarrow DataType
+        A list type of float32 values, e.g. the type of the column being replaced.
+
+    Returns
+    -------
+    pyarrow ListArray, length n
+    """
     n, e = matrix.shape
     offsets = pa.array(np.arange(n + 1, dtype=np.int32) * e)
     values = pa.array(np.ascontiguousarray(matrix, dtype=np.float32).ravel())
@@ -61,7 +82,19 @@ def list_column(matrix: np.ndarray, like: pa.DataType) -> pa.Array:
 
 
 def invalid_vector(col_name: str, dim: int):
-    """Spark Column: true where the vector is null, of the wrong length, or not all finite."""
+    """Spark Column: true where the vector is null, of the wrong length, or not all finite.
+
+    Parameters
+    ----------
+    col_name : str
+        An array<float> column.
+    dim : int
+        The length a valid vector has.
+
+    Returns
+    -------
+    Column of boolean, never null
+    """
     col = F.col(col_name)
     bad_value = F.exists(col, lambda x: x.isNull() | F.isnan(x) | (F.abs(x) == float("inf")))
     return col.isNull() | (F.size(col) != dim) | bad_value
@@ -75,7 +108,14 @@ FLAT_REDUCE_MAX_PARTITIONS = 64
 
 @dataclass
 class Gram:
-    """X^T X of a vector column (e x e, float64) over its valid rows."""
+    """X^T X of a vector column (e x e, float64) over its valid rows.
+
+    Attributes
+    ----------
+    matrix : ndarray, shape (dim, dim), float64
+    n_rows, n_invalid, dim : int
+        Valid rows (summed), invalid rows (counted, not summed), vector length.
+    """
 
     matrix: np.ndarray
     n_rows: int
@@ -85,7 +125,15 @@ class Gram:
 
 @dataclass
 class CrossGram:
-    """A^T B over joined rows, A = (column a) @ transform, B = column b: what Procrustes needs."""
+    """A^T B over joined rows, A = (column a) @ transform, B = column b: what Procrustes needs.
+
+    Attributes
+    ----------
+    cross : ndarray, shape (e, e), float64
+    sq_norm_a, sq_norm_b : float
+    n_rows, n_invalid : int
+        Rows summed (both vectors valid), rows with a bad vector in either column (counted).
+    """
 
     cross: np.ndarray  # (e, e), float64
     sq_norm_a: float  # ||A||_F^2
@@ -97,9 +145,27 @@ class CrossGram:
 def row_sums(df: DataFrame, cols: Sequence[str], dim: int, size: int, kernel) -> tuple[np.ndarray, int, int]:
     """(sum of ``kernel`` over the valid rows of ``df``, valid rows, invalid rows).
 
-    ``kernel(blocks)`` maps the float64 (n, dim) matrices of ``cols`` for one Arrow batch to a
-    flat float64 array of ``size``: a sum over the rows that is non-finite when a row has a
-    NaN/Inf (true of any sum of squares), so rows are scanned for them only then.
+    A row is invalid when a vector in ``cols`` is null, not of length ``dim``, has a null
+    element, or has a NaN/Inf.
+
+    Parameters
+    ----------
+    df : DataFrame with columns ``cols``, each array<float> of length dim
+    cols : sequence of str
+    dim : int
+    size : int
+        Length of the kernel's output.
+    kernel : callable
+        ``kernel(blocks)`` maps the float64 (m, dim) matrices of ``cols`` for one Arrow batch
+        (a list, in the order of ``cols``) to a flat float64 array of shape (size,): a sum over
+        the rows that is non-finite when a row has a NaN/Inf (true of any sum of squares), so
+        rows are scanned for them only then. It runs on the executors (picklable).
+
+    Returns
+    -------
+    sums : ndarray, shape (size,), float64
+        Zeros when ``df`` has no partition.
+    n_rows, n_invalid : int
     """
     cols = list(cols)
 
@@ -144,7 +210,19 @@ def row_sums(df: DataFrame, cols: Sequence[str], dim: int, size: int, kernel) ->
 
 
 def gram(df: DataFrame, col_name: str, dim: int) -> Gram:
-    """X^T X of the vector column (one BLAS syrk per Arrow batch, float64)."""
+    """X^T X of the vector column (one BLAS syrk per Arrow batch, float64).
+
+    Parameters
+    ----------
+    df : DataFrame with column col_name array<float> of length dim
+        Invalid vectors (null, wrong length, NaN/Inf) are counted in ``n_invalid``, not summed.
+    col_name : str
+    dim : int
+
+    Returns
+    -------
+    Gram
+    """
     flat, n, n_bad = row_sums(df, [col_name], dim, dim * dim, lambda b: (b[0].T @ b[0]).ravel())
     return Gram(flat.reshape(dim, dim), n, n_bad, dim)
 
@@ -156,6 +234,20 @@ def cross_gram(df: DataFrame, col_a: str, col_b: str, dim: int,
     Per batch: X^T Y, X^T X and sum(Y^2) of the raw columns X, Y. The transform M is applied
     to the e x e sums on the driver (A^T B = M^T X^T Y, ||A||^2 = tr(M^T X^T X M)), so no
     row is multiplied by it.
+
+    Parameters
+    ----------
+    df : DataFrame with columns col_a and col_b array<float> of length dim
+        E.g. two versions joined on id. A row with an invalid vector in either column is
+        counted in ``n_invalid``, not summed.
+    col_a, col_b : str
+    dim : int
+    transform_a : ndarray, shape (dim, dim), optional
+        M; the identity when None.
+
+    Returns
+    -------
+    CrossGram
     """
     e2 = dim * dim
 
@@ -185,7 +277,22 @@ def _valid_rows(batch: pa.RecordBatch, cols: Sequence[str], dim: int) -> np.ndar
 def apply_transform(df: DataFrame, col_name: str, matrix: np.ndarray) -> DataFrame:
     """Replace vector column ``col_name`` by (vector @ matrix) as float32, other columns kept.
 
-    Vectors must already be valid (checked by the Gram pass); a bad one raises.
+    Parameters
+    ----------
+    df : DataFrame with column col_name array<float> of length e
+        Vectors must already be valid (checked by the Gram pass); NaN/Inf are not checked.
+    col_name : str
+    matrix : ndarray, shape (e, f)
+
+    Returns
+    -------
+    DataFrame
+        The schema of ``df``; ``col_name`` holds vectors of length f. Lazy.
+
+    Raises
+    ------
+    ValueError
+        In the Spark task, when an action computes it: a vector is null or not of length e.
     """
     m = np.asarray(matrix, dtype=np.float64)
     dim = m.shape[0]
@@ -204,7 +311,27 @@ def row_cosines(df: DataFrame, col_a: str, col_b: str, dim: int,
                 transforms_a: dict[str, Optional[np.ndarray]], keep: Sequence[str] = ()) -> DataFrame:
     """Columns ``keep`` plus one double column per name in ``transforms_a``: cos(col_a @ M, col_b).
 
-    Vectors must be valid (rows of an inner join of checked tables); 0 for a zero vector.
+    Parameters
+    ----------
+    df : DataFrame with columns col_a and col_b array<float> of length dim, and ``keep``
+        Vectors must be valid (rows of an inner join of checked tables).
+    col_a, col_b : str
+    dim : int
+    transforms_a : dict of str to (ndarray, shape (dim, dim), or None)
+        Output column name -> M (None: the identity).
+    keep : sequence of str
+        Columns of ``df`` passed through, types kept.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``keep``, then one double per key of ``transforms_a`` (0 where either
+        vector is zero). Lazy.
+
+    Raises
+    ------
+    ValueError
+        In the Spark task, when an action computes it: a vector is null or not of length dim.
     """
     mats = {k: None if m is None else np.asarray(m, dtype=np.float64) for k, m in transforms_a.items()}
     keep = list(keep)
@@ -237,7 +364,17 @@ def _checked_matrix(batch: pa.RecordBatch, col_name: str, dim: int) -> np.ndarra
 # ------------------------------------------------------------------------ driver-side maths
 @dataclass
 class Factor:
-    """R with R^T R ~= G: (rank, e); the Cholesky factor when G is well conditioned."""
+    """R with R^T R ~= G: (rank, e); the Cholesky factor when G is well conditioned.
+
+    Attributes
+    ----------
+    r : ndarray, shape (rank, e), float64
+        Upper triangular for "cholesky"; for "eigh", rows by decreasing eigenvalue.
+    rank : int
+    method : {"cholesky", "eigh"}
+    condition : float
+        Largest / smallest eigenvalue of G; inf when G is singular.
+    """
 
     r: np.ndarray
     rank: int
@@ -252,6 +389,24 @@ def cholesky_factor(gram_matrix: np.ndarray, rcond: float = 1e-10, on_deficient:
     Cholesky when the smallest eigenvalue of G is above ``rcond`` times the largest;
     otherwise ``on_deficient='eigh'`` returns diag(sqrt(w_r)) V_r^T over the r eigenvalues
     above that threshold (shape (r, e)), and ``'error'`` raises LinalgError.
+
+    Parameters
+    ----------
+    gram_matrix : ndarray, shape (e, e)
+        Symmetric positive semi-definite; symmetrized and used as float64.
+    rcond : float
+    on_deficient : {"eigh", "error"}
+    name : str
+        What G is the Gram matrix of, for error messages.
+
+    Returns
+    -------
+    Factor
+
+    Raises
+    ------
+    LinalgError
+        G has NaN/Inf entries, is zero, or is rank deficient with ``on_deficient='error'``.
     """
     g = (np.asarray(gram_matrix, dtype=np.float64) + np.asarray(gram_matrix, dtype=np.float64).T) / 2
     if not np.all(np.isfinite(g)):
@@ -279,7 +434,16 @@ def cholesky_factor(gram_matrix: np.ndarray, rcond: float = 1e-10, on_deficient:
 
 @dataclass
 class CanonicalTransforms:
-    """T' = T m_t, W' = W m_w with T' W'^T = T W^T and T'^T T' = W'^T W' = diag(sigma)."""
+    """T' = T m_t, W' = W m_w with T' W'^T = T W^T and T'^T T' = W'^T W' = diag(sigma).
+
+    Attributes
+    ----------
+    m_t, m_w : ndarray, shape (e, e), float64
+        Columns past ``rank`` are zero.
+    singular_values : ndarray, shape (rank,), float64
+        sigma, descending.
+    rank : int
+    """
 
     m_t: np.ndarray  # (e, e)
     m_w: np.ndarray  # (e, e)
@@ -293,6 +457,23 @@ def low_rank_svd_transforms(r_t: np.ndarray, r_w: np.ndarray, rtol: float = 1e-1
     With R_T R_W^T = U S V^T: M_T = R_W^T V S^-1/2 and M_W = R_T^T U S^-1/2 (no inverse of R).
     Singular values at or below ``rtol`` times the largest are a rank loss: those columns are
     zero (the canonical vectors have ``rank`` meaningful dimensions).
+
+    Parameters
+    ----------
+    r_t : ndarray, shape (p, e), float64
+        R_T with R_T^T R_T = T^T T (``Factor.r``).
+    r_w : ndarray, shape (q, e), float64
+        R_W with R_W^T R_W = W^T W.
+    rtol : float
+
+    Returns
+    -------
+    CanonicalTransforms
+
+    Raises
+    ------
+    LinalgError
+        T W^T is zero.
     """
     e = r_t.shape[1]
     u, s, vt = np.linalg.svd(r_t @ r_w.T, full_matrices=False)
@@ -308,7 +489,22 @@ def low_rank_svd_transforms(r_t: np.ndarray, r_w: np.ndarray, rtol: float = 1e-1
 
 
 def procrustes_rotation(cross: np.ndarray) -> np.ndarray:
-    """The orthogonal O minimizing ||A O - B||_F, from the cross-Gram A^T B: O = U V^T."""
+    """The orthogonal O minimizing ||A O - B||_F, from the cross-Gram A^T B: O = U V^T.
+
+    Parameters
+    ----------
+    cross : ndarray, shape (e, e)
+        A^T B (``CrossGram.cross``).
+
+    Returns
+    -------
+    ndarray, shape (e, e), float64
+
+    Raises
+    ------
+    LinalgError
+        ``cross`` has NaN/Inf entries.
+    """
     if not np.all(np.isfinite(cross)):
         raise LinalgError("the cross-Gram matrix has NaN or Inf entries")
     u, _, vt = np.linalg.svd(cross)
@@ -316,6 +512,21 @@ def procrustes_rotation(cross: np.ndarray) -> np.ndarray:
 
 
 def alignment_residual(sq_norm_a: float, cross: np.ndarray, sq_norm_b: float, o: np.ndarray) -> float:
-    """||A O - B||_F / ||B||_F from ||A||^2, A^T B and ||B||^2 (O orthogonal: ||A O|| = ||A||)."""
+    """||A O - B||_F / ||B||_F from ||A||^2, A^T B and ||B||^2 (O orthogonal: ||A O|| = ||A||).
+
+    Parameters
+    ----------
+    sq_norm_a, sq_norm_b : float
+        ||A||_F^2 and ||B||_F^2.
+    cross : ndarray, shape (e, e)
+        A^T B.
+    o : ndarray, shape (e, e)
+        Orthogonal.
+
+    Returns
+    -------
+    float
+        NaN when ||B|| is 0.
+    """
     sq = sq_norm_a - 2 * np.trace(o.T @ cross) + sq_norm_b
     return float(np.sqrt(max(sq, 0.0) / sq_norm_b)) if sq_norm_b > 0 else float("nan")

@@ -45,10 +45,15 @@ class UnknownIdError(ServingError):
 class LookupResult:
     """Vectors for the ids asked for.
 
-    ids : ndarray, shape (m,), object -- the ids returned (unknown ones left out under skip)
-    vectors : ndarray, shape (m, e), float32 -- zero rows for unknown ids under zero
+    Attributes
+    ----------
+    ids : ndarray, shape (m,), object (str)
+        The ids returned (unknown ones left out under "skip").
+    vectors : ndarray, shape (m, e), float32
+        Zero rows for unknown ids under "zero".
     found : ndarray, shape (m,), bool
-    n_unknown : int -- unknown ids among those asked for, whatever the policy
+    n_unknown : int
+        Unknown ids among those asked for, whatever the policy.
     """
 
     ids: np.ndarray
@@ -61,11 +66,17 @@ class LookupResult:
 class TopKResult:
     """The k best index rows per query.
 
-    query_ids : ndarray, shape (b,), object, or None for vector queries
-    ids : ndarray, shape (b, k), object -- neighbour ids, best first
+    Attributes
+    ----------
+    query_ids : ndarray, shape (b,), object (str), or None
+        None for vector queries.
+    ids : ndarray, shape (b, k), object (str)
+        Neighbour ids, best first.
     scores : ndarray, shape (b, k), float32
-    rows : ndarray, shape (b, k), int64 -- index rows of the neighbours
+    rows : ndarray, shape (b, k), int64
+        Index rows of the neighbours.
     n_unknown : int
+        Unknown query ids, whatever the policy (0 for vector queries).
     """
 
     query_ids: Optional[np.ndarray]
@@ -92,7 +103,24 @@ class EmbeddingIndex:
         Default policy for ids that are not in the index.
     max_chunk_bytes, query_batch : int
         Memory bound of one score block (0: by backend, AUTO_CHUNK_BYTES) and queries
-        scored together (see ``topk.py``).
+        scored together (see ``knn.exact_topk``).
+
+    Attributes
+    ----------
+    ids : ndarray, shape (n,), object (str)
+    matrix : ndarray, shape (n, e), ``dtype``, of the backend (NumPy or CuPy)
+    inv_norms : ndarray, shape (n,), float32, of the backend
+        1 / L2 norm of each row (0 for a zero row).
+    backend : Backend
+
+    Raises
+    ------
+    ServingError
+        An unknown dtype, metric or unknown_ids policy; vectors that overflow float16.
+    VectorsError
+        Ids not unique, or ``vectors`` not a finite (n, e) matrix with n, e > 0.
+    BackendError
+        The backend cannot be used here (see ``select_backend``).
     """
 
     def __init__(self, ids, vectors: np.ndarray, *, backend: Union[str, Backend] = "auto",
@@ -122,7 +150,28 @@ class EmbeddingIndex:
 
     @classmethod
     def from_parquet(cls, path: Union[str, Path, Sequence[str]], **options) -> "EmbeddingIndex":
-        """Load a published version (Parquet file, folder or file list) with pyarrow."""
+        """Load a published version (Parquet file, folder or file list) with pyarrow.
+
+        Parameters
+        ----------
+        path : str, Path or sequence of str
+            Parquet with columns id string, vector array<float> of one length (others
+            ignored); paths or URIs.
+        **options
+            Keyword arguments of EmbeddingIndex (e.g. ``index_options(cfg)``).
+
+        Returns
+        -------
+        EmbeddingIndex
+
+        Raises
+        ------
+        VectorsError
+            Unreadable or missing files, a folder with several run= folders, missing
+            columns, or bad rows (the message names the first).
+        ServingError, BackendError
+            As EmbeddingIndex.
+        """
         ids, vectors = read_embeddings(path)
         return cls(ids, vectors, **options)
 
@@ -131,18 +180,46 @@ class EmbeddingIndex:
 
     @property
     def dim(self) -> int:
+        """Vector length e."""
         return int(self.matrix.shape[1])
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the matrix and its inverse norms on the device."""
         return int(self.matrix.nbytes + self.inv_norms.nbytes)
 
     def rows_of(self, ids: Sequence[str]) -> np.ndarray:
-        """Index rows of ``ids``, shape (m,), int64; -1 for unknown ids."""
+        """Index rows of ``ids``, shape (m,), int64; -1 for unknown ids.
+
+        Parameters
+        ----------
+        ids : sequence of str, shape (m,)
+
+        Returns
+        -------
+        ndarray, shape (m,), int64
+        """
         return self._rows.get_indexer(pd.Index(np.asarray(ids, dtype=object))).astype(np.int64)
 
     def lookup(self, ids: Sequence[str], unknown_ids: Optional[str] = None) -> LookupResult:
-        """Vectors for ``ids`` (float32 on the host), unknown ids per the policy."""
+        """Vectors for ``ids`` (float32 on the host), unknown ids per the policy.
+
+        Parameters
+        ----------
+        ids : str or sequence of str, shape (m,)
+        unknown_ids : {"error", "zero", "skip"}, default the index's
+
+        Returns
+        -------
+        LookupResult
+
+        Raises
+        ------
+        UnknownIdError
+            Unknown ids under "error".
+        ServingError
+            An unknown policy.
+        """
         ids, rows, found, n_unknown = self._resolve(_as_id_array(ids), unknown_ids)
         vectors = self.backend.to_host(self._gather(rows, found))
         return LookupResult(ids, vectors, found, n_unknown)
@@ -153,13 +230,27 @@ class EmbeddingIndex:
 
         Parameters
         ----------
-        queries : sequence of str, shape (b,), or ndarray, shape (b, e)
+        queries : str or sequence of str, shape (b,), or ndarray, shape (b, e), float
             Ids of the index, or query vectors (NumPy or, on the GPU, CuPy).
         k : int, default 10
+            1 <= k <= n (n - 1 with ``exclude_self``).
         metric : {"cosine", "dot"}, default the index's
         exclude_self : bool
             Leave each id query's own row out of its results (id queries only).
         unknown_ids : {"error", "zero", "skip"}, default the index's
+            Under "zero" an unknown id is queried as a zero vector (every score 0).
+
+        Returns
+        -------
+        TopKResult
+
+        Raises
+        ------
+        ServingError
+            A bad k, metric or policy; query vectors not of shape (b, e) or not finite;
+            ``exclude_self`` with vector queries.
+        UnknownIdError
+            Unknown query ids under "error".
         """
         metric = metric or self.metric
         check_choice("metric", metric, METRICS, ServingError)
@@ -226,7 +317,17 @@ class EmbeddingIndex:
 
 
 def index_options(cfg: ServeConfig) -> dict:
-    """EmbeddingIndex keyword arguments from the ``serve`` config section."""
+    """EmbeddingIndex keyword arguments from the ``serve`` config section.
+
+    Parameters
+    ----------
+    cfg : ServeConfig
+
+    Returns
+    -------
+    dict
+        backend, dtype, metric, unknown_ids, max_chunk_bytes, query_batch.
+    """
     return {"backend": cfg.backend, "dtype": cfg.dtype, "metric": cfg.metric,
             "unknown_ids": cfg.unknown_ids, "max_chunk_bytes": cfg.max_chunk_bytes,
             "query_batch": cfg.query_batch}
