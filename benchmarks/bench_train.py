@@ -1,16 +1,22 @@
-"""Training benchmarks (issue 3): pipeline overhead, gensim vs Spark MLlib, worker scaling.
+"""Training benchmarks (issues 3 and 18): the step against raw gensim, gensim vs Spark MLlib.
 
-1. Pipeline overhead: the train_item2vec job's training words/s against raw gensim
-   (gensim.models.Word2Vec, nothing of embedlib) on the same corpus file with the same
-   parameters; the export from Spark is timed separately.
+1. The step against raw gensim (issue 18): the train_item2vec job (corpus export, then
+   gensim training) against raw gensim (gensim.models.Word2Vec, nothing of embedlib) on
+   the same corpus file, with the same parameters, in the same process. Job and raw runs
+   alternate (job, raw, raw, job, ...) so that a change of load on the machine hits both;
+   each side's best run counts. Each training records its CPU seconds (this process, i.e.
+   gensim's threads) and the job's also the CPU seconds of Spark's JVM around it, so a
+   slower job shows whether it did more work or got less CPU. The same at ``--scale`` times
+   the tokens (the generated sequences repeated under renamed users), for the export's growth.
 2. gensim vs Spark MLlib on MovieLens (if ../shared/data has it) and on a generated log
    of at least 10M tokens: wall time and HR@10 on the same temporal hold-out. MovieLens
    also gets default and tuned gensim parameters and the popularity baseline.
 3. Scaling: raw gensim words/s with 1 and 2 workers on the generated corpus.
 
-Prints one JSON object on the last line and writes it to benchmarks/results/bench_train.json.
-Work files (generated log, warehouse, corpus) go under benchmarks/work/bench_train.
-Usage: .venv/bin/python benchmarks/bench_train.py [--events N] [--gen-epochs E]
+Prints one JSON object on the last line and writes it to benchmarks/results/bench_train.json
+(load averages at start and end included: run it alone). Work files (generated log,
+warehouse, corpus) go under --work. ``--readme`` prints the README's figures from the file.
+Usage: .venv/bin/python benchmarks/bench_train.py [--events N] [--quick] [--readme]
 """
 from __future__ import annotations
 
@@ -18,13 +24,15 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
 import gensim
+from pyspark.sql import functions as F
 
-from common import write_results  # benchmarks/, next to this file
-from embedlib import tables
+from common import RESULTS, machine, write_results  # benchmarks/, next to this file
+from embedlib import item2vec, tables
 from embedlib.config import Config, load_config
 from embedlib.evaluate import evaluate_holdout, temporal_holdout
 from embedlib.sample_data import SampleSpec, write_sample
@@ -48,48 +56,101 @@ def with_train(cfg: Config, **params) -> Config:
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **params))
 
 
-def spark_overrides() -> list[str]:
-    warehouse = WORK / "warehouse"
+def spark_overrides(work: Path) -> list[str]:
+    warehouse = work / "warehouse"
     return [f"spark.warehouse_dir={warehouse}", f"spark.metastore_dir={warehouse}/metastore_db",
             "spark.master=local[2]", "spark.driver_memory=8g", "train.workers=2",
-            f"train.corpus_dir={WORK / 'corpus'}"]
+            f"train.corpus_dir={work / 'corpus'}"]
 
 
-def movielens(spark) -> dict:
+def movielens(spark, work: Path) -> dict:
     """Default, tuned and Spark MLlib runs on one MovieLens hold-out."""
     cfg = load_config(REPO / "conf" / "movielens.yaml",
-                      spark_overrides() + ["tables.database=bench_movielens"])
+                      spark_overrides(work) + ["tables.database=bench_movielens"])
     build_sequences.run(spark, cfg, ML_DT)
     holdout = temporal_holdout(train_item2vec.extract(spark, cfg, ML_DT), cfg.evaluate)
     return {name: evaluate_holdout(spark, holdout, with_train(cfg, **params), f"ml-{name}")
             for name, params in (("default", DEFAULT), ("tuned", TUNED), ("spark", SPARK))}
 
 
-def generated_config(n_events: int, epochs: int) -> tuple[Config, SampleSpec]:
+def generated_config(work: Path, n_events: int, epochs: int) -> tuple[Config, SampleSpec]:
     spec = SampleSpec(n_events=n_events, n_users=50_000, n_items=20_000, n_clusters=50)
-    cfg = load_config(REPO / "conf" / "local.yaml", spark_overrides() + [
-        f"input.path={WORK / 'gen' / 'events'}", "tables.database=bench_generated",
+    cfg = load_config(REPO / "conf" / "local.yaml", spark_overrides(work) + [
+        f"input.path={work / 'gen' / 'events'}", "tables.database=bench_generated",
         "sequences.lookback_days=10", "sequences.now=2024-01-11T00:00:00",
-        f"evaluate.clusters_path={WORK / 'gen' / 'items.csv'}",
+        f"evaluate.clusters_path={work / 'gen' / 'items.csv'}",
         *(f"train.{k}={v}" for k, v in DEFAULT.items()), f"train.epochs={epochs}"])
     return cfg, spec
 
 
-def ensure_generated(spark, cfg: Config, spec: SampleSpec) -> dict:
-    """Generate the log and its sequences once per spec (kept under WORK between runs)."""
-    marker = WORK / "gen" / "spec.json"
+def ensure_generated(spark, cfg: Config, spec: SampleSpec, work: Path) -> dict:
+    """Generate the log and its sequences once per spec (kept under ``work`` between runs)."""
+    marker = work / "gen" / "spec.json"
     wanted = json.dumps(dataclasses.asdict(spec), sort_keys=True)
     seq_table = tables.qualified(cfg.tables, cfg.tables.sequences)
     if marker.exists() and marker.read_text() == wanted and \
             GEN_DT in tables.list_partitions(spark, seq_table):
         return {"reused": True}
     started = time.perf_counter()
-    write_sample(spec, WORK / "gen")
+    write_sample(spec, work / "gen")
     generated = time.perf_counter() - started
     summary = build_sequences.run(spark, cfg, GEN_DT)
     marker.write_text(wanted)
     return {"generate_seconds": generated, "build_sequences_seconds":
             time.perf_counter() - started - generated, "tokens": summary["sequences"]["tokens"]}
+
+
+def ensure_scaled(spark, cfg: Config, scale: int) -> Config:
+    """The generated sequences ``scale`` times over, copy k's users and sessions renamed
+    ``<id>#k``, in a database of their own (written once); its corpus in a folder of its own."""
+    scaled = dataclasses.replace(
+        with_train(cfg, corpus_dir=f"{cfg.train.corpus_dir}_x{scale}"),
+        tables=dataclasses.replace(cfg.tables, database=f"{cfg.tables.database}_x{scale}"))
+    seq_table = tables.qualified(scaled.tables, scaled.tables.sequences)
+    if GEN_DT not in tables.list_partitions(spark, seq_table):
+        base_df = train_item2vec.extract(spark, cfg, GEN_DT)
+        copies = [base_df.withColumns({name: F.concat(name, F.lit(f"#{k}"))
+                                       for name in ("user_id", "session_id")})
+                  for k in range(scale)]
+        scaled_df = copies[0]
+        for copy_df in copies[1:]:
+            scaled_df = scaled_df.unionByName(copy_df)
+        tables.write_partition(spark, scaled_df, seq_table, GEN_DT)
+    return scaled
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid``, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def job_run(spark, cfg: Config) -> dict:
+    """One train_item2vec run; the JVM's CPU seconds while gensim scans and trains."""
+    jvm_pid = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
+    jvm_cpu = []
+    train_file = item2vec.train_gensim_file
+
+    def measured_train(corpus, train_cfg):
+        before = process_cpu_seconds(jvm_pid)
+        try:
+            return train_file(corpus, train_cfg)
+        finally:
+            jvm_cpu.append(process_cpu_seconds(jvm_pid) - before)
+
+    item2vec.train_gensim_file = measured_train  # train_gensim looks it up at call time
+    started = time.perf_counter()
+    try:
+        job = train_item2vec.run(spark, cfg, GEN_DT)
+    finally:
+        item2vec.train_gensim_file = train_file
+    tokens, seconds = job["corpus_tokens"], job["export_seconds"] + job["train_seconds"]
+    return {**{k: job[k] for k in ("corpus_tokens", "corpus_sequences", "vocab_size",
+                                   "export_seconds", "train_seconds", "train_cpu_seconds",
+                                   "words_per_second")},
+            "export_tokens_per_second": tokens / job["export_seconds"],
+            "export_plus_train_seconds": seconds, "jvm_cpu_seconds_during_train": jvm_cpu[0],
+            "step_wall_seconds": time.perf_counter() - started}  # + vocab scan, tables written
 
 
 def raw_gensim(corpus_file: Path, cfg: Config, workers: int, epochs: int) -> dict:
@@ -99,23 +160,48 @@ def raw_gensim(corpus_file: Path, cfg: Config, workers: int, epochs: int) -> dic
         vector_size=t.vector_size, window=t.window, negative=t.negative, ns_exponent=t.ns_exponent,
         sample=t.sample, min_count=t.min_count, sg=t.sg, alpha=t.alpha, min_alpha=t.min_alpha,
         workers=workers, seed=t.seed)
-    model.build_vocab(corpus_file=str(corpus_file))
     started = time.perf_counter()
+    model.build_vocab(corpus_file=str(corpus_file))
+    vocab_seconds = time.perf_counter() - started
+    started, cpu_started = time.perf_counter(), time.process_time()
     model.train(corpus_file=str(corpus_file), total_words=model.corpus_total_words, epochs=epochs)
     seconds = time.perf_counter() - started
-    return {"workers": workers, "epochs": epochs, "train_seconds": seconds,
+    return {"workers": workers, "epochs": epochs, "vocab_seconds": vocab_seconds,
+            "train_seconds": seconds,
+            "train_cpu_seconds": time.process_time() - cpu_started, "vocab_size": len(model.wv),
             "words_per_second": model.corpus_total_words * epochs / seconds}
 
 
-def generated(spark, n_events: int, epochs: int) -> dict:
-    cfg, spec = generated_config(n_events, epochs)
-    out = {"spec": dataclasses.asdict(spec), "sequences": ensure_generated(spark, cfg, spec)}
-    job = train_item2vec.run(spark, cfg, GEN_DT)
+def step_vs_raw(spark, cfg: Config, repeats: int) -> dict:
+    """Job and raw gensim alternating (job, raw, raw, job, ...); the best run of each."""
     corpus_file = Path(cfg.train.corpus_dir) / f"corpus-{GEN_DT}.txt"
-    raw = raw_gensim(corpus_file, cfg, cfg.train.workers, cfg.train.epochs)
-    out["job"] = {k: job[k] for k in ("corpus_tokens", "corpus_sequences", "vocab_size",
-                                      "export_seconds", "train_seconds", "words_per_second")}
-    out["raw_gensim"] = raw
+    jobs, raws = [], []
+    for i in range(repeats):
+        pair = (jobs, raws) if i % 2 == 0 else (raws, jobs)
+        for runs in pair:
+            runs.append(job_run(spark, cfg) if runs is jobs else
+                        raw_gensim(corpus_file, cfg, cfg.train.workers, cfg.train.epochs))
+    job = min(jobs, key=lambda r: r["train_seconds"])
+    raw = min(raws, key=lambda r: r["train_seconds"])
+    step = min(jobs, key=lambda r: r["export_plus_train_seconds"])
+    return {"job_runs": jobs, "raw_runs": raws, "tokens": job["corpus_tokens"],
+            "job_vs_raw_gensim_words_per_s": job["words_per_second"] / raw["words_per_second"],
+            "job_vs_raw_gensim_cpu_seconds": job["train_cpu_seconds"] / raw["train_cpu_seconds"],
+            "export_seconds": step["export_seconds"],
+            "export_tokens_per_second": step["export_tokens_per_second"],
+            "step_vs_raw_gensim_train": step["export_plus_train_seconds"] / raw["train_seconds"],
+            "same_vocab_size": job["vocab_size"] == raw["vocab_size"]}
+
+
+def generated(spark, work: Path, args) -> dict:
+    cfg, spec = generated_config(work, args.events, args.gen_epochs)
+    out = {"spec": dataclasses.asdict(spec), "sequences": ensure_generated(spark, cfg, spec, work)}
+    out["step"] = step_vs_raw(spark, cfg, args.repeats)
+    out[f"step_x{args.scale}"] = step_vs_raw(spark, ensure_scaled(spark, cfg, args.scale),
+                                             args.scale_repeats)
+    if args.quick:
+        return out
+    corpus_file = Path(cfg.train.corpus_dir) / f"corpus-{GEN_DT}.txt"
     out["scaling"] = [raw_gensim(corpus_file, cfg, workers, 1) for workers in (1, 2)]
     holdout = temporal_holdout(train_item2vec.extract(spark, cfg, GEN_DT), cfg.evaluate)
     out["gensim"] = evaluate_holdout(spark, holdout, cfg, "gen-gensim")
@@ -124,23 +210,26 @@ def generated(spark, n_events: int, epochs: int) -> dict:
     return out
 
 
-def headline(ml: dict | None, gen: dict) -> dict:
-    """The keys the issue asks for, copied from the sections."""
-    scaling = {f"scaling_words_per_s_{s['workers']}_workers": s["words_per_second"]
-               for s in gen["scaling"]}
-    out = {
-        "job_vs_raw_gensim_words_per_s": gen["job"]["words_per_second"]
-        / gen["raw_gensim"]["words_per_second"],
-        "gensim_vs_spark_speedup": gen["spark"]["wall_seconds"] / gen["gensim"]["wall_seconds"],
-        "generated_tokens": gen["job"]["corpus_tokens"],
-        "generated_hr10_gensim": gen["gensim"]["hr"], "generated_hr10_spark": gen["spark"]["hr"],
-        "generated_hr10_popularity": gen["gensim"]["popularity_hr"],
-        "generated_purity_gensim": gen["gensim"]["cluster_purity"],
-        "generated_purity_spark": gen["spark"]["cluster_purity"],
-        "export_seconds": gen["job"]["export_seconds"], **scaling,
-        "scaling_2_vs_1_workers": scaling["scaling_words_per_s_2_workers"]
-        / scaling["scaling_words_per_s_1_workers"],
-    }
+def headline(ml: dict | None, gen: dict, scale: int) -> dict:
+    """The keys the issues ask for, copied from the sections."""
+    step, scaled = gen["step"], gen[f"step_x{scale}"]
+    out = {key: step[key] for key in ("job_vs_raw_gensim_words_per_s", "export_seconds",
+                                      "export_tokens_per_second", "step_vs_raw_gensim_train")}
+    out.update({f"{key}_x{scale}": scaled[key] for key in (
+        "job_vs_raw_gensim_words_per_s", "export_seconds", "export_tokens_per_second",
+        "step_vs_raw_gensim_train")})
+    out.update(generated_tokens=step["tokens"], **{f"generated_tokens_x{scale}": scaled["tokens"]})
+    if "gensim" in gen:
+        scaling = {f"scaling_words_per_s_{s['workers']}_workers": s["words_per_second"]
+                   for s in gen["scaling"]}
+        out.update(
+            gensim_vs_spark_speedup=gen["spark"]["wall_seconds"] / gen["gensim"]["wall_seconds"],
+            generated_hr10_gensim=gen["gensim"]["hr"], generated_hr10_spark=gen["spark"]["hr"],
+            generated_hr10_popularity=gen["gensim"]["popularity_hr"],
+            generated_purity_gensim=gen["gensim"]["cluster_purity"],
+            generated_purity_spark=gen["spark"]["cluster_purity"], **scaling,
+            scaling_2_vs_1_workers=scaling["scaling_words_per_s_2_workers"]
+            / scaling["scaling_words_per_s_1_workers"])
     keys = ("movielens_hr10_popularity", "movielens_hr10_default", "movielens_hr10_tuned",
             "movielens_hr10_spark", "movielens_test_pairs", "movielens_tuned_vs_popularity",
             "movielens_gensim_vs_spark_speedup")
@@ -151,25 +240,112 @@ def headline(ml: dict | None, gen: dict) -> dict:
     return {**out, **dict(zip(keys, values))}
 
 
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=12_500_000,
                         help="events of the generated log (12.5M gives about 10.5M tokens)")
     parser.add_argument("--gen-epochs", type=int, default=1, help="epochs on the generated corpus")
-    args = parser.parse_args()
+    parser.add_argument("--scale", type=int, default=4, help="token multiple of the larger corpus")
+    parser.add_argument("--repeats", type=int, default=2, help="job and raw runs each (alternating)")
+    parser.add_argument("--scale-repeats", type=int, default=1, help="the same at --scale")
+    parser.add_argument("--work", type=Path, default=WORK, help="generated log, warehouse, corpus")
+    parser.add_argument("--quick", action="store_true", help="only the step-vs-raw sections, "
+                        "written to <work>/bench_train_quick.json (develop with a small --events)")
+    parser.add_argument("--readme", action="store_true", help="print the README figures")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.readme:
+        return print_readme(json.loads((RESULTS / "bench_train.json").read_text()))
     os.chdir(REPO)  # the configs' relative paths resolve against the repository root
-    WORK.mkdir(parents=True, exist_ok=True)
-    spark = get_spark(load_config(REPO / "conf" / "local.yaml", spark_overrides()).spark,
+    args.work.mkdir(parents=True, exist_ok=True)
+    started, load_start = time.perf_counter(), os.getloadavg()[0]
+    spark = get_spark(load_config(REPO / "conf" / "local.yaml", spark_overrides(args.work)).spark,
                       "bench_train")
-    started = time.perf_counter()
-    ml = movielens(spark) if (MOVIELENS / "ratings.csv").exists() else None
-    gen = generated(spark, args.events, args.gen_epochs)
-    result = {**headline(ml, gen), "spark_master": "local[2]", "params": {
+    ml = None if args.quick or not (MOVIELENS / "ratings.csv").exists() else movielens(spark, args.work)
+    gen = generated(spark, args.work, args)
+    result = {**headline(ml, gen, args.scale), "spark_master": "local[2]", "params": {
         "default": DEFAULT, "tuned": TUNED, "spark": SPARK,
         "generated": {**DEFAULT, "epochs": args.gen_epochs, "spark_partitions": 2}},
-        "movielens": ml, "generated": gen, "bench_seconds": time.perf_counter() - started}
-    write_results("bench_train", result)
+        "scale": args.scale, "repeats": args.repeats, "scale_repeats": args.scale_repeats,
+        "movielens": ml, "generated": gen, "bench_seconds": time.perf_counter() - started,
+        "load_average_1m_at_start": load_start, "load_average_1m_at_end": os.getloadavg()[0]}
+    if args.quick:  # a development run: its file stays beside the work files
+        result = {"benchmark": "bench_train --quick", "machine": machine(), **result}
+        (args.work / "bench_train_quick.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result, sort_keys=True))
+        return result
+    return write_results("bench_train", result)
+
+
+def _f(x: float, digits: int = 1) -> str:
+    return f"{x:,.{digits}f}"
+
+
+def print_readme(r: dict) -> dict:
+    """The README's Step 2 figures, from the results file."""
+    m, gen, ml, scale = r["machine"], r["generated"], r["movielens"], r["scale"]
+    v = m["versions"]
+    print(f"Machine: {m['platform']}, {m['cpu_count']} cores, load average "
+          f"{r['load_average_1m_at_start']:.2f} at the start and {r['load_average_1m_at_end']:.2f} "
+          f"at the end, python {m['python']}, gensim {v['gensim']}, pyspark {v['pyspark']}, "
+          f"numpy {v['numpy']}.\n")
+    print("The step against raw gensim (`gensim.models.Word2Vec` alone on the job's corpus "
+          "file, same parameters, same process; job and raw runs alternate, best run of each, "
+          f"{r['repeats']} each at 1x and {r['scale_repeats']} at {scale}x):\n")
+    print("| corpus | tokens | export s | export tokens/s | job train s | raw gensim train s "
+          "| `job_vs_raw_gensim_words_per_s` | CPU s job / raw | JVM CPU s during job train "
+          "| `step_vs_raw_gensim_train` |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for label, st in (("generated log", gen["step"]),
+                      (f"the same, {scale}x", gen[f"step_x{scale}"])):
+        job = min(st["job_runs"], key=lambda x: x["train_seconds"])
+        raw = min(st["raw_runs"], key=lambda x: x["train_seconds"])
+        print(f"| {label} | {st['tokens']:,} | {_f(st['export_seconds'])} | "
+              f"{_f(st['export_tokens_per_second'], 0)} | {_f(job['train_seconds'])} | "
+              f"{_f(raw['train_seconds'])} | {st['job_vs_raw_gensim_words_per_s']:.3f} | "
+              f"{_f(job['train_cpu_seconds'])} / {_f(raw['train_cpu_seconds'])} | "
+              f"{job['jvm_cpu_seconds_during_train']:.2f} | {st['step_vs_raw_gensim_train']:.2f} |")
+    if ml:
+        print(f"\nMovieLens ml-latest-small, dt {ML_DT}, hold-out after "
+              f"{ml['default']['cut_time']} ({ml['default']['test_pairs']} test pairs):\n")
+        print("| run | parameters | HR@10 | NDCG@10 | wall s |\n|---|---|---|---|---|")
+        print(f"| popularity | k most frequent training items | "
+              f"{ml['default']['popularity_hr']:.3f} | {ml['default']['popularity_ndcg']:.3f} | - |")
+        for name, label in (("default", "gensim default"), ("tuned", "gensim tuned"),
+                            ("spark", "Spark MLlib")):
+            params = ", ".join(f"{k}={v}" for k, v in sorted(r["params"][name].items())
+                               if k != "trainer")
+            row = ml[name]
+            print(f"| {label} | {params} | {row['hr']:.3f} | {row['ndcg']:.3f} | "
+                  f"{row['wall_seconds']:.1f} |")
+        print(f"\nTuned gensim / popularity HR@10: {r['movielens_tuned_vs_popularity']:.2f}x. "
+              f"Spark MLlib / gensim default wall time on MovieLens: "
+              f"{r['movielens_gensim_vs_spark_speedup']:.2f}x.")
+    if "gensim" in gen:
+        g, sp = gen["gensim"], gen["spark"]
+        print(f"\nGenerated log ({gen['spec']['n_events']} events, {r['generated_tokens']} "
+              f"training tokens, {gen['step']['job_runs'][0]['vocab_size']} items), parameters "
+              f"{json.dumps(r['params']['generated'], sort_keys=True)}; hold-out of "
+              f"{g['test_pairs']} pairs:\n")
+        print("| trainer | wall s | HR@10 | NDCG@10 | cluster purity@10 |\n|---|---|---|---|---|")
+        print(f"| gensim, 2 workers | {g['wall_seconds']:.1f} | {g['hr']:.3f} | {g['ndcg']:.3f} | "
+              f"{g['cluster_purity']:.3f} |")
+        print(f"| Spark MLlib, 2 partitions | {sp['wall_seconds']:.1f} | {sp['hr']:.3f} | "
+              f"{sp['ndcg']:.3f} | {sp['cluster_purity']:.3f} |")
+        print(f"| popularity | - | {g['popularity_hr']:.3f} | {g['popularity_ndcg']:.3f} | "
+              f"random: {g['cluster_random']:.3f} |")
+        print(f"\n- gensim vs Spark MLlib wall-time ratio (`gensim_vs_spark_speedup`): "
+              f"{r['gensim_vs_spark_speedup']:.2f}x.")
+        print(f"- Scaling (raw gensim, 1 epoch): {r['scaling_words_per_s_1_workers']:,.0f} words/s "
+              f"with 1 worker, {r['scaling_words_per_s_2_workers']:,.0f} with 2 "
+              f"({r['scaling_2_vs_1_workers']:.2f}x).")
+    print(f"\nThe benchmark took {r['bench_seconds'] / 60:.0f} minutes (`bench_seconds`).",
+          file=sys.stdout)
+    return r
 
 
 if __name__ == "__main__":

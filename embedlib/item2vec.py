@@ -189,11 +189,13 @@ def gensim_model(cfg: TrainConfig) -> Word2Vec:
                     workers=cfg.workers, seed=cfg.seed)
 
 
-def train_gensim_file(corpus: Corpus, cfg: TrainConfig) -> tuple[Word2Vec, float]:
-    """Train on a corpus file; returns the model and the training seconds (not the vocab scan).
+def train_gensim_file(corpus: Corpus, cfg: TrainConfig) -> tuple[Word2Vec, float, float]:
+    """Train on a corpus file: the model, the training's wall seconds and its CPU seconds.
 
-    The corpus counts come from gensim's vocabulary scan: ``model.corpus_count`` sequences
-    and ``model.corpus_total_words`` tokens.
+    Neither time counts the vocabulary scan. The CPU seconds are this process's (gensim's
+    threads), so CPU / wall shows how many cores the training got. The corpus counts come
+    from gensim's vocabulary scan: ``model.corpus_count`` sequences and
+    ``model.corpus_total_words`` tokens.
     """
     if cfg.negative < 1:
         raise TrainInputError("train.negative must be >= 1 for the gensim trainer "
@@ -204,10 +206,10 @@ def train_gensim_file(corpus: Corpus, cfg: TrainConfig) -> tuple[Word2Vec, float
     model.build_vocab(corpus_file=str(corpus.path), keep_raw_vocab=True)
     check_vocabulary(len(model.raw_vocab), len(model.wv), cfg)
     model.raw_vocab = None
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     model.train(corpus_file=str(corpus.path), total_words=model.corpus_total_words,
                 epochs=cfg.epochs, callbacks=[_EpochLogger(cfg.epochs, model.corpus_total_words)])
-    return model, time.perf_counter() - started
+    return model, time.perf_counter() - started, time.process_time() - cpu_started
 
 
 def embeddings_frame(spark: SparkSession, ids: np.ndarray, vectors: np.ndarray,
@@ -233,12 +235,13 @@ def train_gensim(spark: SparkSession, sequences_df: DataFrame, cfg: TrainConfig,
         path, stage_uri = corpus_paths(spark.sparkContext.master, cfg.corpus_dir, Path(tmp),
                                        corpus_name)
         corpus = export_corpus(sequences_df, path, stage_uri)
-        model, seconds = train_gensim_file(corpus, cfg)
+        model, seconds, cpu_seconds = train_gensim_file(corpus, cfg)
     wv = model.wv
     ids = np.array([urllib.parse.unquote_plus(k) for k in wv.index_to_key], dtype=object)
     counts = wv.expandos["count"]
     meta = _meta(cfg, len(wv), model.corpus_count, model.corpus_total_words,
                  corpus.export_seconds, seconds, has_context=True)
+    meta["train_cpu_seconds"] = cpu_seconds  # in the step's summary, not in train_runs
     return TrainResult(embeddings_frame(spark, ids, wv.vectors, counts),
                        embeddings_frame(spark, ids, model.syn1neg, counts), meta)
 

@@ -88,7 +88,7 @@ def test_context_rows_align_with_item_rows(spark, planted_cfg, tmp_path):
     # Same seed, one worker: retraining on the same corpus gives gensim's own model.
     sequences_df = train_item2vec.extract(spark, planted_cfg, DT)
     corpus = item2vec.export_corpus(sequences_df, tmp_path / "corpus.txt")
-    model, _ = item2vec.train_gensim_file(corpus, planted_cfg.train)
+    model, _, _ = item2vec.train_gensim_file(corpus, planted_cfg.train)
     row = {urllib.parse.unquote_plus(k): i for i, k in enumerate(model.wv.index_to_key)}
     for a, b in [("a b", "a0"), ("b3", "é+1"), ("tab\tid", "b7"), ("x%41", "a b"),
                  ("new\nline", "日本 🙂")]:
