@@ -1,0 +1,234 @@
+"""Render the benchmark figures in docs/ from benchmarks/results/*.json (make docs).
+
+Every figure in the docs lives between a pair of markers,
+
+    <!-- figures:NAME -->
+    ...generated...
+    <!-- /figures:NAME -->
+
+and is rewritten here from results/NAME.json; nothing between markers is typed by hand.
+``--check`` renders in memory and exits 1 naming the blocks that differ from the files
+(tests/test_docs.py runs it), so a doc can never disagree with its results file.
+
+    .venv/bin/python scripts/render_docs.py           # rewrite the blocks
+    .venv/bin/python scripts/render_docs.py --check   # exit 1 if any block is stale
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /figures:(?P=name) -->)", re.S)
+
+
+def _n(value, digits: int = 0) -> str:
+    """A number with thousands separators and ``digits`` decimals."""
+    return f"{value:,.{digits}f}"
+
+
+def _g(value, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}g}"
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _machine(r: dict) -> str:
+    m = r.get("machine", {})
+    start = r.get("load_average_1m_at_start", m.get("load_average_1m_at_start"))
+    end = r.get("load_average_1m_at_end", m.get("load_average_1m_at_end"))
+    load = f"load average {start:.1f} at the start" if start is not None else "load average not recorded"
+    if end is not None:
+        load += f", {end:.1f} at the end"
+    return f"Measured on {m.get('cpu_count', '?')} cores ({m.get('processor', '?')}), {load}."
+
+
+def bench_sequences(r: dict) -> str:
+    runs = sorted(r["runs"].values(), key=lambda run: run["events"])
+    rows = [[_n(x["events"]), _n(x["seconds"], 1), _n(x["events_per_second"]), _n(x["sequences"])] for x in runs]
+    return "\n\n".join([
+        _table(["events", "seconds", "events/s", "sequences written"], rows),
+        f"Time growth from the smallest to the largest log: {r['time_growth_1m_to_16m']:.2f}x for "
+        f"{r['events_growth']:.1f}x the events (linear would be {r['events_growth']:.0f}x). {_machine(r)}"])
+
+
+def bench_stabilize(r: dict) -> str:
+    g = r["gram_seconds"]
+    gram = _table(["way", "seconds", "vs this module"], [
+        ["`embedlib.linalg.gram` (Arrow batches, one BLAS call each)", _n(g["module"], 2), "1"],
+        ["`rdd.mapPartitions` summing `np.outer` per row", _n(g["per_row"], 2),
+         f"{g['per_row'] / g['module']:.1f}x slower"],
+        ["pyarrow + numpy, one process", _n(g["single_process"], 2), f"{g['single_process'] / g['module']:.2f}x"]])
+    jobs = _table(["rows per side", "job seconds", "single process seconds", "job / single",
+                   "stabilized cosine", "score error"],
+                  [[_n(j["rows_per_side"]), _n(j["job_seconds"], 1), _n(j["single_process_seconds"], 1),
+                    f"{j['job_vs_single_process']:.2f}",
+                    f"{j['job_metrics']['cosine_stabilized_mean']:.3f}",
+                    _g(j["job_metrics"]["score_max_rel_err"], 2)] for j in r["job"]])
+    phases = ""
+    if r.get("job_phase_seconds_1m"):
+        phases = "\n\nWhere the job's time goes at 1M rows per side (seconds):\n\n" + _table(
+            ["phase", "seconds"], [[k, _n(v, 1)] for k, v in r["job_phase_seconds_1m"].items()])
+    return "\n\n".join([
+        f"Gram of {_n(r['gram_rows'])} x 128 float32 vectors from Parquet:", gram,
+        f"Max relative difference between the three results: {_g(r['gram_max_rel_diff'], 2)}.",
+        "The whole job against one pyarrow + numpy process doing the same maths and I/O:", jobs,
+        f"Job time growth from the smallest to the largest size: {r['job_time_growth_250k_to_4m']:.2f}x for "
+        f"{r['rows_growth']:.0f}x the rows. {_machine(r)}"]) + phases
+
+
+def stability_movielens(r: dict) -> str:
+    def row(label, part, raw):
+        c, a = part["canonicalize_align"], part["align"]
+        return [label, f"{raw:.3f}",
+                f"{c['stabilized_cosine']:.3f} (median {c['cosine_median']:.3f}, p5 {c['cosine_p5']:.3f})",
+                f"{a['stabilized_cosine']:.3f}", f"{part['best_linear_cosine']:.3f}",
+                f"{c['neighbour_overlap_at_10']:.3f}", _g(c["score_max_rel_err"], 2),
+                f"{part['hr10_raw']:.4f} / {c['hr10']:.4f} / {a['hr10']:.4f}"]
+    return "\n\n".join([
+        f"{_n(r['test_pairs'])} held-out next-item pairs; popularity HR@10 {r['hr10_popularity']:.4f}.",
+        _table(["pair", "raw cosine", "canonicalize + align", "align only", "best linear map", "overlap@10",
+                "score error", "HR@10 raw / canon+align / align"],
+               [row("same data, two seeds", r["same_data"], r["same_data_raw_cosine"]),
+                row(f"next window ({r['window_days']} days later)", r["next_window"], r["next_window_raw_cosine"])]),
+        _machine(r)])
+
+
+def bench_serving(r: dict) -> str:
+    cpu = r["cpu"]
+    rows = [[b, _n(cpu[b]["index_qps"], 1), _n(cpu[b]["faiss_qps"], 1), f"{cpu[b]['ratio']:.2f}",
+             f"{cpu[b]['ids_equal_to_faiss']:.3f}"] for b in sorted((k for k in cpu if k.isdigit()), key=int)]
+    variants = [[name, ", ".join(f"{k}={v}" for k, v in v["env"].items()),
+                 f"{v['cpu']['1024']['ratio']:.2f}"] for name, v in r.get("cpu_variants", {}).items()]
+    gpu = r.get("gpu")
+    parts = [f"{_n(r['n'])} x {r['dim']} float32, top-{r['k']}, NumPy BLAS {r.get('numpy_blas', '?')}:",
+             _table(["batch", "index queries/s", "faiss IndexFlatIP queries/s", "index / faiss", "same ids"], rows),
+             f"Lookups by id: {_n(cpu['lookup_ids_per_s'])} ids/s."]
+    if variants:
+        parts += ["Batch 1024 under other thread settings (index / faiss):",
+                  _table(["variant", "environment", "index / faiss"], variants)]
+    parts.append(f"GPU: {r.get('gpu_note', 'not measured')}" if not gpu else
+                 "GPU: " + ", ".join(f"{k} {v}" for k, v in gpu.items() if not isinstance(v, (dict, list))))
+    parts.append(_machine(r))
+    return "\n\n".join(parts)
+
+
+def bench_service(r: dict) -> str:
+    levels = r["levels"]
+    rows = []
+    for c in sorted(levels, key=int):
+        lv = levels[c]
+        s, v = lv["similar"], lv["vectors"]
+        rows.append([c, _n(s["qps"], 1), _n(s["p50_ms"], 1), _n(s["p99_ms"], 1), _n(s["p99_9_ms"], 1),
+                     _n(lv["in_process_topk_qps"], 1), f"{lv['service_qps_vs_in_process']:.2f}",
+                     _n(v["qps"], 1), _n(v["p99_ms"], 1)])
+    swaps, mem = r["swaps"], r["server_memory_mib"]
+    reloads = ", ".join(f"{s['reload_seconds']:.1f}" for s in swaps["swaps"])
+    return "\n\n".join([
+        f"{_n(r['rows'])} x {r['dim']} float32 index ({r['index_mib']} MiB), k={r['k']}, "
+        f"{_n(r['requests_per_level'])} requests per level from closed-loop clients on 127.0.0.1:",
+        _table(["clients", "/similar req/s", "p50 ms", "p99 ms", "p99.9 ms", "in-process topk q/s",
+                "service / in-process", "/vectors req/s", "/vectors p99 ms"], rows),
+        f"Hot swaps under a {_n(swaps['load']['requests'])}-request load: {len(swaps['swaps'])} swaps "
+        f"(reloads of {reloads} s), {r['failed_requests_during_swaps']} failed requests; requests "
+        f"during the reloads: p50 {_n(swaps['p50_ms_during_reloads'], 1)} ms, "
+        f"p99 {_n(swaps['p99_ms_during_reloads'], 1)} ms.",
+        f"Server memory (RSS, MiB): {_n(mem['before_load']['rss_mib'], 1)} before the load, "
+        f"{_n(mem['after_swaps']['peak_rss_mib'], 1)} at the peak of the swaps (two indexes), "
+        f"{_n(mem['after_swaps']['rss_mib'], 1)} after them. {_machine(r)}"])
+
+
+def bench_train(r: dict) -> str:
+    gen, ml, scale = r["generated"], r["movielens"], r["scale"]
+    rows = []
+    for label, st in (("generated log", gen["step"]), (f"the same, {scale}x", gen[f"step_x{scale}"])):
+        job = min(st["job_runs"], key=lambda x: x["train_seconds"])
+        raw = min(st["raw_runs"], key=lambda x: x["train_seconds"])
+        rows.append([label, _n(st["tokens"]), _n(st["export_seconds"], 1), _n(st["export_tokens_per_second"]),
+                     _n(job["train_seconds"], 1), _n(raw["train_seconds"], 1),
+                     f"{st['job_vs_raw_gensim_words_per_s']:.3f}",
+                     f"{_n(job['train_cpu_seconds'], 1)} / {_n(raw['train_cpu_seconds'], 1)}",
+                     f"{st['step_vs_raw_gensim_train']:.2f}"])
+    parts = [f"The step against raw gensim on the job's own corpus file (same parameters, same process; job "
+             f"and raw runs alternate, best of each: {r['repeats']} each at 1x, {r['scale_repeats']} at {scale}x):",
+             _table(["corpus", "tokens", "export s", "export tokens/s", "job train s", "raw gensim train s",
+                     "job / raw words/s", "CPU s job / raw", "(export + train) / raw train"], rows)]
+    if ml:
+        d = ml["default"]
+        ml_rows = [["popularity", "the k most frequent training items", f"{d['popularity_hr']:.3f}",
+                    f"{d['popularity_ndcg']:.3f}", "-"]]
+        for name, label in (("default", "gensim default"), ("tuned", "gensim tuned"), ("spark", "Spark MLlib")):
+            params = ", ".join(f"{k}={v}" for k, v in sorted(r["params"][name].items()) if k != "trainer")
+            ml_rows.append([label, params, f"{ml[name]['hr']:.3f}", f"{ml[name]['ndcg']:.3f}",
+                            _n(ml[name]["wall_seconds"], 1)])
+        parts += [f"MovieLens ml-latest-small, hold-out after {d['cut_time']} ({_n(d['test_pairs'])} test pairs):",
+                  _table(["run", "parameters", "HR@10", "NDCG@10", "wall s"], ml_rows),
+                  f"Tuned gensim / popularity HR@10: {r['movielens_tuned_vs_popularity']:.2f}x. Spark MLlib / "
+                  f"gensim default wall time: {r['movielens_gensim_vs_spark_speedup']:.2f}x."]
+    if "gensim" in gen:
+        g, sp = gen["gensim"], gen["spark"]
+        parts += [f"Generated log ({_n(gen['spec']['n_events'])} events, {_n(r['generated_tokens'])} training "
+                  f"tokens), hold-out of {_n(g['test_pairs'])} pairs:",
+                  _table(["trainer", "wall s", "HR@10", "NDCG@10", "cluster purity@10"], [
+                      ["gensim, 2 workers", _n(g["wall_seconds"], 1), f"{g['hr']:.3f}", f"{g['ndcg']:.3f}",
+                       f"{g['cluster_purity']:.3f}"],
+                      ["Spark MLlib, 2 partitions", _n(sp["wall_seconds"], 1), f"{sp['hr']:.3f}",
+                       f"{sp['ndcg']:.3f}", f"{sp['cluster_purity']:.3f}"],
+                      ["popularity", "-", f"{g['popularity_hr']:.3f}", f"{g['popularity_ndcg']:.3f}",
+                       f"random: {g['cluster_random']:.3f}"]]),
+                  f"Raw gensim, 1 epoch: {_n(r['scaling_words_per_s_1_workers'])} words/s with 1 worker, "
+                  f"{_n(r['scaling_words_per_s_2_workers'])} with 2 ({r['scaling_2_vs_1_workers']:.2f}x)."]
+    parts.append(_machine(r))
+    return "\n\n".join(parts)
+
+
+RENDERERS: dict[str, Callable[[dict], str]] = {
+    "bench_sequences": bench_sequences, "bench_train": bench_train, "bench_stabilize": bench_stabilize,
+    "stability_movielens": stability_movielens, "bench_serving": bench_serving, "bench_service": bench_service,
+}
+
+
+def render(text: str) -> str:
+    """``text`` with every figures block rewritten from its results file."""
+    def block(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in RENDERERS:
+            raise SystemExit(f"no renderer for figures block {name!r} (known: {', '.join(sorted(RENDERERS))})")
+        result = json.loads((RESULTS / f"{name}.json").read_text())
+        body = RENDERERS[name](result).rstrip() + "\n"
+        source = f"_Rendered by `make docs` from `benchmarks/results/{name}.json`._\n\n"
+        return m.group(1) + source + body + m.group(4)
+    return BLOCK.sub(block, text)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="exit 1 if a block differs from its results file")
+    args = parser.parse_args(argv)
+    stale = []
+    for path in DOCS:
+        text = path.read_text()
+        new = render(text)
+        if new != text:
+            stale.append(str(path.relative_to(REPO)))
+            if not args.check:
+                path.write_text(new)
+    if args.check and stale:
+        print(f"stale figures in {', '.join(stale)}: run make docs", file=sys.stderr)
+        return 1
+    print(("rendered " if not args.check else "up to date: ") + (", ".join(stale) or "nothing to change"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
