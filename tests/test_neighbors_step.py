@@ -1,4 +1,6 @@
 """build_neighbors through Spark: a small published partition -> the neighbours table."""
+import logging
+import socket
 import subprocess
 import sys
 
@@ -7,13 +9,14 @@ import pytest
 from pyspark.sql import types as T
 
 from embedlib import tables
+from embedlib.cli import run_job
 from embedlib.registry import RegistryError
-from embedlib.serving import EmbeddingIndex, ServingError
+from embedlib.serving import BackendError, EmbeddingIndex, ServingError
+from embedlib.serving.backend import cupy_status
 from embedlib.registry import published_table
 from embedlib.serving.published import partition_files
 from embedlib.steps import build_neighbors
-from tests.conftest import REPO
-from tests.test_serving_index import reference_topk
+from tests.helpers import REPO, reference_topk
 
 DT = "2024-01-10"
 EMBEDDINGS_SCHEMA = T.StructType([
@@ -46,6 +49,63 @@ def test_neighbors_table_equals_brute_force(spark, cfg_factory):
     for i, item in enumerate(ids):
         assert [n.id for n in got[item]] == ids[rows[i]].tolist()
         np.testing.assert_allclose([n.score for n in got[item]], scores[i], rtol=1e-5, atol=1e-6)
+
+
+class _Lines(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append((record.levelname, record.getMessage()))
+
+
+@pytest.fixture
+def embedlib_log():
+    """(level, message) of every embedlib log record while the test runs (the driver's)."""
+    handler, logger = _Lines(), logging.getLogger("embedlib")
+    logger.addHandler(handler)
+    yield handler.lines
+    logger.removeHandler(handler)
+
+
+def test_the_tasks_backends_reach_the_driver(spark, cfg_factory, embedlib_log, rng):
+    ids = np.array([f"b{i:02d}" for i in range(40)], dtype=object)
+    cfg = cfg_factory(serve={"neighbors_k": 3, "neighbors_partitions": 3, "backend": "numpy",
+                             "require_registered": False})
+    publish(spark, cfg, ids, rng.standard_normal((40, 4)).astype(np.float32))
+    summary = build_neighbors.run(spark, cfg, DT)
+    # One entry per distinct (host, backend, device): here every task, in Python workers.
+    assert summary["index_backends"] == [{"host": socket.gethostname(), "backend": "numpy",
+                                          "device": "cpu", "reason": "as configured", "tasks": 3}]
+    assert ("INFO", f"neighbour index: 3 task(s) on {socket.gethostname()} used numpy on cpu "
+                    "(as configured)") in embedlib_log
+
+
+def test_task_backends_counts_each_partition_once_and_warns_on_a_mix(embedlib_log):
+    gpu = ("h1", "cupy", "cuda:0 NVIDIA H200", "auto")
+    cpu = ("h2", "numpy", "cpu", "auto: cupy is not installed")
+    assert build_neighbors.task_backends({0: gpu, 1: cpu, 2: gpu}) == [
+        {"host": "h1", "backend": "cupy", "device": "cuda:0 NVIDIA H200", "reason": "auto", "tasks": 2},
+        {"host": "h2", "backend": "numpy", "device": "cpu", "reason": "auto: cupy is not installed",
+         "tasks": 1}]
+    assert [level for level, _ in embedlib_log] == ["INFO", "INFO", "WARNING"]
+    assert build_neighbors.task_backends({}) == []
+
+
+@pytest.mark.skipif(cupy_status()[0] is not None, reason="this machine has CuPy and a CUDA device")
+def test_cupy_without_a_gpu_fails_with_one_clear_error(spark, cfg_factory):
+    cfg = cfg_factory(serve={"neighbors_k": 2, "backend": "cupy", "require_registered": False})
+    publish(spark, cfg, np.array(["a", "b", "c", "d"], dtype=object), np.eye(4, dtype=np.float32))
+    with pytest.raises(BackendError) as raised:
+        build_neighbors.run(spark, cfg, DT)
+    message = str(raised.value)
+    assert message.startswith("serve.backend=cupy cannot be used on the executors: backend cupy "
+                              "was requested but ")
+    assert "\n" not in message and "Traceback" not in message
+    assert tables.find_partition(spark, tables.qualified(cfg.tables, cfg.tables.neighbors), DT) is None
+    # What the job's entry point makes of it: exit code 2 (cli.run_job).
+    assert run_job(lambda argv: build_neighbors.run(spark, cfg, DT)) == 2
 
 
 def test_serving_reads_the_published_partition_without_spark(spark, cfg_factory):

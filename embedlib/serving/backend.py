@@ -35,11 +35,14 @@ class Backend:
         "numpy" or "cupy".
     device : str
         "cpu" or the CUDA device, e.g. "cuda:0 NVIDIA H100 80GB HBM3".
+    reason : str
+        Why this backend, e.g. "as configured" or "auto: cupy is not installed (...)".
     """
 
     xp: ModuleType
     name: str
     device: str
+    reason: str = ""
 
     def to_device(self, array, dtype=None):
         """``array`` (host or device) as an array of this backend, ``dtype`` if given."""
@@ -78,18 +81,18 @@ def select_backend(name: str = "auto") -> Backend:
     if name not in BACKENDS:
         raise BackendError(f"backend must be one of {', '.join(BACKENDS)}; got {name!r}")
     if name == "numpy":
-        return _announce(Backend(np, "numpy", "cpu"), "as configured")
+        return _announce(Backend(np, "numpy", "cpu", "as configured"))
     cupy, why_not = cupy_status()
     if cupy is None:
         if name == "cupy":
             raise BackendError(f"backend cupy was requested but {why_not}")
-        return _announce(Backend(np, "numpy", "cpu"), f"auto: {why_not}")
+        return _announce(Backend(np, "numpy", "cpu", f"auto: {why_not}"))
     device_id = cupy.cuda.Device().id
     props = cupy.cuda.runtime.getDeviceProperties(device_id)
     gpu_name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-    return _announce(Backend(cupy, "cupy", f"cuda:{device_id} {gpu_name}"), name)
+    return _announce(Backend(cupy, "cupy", f"cuda:{device_id} {gpu_name}", name))
 
 
-def _announce(backend: Backend, reason: str) -> Backend:
-    log.info("array backend %s on %s (%s)", backend.name, backend.device, reason)
+def _announce(backend: Backend) -> Backend:
+    log.info("array backend %s on %s (%s)", backend.name, backend.device, backend.reason)
     return backend

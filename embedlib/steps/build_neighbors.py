@@ -4,20 +4,30 @@ The index (ids and the float32 matrix) is collected once on the driver, checked,
 broadcast; each executor builds an EmbeddingIndex from it (CuPy on GPU executors, else
 NumPy) and scores its share of the queries over Arrow batches (``mapInArrow``): one matmul
 per chunk of the index for a whole batch of queries, never a Python UDF per row.
+
+Executors' logs do not reach the job's output, so each task reports the backend and device
+it scored with through an accumulator; the driver logs them and puts them in the summary
+(``index_backends``), and a backend an executor cannot use fails the step with one
+BackendError that names serve.backend.
 """
 from __future__ import annotations
 
 import functools
+import re
+import socket
 import uuid
-from typing import Iterator
+from collections import Counter
+from typing import Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
+from pyspark import AccumulatorParam, TaskContext
 from pyspark.sql import DataFrame, SparkSession
 
 from embedlib import tables
 from embedlib.config import Config
 from embedlib.log import get_logger, step
+from embedlib.serving.backend import BackendError
 from embedlib.serving.index import EmbeddingIndex, ServingError, TopKResult, index_options
 from embedlib.registry import published_table
 from embedlib.serving.published import published_vectors
@@ -32,13 +42,26 @@ NEIGHBORS_SCHEMA = "item_id string, neighbors array<struct<id:string,score:float
 _WORKER_INDEX: dict[str, EmbeddingIndex] = {}
 
 
+class _TaskBackends(AccumulatorParam):
+    """{partition id: (host, backend, device, reason)}: keyed by partition, so a retried
+    task counts once."""
+
+    def zero(self, value: dict) -> dict:
+        return {}
+
+    def addInPlace(self, value1: dict, value2: dict) -> dict:
+        value1.update(value2)
+        return value1
+
+
 def extract(spark: SparkSession, cfg: Config, dt: str) -> DataFrame:
     """The published vectors of registered version dt (id, vector)."""
     return published_vectors(spark, cfg, dt)
 
 
 def transform(spark: SparkSession, embeddings_df: DataFrame, cfg: Config):
-    """Neighbours of every item: (item_id, neighbors), a summary, the index broadcast."""
+    """Neighbours of every item: (item_id, neighbors), a summary, the index broadcast and
+    the accumulator of the tasks' backends (filled when the neighbours are computed)."""
     ids, vectors = arrays_from_arrow(embeddings_df.toArrow())
     check_vectors(ids, vectors, f"embeddings {published_table(cfg, cfg.serve.side)}")
     k = cfg.serve.neighbors_k
@@ -49,11 +72,12 @@ def transform(spark: SparkSession, embeddings_df: DataFrame, cfg: Config):
     queries_df = embeddings_df.select(ID_COL)
     if cfg.serve.neighbors_partitions:
         queries_df = queries_df.repartition(cfg.serve.neighbors_partitions)
+    backends_acc = spark.sparkContext.accumulator({}, _TaskBackends())
     score = functools.partial(_score_batches, index_bc, uuid.uuid4().hex,
-                              index_options(cfg.serve), k)
+                              index_options(cfg.serve), k, backends_acc)
     neighbors_df = queries_df.mapInArrow(score, NEIGHBORS_SCHEMA)
     summary = {"items": len(ids), "dim": int(vectors.shape[1]), "k": k, "metric": cfg.serve.metric}
-    return neighbors_df, summary, index_bc
+    return neighbors_df, summary, index_bc, backends_acc
 
 
 def load(spark: SparkSession, neighbors_df: DataFrame, cfg: Config, dt: str) -> dict:
@@ -64,18 +88,47 @@ def load(spark: SparkSession, neighbors_df: DataFrame, cfg: Config, dt: str) -> 
 
 def run(spark: SparkSession, cfg: Config, dt: str) -> dict:
     with step(log, f"build_neighbors dt={dt}", spark):
-        neighbors_df, summary, index_bc = transform(spark, extract(spark, cfg, dt), cfg)
+        neighbors_df, summary, index_bc, backends_acc = transform(spark, extract(spark, cfg, dt), cfg)
         try:
             summary.update(load(spark, neighbors_df, cfg, dt))
+        except Exception as exc:
+            why = executor_backend_error(exc)
+            if why is None:
+                raise
+            raise BackendError(f"serve.backend={cfg.serve.backend} cannot be used on the "
+                               f"executors: {why}") from None
         finally:
             index_bc.unpersist()
+        summary["index_backends"] = task_backends(backends_acc.value)
     return summary
 
 
-def _score_batches(index_bc, token: str, options: dict, k: int,
+def task_backends(by_partition: dict[int, tuple]) -> list[dict]:
+    """The tasks' (host, backend, device, reason) counted and logged; one dict per distinct one."""
+    counts = Counter(by_partition.values())
+    for (host, name, device, reason), n in sorted(counts.items()):
+        log.info("neighbour index: %d task(s) on %s used %s on %s (%s)", n, host, name, device, reason)
+    if len({name for _, name, _, _ in counts}) > 1:
+        log.warning("neighbour index: the tasks used different backends (serve.backend=auto "
+                    "with executors that differ in GPU or CuPy)")
+    return [{"host": host, "backend": name, "device": device, "reason": reason, "tasks": n}
+            for (host, name, device, reason), n in sorted(counts.items())]
+
+
+def executor_backend_error(exc: Exception) -> Optional[str]:
+    """The message of a BackendError raised in a Python worker, from the Spark error's text
+    (the driver gets the worker's traceback as text, not the exception)."""
+    found = re.findall(r"BackendError: (.+)", str(exc))
+    return found[-1].strip() if found else None
+
+
+def _score_batches(index_bc, token: str, options: dict, k: int, backends_acc,
                    batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """mapInArrow body: each batch of query ids -> a batch of (item_id, neighbors)."""
     index = _worker_index(index_bc, token, options)
+    backend = index.backend
+    backends_acc.add({TaskContext.get().partitionId():
+                      (socket.gethostname(), backend.name, backend.device, backend.reason)})
     for batch in batches:
         query_ids = batch.column(0).to_numpy(zero_copy_only=False)
         yield neighbors_batch(index.topk(query_ids, k=k, exclude_self=True, unknown_ids="error"))
