@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -19,7 +18,7 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import SparkSession
 
 import embedlib
-from embedlib import integrity, manifest, tables
+from embedlib import integrity, manifest, provenance, tables
 from embedlib.config import Config
 from embedlib.errors import EmbedlibError
 
@@ -174,13 +173,13 @@ def unregister(spark: SparkSession, cfg: Config, dt: str) -> None:
 
 
 def code_version() -> str:
-    """Package version, plus the git commit when running from a checkout."""
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(embedlib.__file__).parent, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha = ""
-    return f"{embedlib.__version__}+{sha}" if sha else embedlib.__version__
+    """Package version plus the git commit (``0.1.0+<sha>``, ``.dirty`` with local changes).
+
+    The commit comes from the build info in the spark-submit zip (`make package`) when the
+    package runs from one, else from git in the checkout.
+    """
+    info = provenance.build_info() or provenance.git_commit(Path(embedlib.__file__).parent)
+    return provenance.version_label(embedlib.__version__, info)
 
 
 def describe_versions(spark: SparkSession, cfg: Config, dts: Optional[list[str]] = None) -> list[dict]:

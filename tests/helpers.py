@@ -5,14 +5,22 @@ from here, never from each other.
 """
 from __future__ import annotations
 
+import json
+import os
+import re
+import signal
+import subprocess
 import sys
 import uuid
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+import embedlib
+from embedlib import provenance
 from embedlib.config import Config, config_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,3 +85,77 @@ def job(name, warehouse, *sets) -> list[str]:
 def error_lines(stderr: str) -> list[str]:
     """The ERROR lines of a job's log."""
     return [line for line in stderr.splitlines() if " ERROR " in line]
+
+
+# spark-submit runs with the `make package` zip (tests/test_spark_submit.py, tests/test_cluster.py)
+
+SPARK_SUBMIT = Path(sys.executable).with_name("spark-submit")
+# A small pipeline run: a few seconds per step.
+PIPELINE_SETS = ("sequences.lookback_days=2", "sequences.min_count=2", "train.vector_size=16",
+                 "train.epochs=2", "train.workers=1", "stabilize.score_sample=64",
+                 "stabilize.overlap_queries=50", "serve.neighbors_k=5")
+
+
+def build_package(out: Path) -> Path:
+    """A fresh zip from scripts/package.py (what `make package` runs), never a stale one."""
+    subprocess.run([sys.executable, str(REPO / "scripts" / "package.py"), "--out", str(out)],
+                   check=True, capture_output=True)
+    return out
+
+
+def package_code_version(package: Path) -> str:
+    """The code version the zip's build info gives: version+commit[.dirty]. Tests compare
+    what a run recorded with this, not with git: the checkout may move while they run."""
+    info = json.loads(zipfile.ZipFile(package).read(f"embedlib/{provenance.BUILD_INFO}"))
+    return provenance.version_label(embedlib.__version__, info)
+
+
+def spark_submit(package: Path, workdir: Path, job: str, *job_args: str, sets=(), master: str = "local[2]",
+                 python=sys.executable, submit_args=(), env=None, timeout: int = 1200,
+                 ) -> subprocess.CompletedProcess:
+    """jobs/<job>.py on conf/local.yaml under pyspark's spark-submit: ``master``, the zip as
+    --py-files, ``python`` for the driver and the executors, the warehouse in ``workdir``,
+    then ``job_args`` and ``sets`` (--set overrides). A timeout or an interrupt kills
+    spark-submit and the driver it started (their own process group)."""
+    sets = [f"spark.warehouse_dir={workdir / 'warehouse'}", "spark.master=local[2]",
+            "spark.shuffle_partitions=2", *sets]
+    cmd = [str(SPARK_SUBMIT), "--master", master, "--py-files", str(package),
+           "--conf", f"spark.pyspark.python={python}", *submit_args,
+           str(REPO / "jobs" / f"{job}.py"), "--conf", str(REPO / "conf" / "local.yaml"), *job_args,
+           *[arg for item in sets for arg in ("--set", item)]]
+    # The venv first on PATH, as when it is activated: spark-submit finds SPARK_HOME with the
+    # python3 it finds there. cwd: Derby writes derby.log in the working folder.
+    env = {**os.environ, **(env or {}),
+           "PATH": f"{SPARK_SUBMIT.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+def pipeline_sets(workdir: Path, sample: Path) -> list[str]:
+    """--set overrides of a small pipeline run on the sample log under ``sample``."""
+    return [f"input.path={sample / 'events'}", f"report.out_dir={workdir / 'reports'}", *PIPELINE_SETS]
+
+
+def embedlib_lines(proc: subprocess.CompletedProcess, level: str) -> list[str]:
+    """The job's own log lines of ``level`` (spark-submit passes the driver's stderr on to its stdout)."""
+    return [line for line in (proc.stdout + proc.stderr).splitlines() if f" {level} [embedlib" in line]
+
+
+def outcome(proc: subprocess.CompletedProcess) -> str:
+    """The end of a run's output without the JVM's INFO lines: what a failed assertion shows."""
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines()
+             if not re.match(r"\d\d/\d\d/\d\d \S+ INFO ", line)]
+    return "\n".join(lines)[-4000:]
+
+
+def written_folders(proc: subprocess.CompletedProcess) -> dict[tuple[str, str], str]:
+    """{(table, dt): the run folder written last}, from the job's log lines."""
+    log = "\n".join(embedlib_lines(proc, "INFO"))
+    return {(m[0], m[1]): m[2] for m in re.findall(r"wrote embedlib\.(\w+) dt=(\S+) -> file:(\S+)", log)}
