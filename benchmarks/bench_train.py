@@ -25,6 +25,7 @@ import dataclasses
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -87,7 +88,7 @@ def ensure_generated(spark, cfg: Config, spec: SampleSpec, work: Path) -> dict:
     """Generate the log and its sequences once per spec (kept under ``work`` between runs)."""
     marker = work / "gen" / "spec.json"
     wanted = json.dumps(dataclasses.asdict(spec), sort_keys=True)
-    seq_table = tables.qualified(cfg.tables, cfg.tables.sequences)
+    seq_table = tables.table_name(cfg.tables, "sequences")
     if marker.exists() and marker.read_text() == wanted and \
             GEN_DT in tables.list_partitions(spark, seq_table):
         return {"reused": True}
@@ -106,7 +107,7 @@ def ensure_scaled(spark, cfg: Config, scale: int) -> Config:
     scaled = dataclasses.replace(
         with_train(cfg, corpus_dir=f"{cfg.train.corpus_dir}_x{scale}"),
         tables=dataclasses.replace(cfg.tables, database=f"{cfg.tables.database}_x{scale}"))
-    seq_table = tables.qualified(scaled.tables, scaled.tables.sequences)
+    seq_table = tables.table_name(scaled.tables, "sequences")
     if GEN_DT not in tables.list_partitions(spark, seq_table):
         base_df = train_item2vec.extract(spark, cfg, GEN_DT)
         copies = [base_df.withColumns({name: F.concat(name, F.lit(f"#{k}"))
@@ -256,6 +257,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def sample_load(loads: list, done: threading.Event) -> None:
+    """The 1-minute load average every 10 s: whether something else ran during the benchmark."""
+    while not done.wait(10.0):
+        loads.append(os.getloadavg()[0])
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.readme:
@@ -263,6 +270,8 @@ def main(argv=None) -> dict:
     os.chdir(REPO)  # the configs' relative paths resolve against the repository root
     args.work.mkdir(parents=True, exist_ok=True)
     started, load_start = time.perf_counter(), os.getloadavg()[0]
+    loads, done = [], threading.Event()
+    threading.Thread(target=sample_load, args=(loads, done), daemon=True).start()
     spark = get_spark(load_config(REPO / "conf" / "local.yaml", spark_overrides(args.work)).spark,
                       "bench_train")
     ml = None if args.quick or not (MOVIELENS / "ratings.csv").exists() else movielens(spark, args.work)
@@ -272,7 +281,9 @@ def main(argv=None) -> dict:
         "generated": {**DEFAULT, "epochs": args.gen_epochs, "spark_partitions": 2}},
         "scale": args.scale, "repeats": args.repeats, "scale_repeats": args.scale_repeats,
         "movielens": ml, "generated": gen, "bench_seconds": time.perf_counter() - started,
-        "load_average_1m_at_start": load_start, "load_average_1m_at_end": os.getloadavg()[0]}
+        "load_average_1m_at_start": load_start, "load_average_1m_at_end": os.getloadavg()[0],
+        "load_average_1m_max": max(loads, default=load_start)}
+    done.set()
     if args.quick:  # a development run: its file stays beside the work files
         result = {"benchmark": "bench_train --quick", "machine": machine(), **result}
         (args.work / "bench_train_quick.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -290,8 +301,8 @@ def print_readme(r: dict) -> dict:
     m, gen, ml, scale = r["machine"], r["generated"], r["movielens"], r["scale"]
     v = m["versions"]
     print(f"Machine: {m['platform']}, {m['cpu_count']} cores, load average "
-          f"{r['load_average_1m_at_start']:.2f} at the start and {r['load_average_1m_at_end']:.2f} "
-          f"at the end, python {m['python']}, gensim {v['gensim']}, pyspark {v['pyspark']}, "
+          f"{r['load_average_1m_at_start']:.2f} at the start, {r['load_average_1m_at_end']:.2f} at "
+          f"the end and at most {r['load_average_1m_max']:.2f} in between, python {m['python']}, gensim {v['gensim']}, pyspark {v['pyspark']}, "
           f"numpy {v['numpy']}.\n")
     print("The step against raw gensim (`gensim.models.Word2Vec` alone on the job's corpus "
           "file, same parameters, same process; job and raw runs alternate, best run of each, "
