@@ -11,7 +11,7 @@ FROM   ?= 2024-01-08
 TO     ?= 2024-01-10
 SAMPLE_EVENTS ?= 150000
 
-.PHONY: setup java chromium test test-quick run sample bench clean package test-airflow
+.PHONY: setup java chromium lint test test-quick run sample bench docs clean package test-airflow
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,10 @@ setup: $(STAMP) java
 chromium:
 	@scripts/ensure_chromium.sh
 
-test: setup chromium test-airflow
+lint: setup
+	$(PY) -m ruff check .
+
+test: setup chromium lint test-airflow
 	$(PY) -m pytest
 
 test-quick: setup
@@ -39,8 +42,13 @@ run: sample
 	$(PY) jobs/run_pipeline.py --conf $(CONF) --from $(FROM) --to $(TO)
 	@echo "tables under ./warehouse (database embedlib); see README for how to query them"
 
+# make docs - render every benchmark figure in README.md and docs/ from benchmarks/results/*.json
+docs: setup
+	$(PY) scripts/render_docs.py
+
 bench: setup
 	@for b in benchmarks/bench_*.py benchmarks/stability_movielens.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	$(PY) scripts/render_docs.py
 
 clean:
 	rm -rf warehouse data/sample reports benchmarks/work

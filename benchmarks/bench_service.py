@@ -40,8 +40,7 @@ from bench_serving import make_data  # noqa: E402
 from common import RESULTS, WORK, write_results  # noqa: E402
 
 from embedlib.serving import EmbeddingIndex  # noqa: E402
-from embedlib.serving.loadtest import (closed_loop, free_port, wait_until_up,  # noqa: E402
-                                      write_manifest, write_version)
+from embedlib.serving.loadtest import closed_loop, free_port, wait_until_up, write_manifest, write_version  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDER = WORK / "bench_service"

@@ -26,11 +26,10 @@ import sys
 import time
 
 import numpy as np
-
 from common import write_results  # benchmarks/, next to this file
+
 from embedlib.serving import EmbeddingIndex
 from embedlib.serving.backend import cupy_status
-
 
 # Child runs at batch 1024 with other thread settings (set before BLAS / OpenMP load).
 VARIANTS = {

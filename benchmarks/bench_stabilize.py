@@ -182,7 +182,8 @@ def single_process_job(t_path: str, w_path: str, parent_path: str, out: Path) ->
                for s, fn in (("mean", np.mean), ("median", np.median), ("p5", lambda c: np.quantile(c, 0.05)))}
     sample = slice(0, 512)
     before = t[sample].astype(np.float64) @ w[sample].astype(np.float64).T
-    after = (t[sample] @ ft).astype(np.float32).astype(np.float64) @ (w[sample] @ fw).astype(np.float32).astype(np.float64).T
+    stored_t = (t[sample] @ ft).astype(np.float32).astype(np.float64)
+    after = stored_t @ (w[sample] @ fw).astype(np.float32).astype(np.float64).T
     metrics["score_max_rel_err"] = float(np.abs(after - before).max() / np.abs(before).max())
     head = slice(0, min(5000, len(i)))
     metrics["neighbour_overlap_at_10"] = neighbour_overlap(t[i[head]].astype(np.float64) @ ft,
@@ -225,7 +226,8 @@ def bench_job(spark, n: int, keep: bool, repeats: int = 1) -> dict:
     return {"rows_per_side": n, "job_seconds": t_job, "single_process_seconds": t_single,
             "root_job_seconds": t_root, "job_vs_single_process": t_job / t_single,
             "job_all_seconds": job_times, "single_process_all_seconds": single_times,
-            "job_metrics": {k: summary.get(k) for k in keys}, "single_process_metrics": {k: single.get(k) for k in keys}}
+            "job_metrics": {k: summary.get(k) for k in keys},
+            "single_process_metrics": {k: single.get(k) for k in keys}}
 
 
 def main(argv=None) -> dict:

@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_results  # noqa: E402
 
 from embedlib import evaluate, item2vec  # noqa: E402
+from embedlib.alignment import Side, neighbour_overlap, stabilize  # noqa: E402
 from embedlib.config import load_config  # noqa: E402
 from embedlib.log import get_logger  # noqa: E402
 from embedlib.sequences import build_sequences  # noqa: E402
-from embedlib.alignment import Side, neighbour_overlap, stabilize  # noqa: E402
 from embedlib.tables import read_input  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,7 +6,6 @@ plus small samples for the score-preservation and neighbour-overlap metrics.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 from pyspark import StorageLevel
@@ -41,7 +40,7 @@ class Side:
 
     name: str
     df: DataFrame
-    prev_df: Optional[DataFrame] = None
+    prev_df: DataFrame | None = None
 
 
 @dataclass
@@ -64,18 +63,18 @@ class Stabilized:
     """
 
     items_df: DataFrame
-    other_df: Optional[DataFrame]
+    other_df: DataFrame | None
     transform_items: np.ndarray  # (e, e): published = raw @ transform_items
-    transform_other: Optional[np.ndarray]
+    transform_other: np.ndarray | None
     mode: str
-    root_reason: Optional[str]  # why this version is a root (no parent used), else None
+    root_reason: str | None  # why this version is a root (no parent used), else None
     metrics: dict = field(default_factory=dict)
     # (id, raw, stabilized) same-id cosines to the parent on shared item ids, persisted for
     # the delta; None for a root. The caller unpersists it.
-    cosines_df: Optional[DataFrame] = None
+    cosines_df: DataFrame | None = None
     # The ids of items_df / other_df read without the transform (a cheap plan for id joins).
-    item_ids: Optional[DataFrame] = None
-    other_ids: Optional[DataFrame] = None
+    item_ids: DataFrame | None = None
+    other_ids: DataFrame | None = None
 
 
 def vector_dim(df: DataFrame, name: str) -> int:
@@ -201,8 +200,8 @@ def join_previous(side: Side) -> DataFrame:
     return side.df.select("id", F.col("vector").alias("t")).join(prev, on="id", how="inner")
 
 
-def stabilize(items: Side, other: Optional[Side], cfg: StabilizeConfig,
-              prev_dim: Optional[int] = None) -> Stabilized:
+def stabilize(items: Side, other: Side | None, cfg: StabilizeConfig,
+              prev_dim: int | None = None) -> Stabilized:
     """Canonicalize and/or align today's vectors to the parent version, with quality metrics.
 
     Parameters
@@ -278,7 +277,7 @@ def stabilize(items: Side, other: Optional[Side], cfg: StabilizeConfig,
                       items.df.select("id"), other.df.select("id") if other else None)
 
 
-def _root_reason(items: Side, dim: int, prev_dim: Optional[int], mode: str, cfg) -> Optional[str]:
+def _root_reason(items: Side, dim: int, prev_dim: int | None, mode: str, cfg) -> str | None:
     if mode == "none":
         return "mode none"
     if items.prev_df is None:
@@ -292,7 +291,7 @@ def _root_reason(items: Side, dim: int, prev_dim: Optional[int], mode: str, cfg)
     return None
 
 
-def _align(items: Side, other: Optional[Side], m_t, m_w, n_items: int, dim: int, cfg) -> tuple:
+def _align(items: Side, other: Side | None, m_t, m_w, n_items: int, dim: int, cfg) -> tuple:
     joined = join_previous(items).persist(StorageLevel.MEMORY_AND_DISK)
     cg = linalg.cross_gram(joined, "t", "b", dim, m_t)
     needed = max(dim, int(np.ceil(cfg.min_overlap_share * n_items)))

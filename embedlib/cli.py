@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from embedlib.config import Config, load_config
 from embedlib.errors import EmbedlibError

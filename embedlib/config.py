@@ -12,7 +12,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
@@ -34,8 +34,8 @@ class SparkConfig:
     warehouse_dir: str = "warehouse"
     # Embedded Derby metastore folder; null: <warehouse_dir>/metastore_db. Ignored when
     # hive_metastore_uris is set.
-    metastore_dir: Optional[str] = None
-    hive_metastore_uris: Optional[str] = None
+    metastore_dir: str | None = None
+    hive_metastore_uris: str | None = None
     shuffle_partitions: int = 8
     ui_enabled: bool = False
     driver_memory: str = "4g"
@@ -78,15 +78,15 @@ class ColumnsConfig:
     user: str = "user_id"
     item: str = "item_id"
     time: str = "ts"
-    event_type: Optional[str] = None
-    weight: Optional[str] = None
+    event_type: str | None = None
+    weight: str | None = None
 
 
 @dataclass
 class InputConfig:
     format: str = "csv"
-    path: Optional[str] = None
-    table: Optional[str] = None
+    path: str | None = None
+    table: str | None = None
     csv_header: bool = True
     csv_delimiter: str = ","
     # RFC 4180 by default: a field holding the delimiter, a quote or a newline is quoted, and
@@ -98,7 +98,7 @@ class InputConfig:
     # Keep only these event types (needs columns.event_type); empty keeps all.
     event_types: list = field(default_factory=list)
     # Drop events whose weight is below this (needs columns.weight); null keeps all.
-    min_weight: Optional[float] = None
+    min_weight: float | None = None
 
     def __post_init__(self):
         check_choice("input.format", self.format, ("csv", "parquet", "table"))
@@ -122,7 +122,7 @@ class SequencesConfig:
     # Events later than now + this are bad rows ("future_time").
     future_tolerance_seconds: int = 86400
     # Fixed "now" (ISO timestamp) for reproducible runs; null means the wall clock.
-    now: Optional[str] = None
+    now: str | None = None
 
     def __post_init__(self):
         check_at_least("sequences", self, ("lookback_days", "max_session_length", "min_sequence_length",
@@ -159,7 +159,7 @@ class TrainConfig:
     # Where the executors write the corpus part files: a local folder (on a cluster, one
     # that every host mounts), or a Hadoop URI (hdfs://, s3a://) whose parts the driver
     # copies to a temporary folder; null: a temporary folder (local masters only).
-    corpus_dir: Optional[str] = None
+    corpus_dir: str | None = None
     # spark trainer: numPartitions (more is faster and less accurate) and maxSentenceLength.
     spark_partitions: int = 1
     spark_max_sentence_length: int = 1000
@@ -188,13 +188,13 @@ class EvaluateConfig:
 
     # Sequences starting at or after the cut are held out; the cut is cut_time (ISO
     # timestamp, UTC) or, when null, the start time below which 1 - test_share of them lie.
-    cut_time: Optional[str] = None
+    cut_time: str | None = None
     test_share: float = 0.1
     k: int = 10
     # Held-out transitions kept per user, earliest first; 0 keeps all.
     max_pairs_per_user: int = 0
     # Planted-cluster ground truth (item_id, cluster) CSV for the purity metric; null skips it.
-    clusters_path: Optional[str] = None
+    clusters_path: str | None = None
 
     def __post_init__(self):
         if not 0 < self.test_share < 1:
@@ -208,12 +208,12 @@ class VectorSourceConfig:
     """A user-supplied (id, vector) table: a Parquet folder or a Hive table."""
 
     format: str = "parquet"
-    path: Optional[str] = None
-    table: Optional[str] = None
+    path: str | None = None
+    table: str | None = None
     id_col: str = "id"
     vector_col: str = "vector"
     # For a partitioned Hive table: read only this dt partition (null reads all rows).
-    dt: Optional[str] = None
+    dt: str | None = None
 
     def __post_init__(self):
         check_choice("stabilize.*.format", self.format, ("parquet", "table"))
@@ -224,8 +224,8 @@ class StabilizeConfig:
     # auto: canonicalize_align when a second matrix (context / user) exists, else align.
     mode: str = "auto"
     # Sources; null means the pipeline's raw tables of the dt (embeddings_raw_item/_context).
-    items: Optional[VectorSourceConfig] = None
-    other: Optional[VectorSourceConfig] = None
+    items: VectorSourceConfig | None = None
+    other: VectorSourceConfig | None = None
     # Name of the second side in published tables: context (Item2Vec) or user (two-tower).
     other_side: str = "context"
     # Fit the rotation on items only, or on items and the other side (weighted).
@@ -241,7 +241,7 @@ class StabilizeConfig:
     gram_rcond: float = 1e-10
     # Quality gates: nothing is published when they fail.
     max_score_error: float = 1e-4
-    min_stabilized_cosine: Optional[float] = None
+    min_stabilized_cosine: float | None = None
     # Metrics sampling.
     score_sample: int = 512
     overlap_sample: int = 5000
@@ -398,7 +398,7 @@ def check_at_least(section: str, obj: Any, names: tuple, minimum: int) -> None:
             raise ConfigError(f"{section}.{name} must be >= {minimum}, got {getattr(obj, name)}")
 
 
-def load_config(path: str | Path, overrides: Optional[list[str]] = None) -> Config:
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Load ``path`` and apply ``--set key=value`` overrides (values parsed as YAML)."""
     path = Path(path)
     if not path.is_file():

@@ -11,7 +11,7 @@ lookup service) with ``zlib.crc32``; both give the same value (tested).
 from __future__ import annotations
 
 import zlib
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -30,7 +30,7 @@ def fingerprint_sum(id_col: str = "id") -> Column:
     return F.sum(F.crc32(F.col(id_col).cast("binary")))
 
 
-def as_text(crc_sum: Optional[int]) -> str:
+def as_text(crc_sum: int | None) -> str:
     return f"{PREFIX}{int(crc_sum or 0)}"
 
 
@@ -45,7 +45,7 @@ def counts(df: DataFrame, id_col: str = "id") -> tuple[int, str]:
     return int(row.n), as_text(row.s)
 
 
-def check(what: str, expected_rows: int, expected_fingerprint: Optional[str],
+def check(what: str, expected_rows: int, expected_fingerprint: str | None,
           rows: int, fingerprint: str) -> None:
     """Raise IntegrityError naming ``what`` and each difference; a None fingerprint (a
     version registered before fingerprints were recorded) checks the row count only."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 # The first chunk only sets each query's threshold; a small one keeps its partition cheap,
 # and the next chunk then brings about k * step / FIRST_CHUNK_ROWS candidates per query.
 FIRST_CHUNK_ROWS = 4096

@@ -14,8 +14,8 @@ See ../shared/design/STABILIZATION.md for the derivations.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -31,7 +31,7 @@ class LinalgError(EmbedlibError):
 
 
 # ----------------------------------------------------------------------------- Arrow kernels
-def batch_matrix(arr: pa.Array, dim: int) -> Optional[np.ndarray]:
+def batch_matrix(arr: pa.Array, dim: int) -> np.ndarray | None:
     """The list<float> column ``arr`` as an (n, dim) float32 matrix, or None if any row is bad.
 
     Parameters
@@ -228,7 +228,7 @@ def gram(df: DataFrame, col_name: str, dim: int) -> Gram:
 
 
 def cross_gram(df: DataFrame, col_a: str, col_b: str, dim: int,
-               transform_a: Optional[np.ndarray] = None) -> CrossGram:
+               transform_a: np.ndarray | None = None) -> CrossGram:
     """A^T B and the squared norms of A and B over joined rows, A = col_a @ transform_a.
 
     Per batch: X^T Y, X^T X and sum(Y^2) of the raw columns X, Y. The transform M is applied
@@ -308,7 +308,7 @@ def apply_transform(df: DataFrame, col_name: str, matrix: np.ndarray) -> DataFra
 
 
 def row_cosines(df: DataFrame, col_a: str, col_b: str, dim: int,
-                transforms_a: dict[str, Optional[np.ndarray]], keep: Sequence[str] = ()) -> DataFrame:
+                transforms_a: dict[str, np.ndarray | None], keep: Sequence[str] = ()) -> DataFrame:
     """Columns ``keep`` plus one double column per name in ``transforms_a``: cos(col_a @ M, col_b).
 
     Parameters

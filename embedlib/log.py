@@ -5,7 +5,7 @@ import contextlib
 import logging
 import sys
 import time
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 _FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
 
@@ -26,7 +26,7 @@ def get_logger(name: str) -> logging.Logger:
 def step(log: logging.Logger, name: str, spark=None) -> Iterator[None]:
     """Log start and end (with seconds) of a step; label its Spark jobs for the UI."""
     sc = spark.sparkContext if spark is not None else None
-    previous: Optional[str] = sc.getLocalProperty("spark.job.description") if sc else None
+    previous: str | None = sc.getLocalProperty("spark.job.description") if sc else None
     if sc is not None:
         sc.setJobDescription(name)
     log.info("%s: start", name)

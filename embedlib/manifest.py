@@ -19,7 +19,6 @@ import json
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
 
 from pyarrow import fs as pafs
 
@@ -46,7 +45,7 @@ class Manifest:
     side: str
     location: str
     n_rows: int
-    fingerprint: Optional[str]
+    fingerprint: str | None
     dim: int
     created_at: str
 
@@ -54,7 +53,7 @@ class Manifest:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str, where: str) -> "Manifest":
+    def from_json(cls, text: str, where: str) -> Manifest:
         try:
             raw = json.loads(text)
             return cls(**{name: raw[name] for name in cls.__dataclass_fields__})

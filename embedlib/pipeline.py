@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from embedlib import evaluate, registry, report, run_stats, tables
 from embedlib.config import Config
 from embedlib.errors import EmbedlibError
 from embedlib.log import get_logger
 from embedlib.sequences import EmptyInputError
-from embedlib import evaluate, registry, report, run_stats, tables
 from embedlib.steps import build_neighbors, build_sequences, stabilize, train_item2vec
 from embedlib.steps.order import STEP_NAMES
 
@@ -31,7 +31,7 @@ def forward_hit_rate(spark: SparkSession, cfg: Config, dt: str) -> dict:
         return {}
     published_df, _ = registry.read_published(spark, cfg, parent, "item")
     day = _dt.datetime.fromisoformat(dt).replace(tzinfo=_dt.timezone.utc)
-    seq_df = tables.read_partition(spark, tables.qualified(cfg.tables, cfg.tables.sequences), dt)
+    seq_df = tables.read_partition(spark, tables.table_name(cfg.tables, "sequences"), dt)
     pairs = evaluate.held_out_pairs(seq_df.where(F.col("start_ts") >= F.lit(day)), published_df, 0).toArrow()
     if pairs.num_rows == 0:
         return {}

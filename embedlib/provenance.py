@@ -12,12 +12,11 @@ import json
 import subprocess
 from importlib import resources
 from pathlib import Path
-from typing import Optional
 
 BUILD_INFO = "_build_info.json"
 
 
-def git_commit(folder: Path) -> Optional[dict]:
+def git_commit(folder: Path) -> dict | None:
     """``{"commit": short sha, "dirty": bool}`` of the checkout holding ``folder``.
 
     dirty: a file under ``folder`` differs from the commit (changed, or not tracked yet and
@@ -33,7 +32,7 @@ def git_commit(folder: Path) -> Optional[dict]:
         return None
 
 
-def build_info() -> Optional[dict]:
+def build_info() -> dict | None:
     """The build info that scripts/package.py wrote into the zip; None outside a built zip."""
     try:
         return json.loads((resources.files("embedlib") / BUILD_INFO).read_text(encoding="utf-8"))
@@ -41,7 +40,7 @@ def build_info() -> Optional[dict]:
         return None
 
 
-def version_label(version: str, info: Optional[dict]) -> str:
+def version_label(version: str, info: dict | None) -> str:
     """``version``, plus ``+<commit>`` and ``.dirty`` when they are known (PEP 440 local part)."""
     if not info or not info.get("commit"):
         return version

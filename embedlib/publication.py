@@ -9,7 +9,6 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-
 PUBLISHED_COLS = ["id", "vector", "count", "carried", "trained_dt"]
 DELTA_COLS = ["side", "id", "change", "cosine", "vector"]
 # Up to this many ids are broadcast to pick their rows out of a vector table where it lies;

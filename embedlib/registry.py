@@ -10,7 +10,6 @@ import datetime as _dt
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from py4j.protocol import Py4JJavaError
@@ -40,19 +39,19 @@ class VersionRecord:
     dim: int
     n_rows: int
     n_carried: int
-    parent_dt: Optional[str]
+    parent_dt: str | None
     root: bool
-    root_reason: Optional[str]
+    root_reason: str | None
     mode: str
     metrics: dict
     transform: np.ndarray  # (e, e): published = raw @ transform
     trainer: dict = field(default_factory=dict)
     code_version: str = ""
-    created_at: Optional[_dt.datetime] = None
+    created_at: _dt.datetime | None = None
     location: str = ""
     # integrity.ids_fingerprint of the published ids; None for versions registered before
     # fingerprints were recorded (their row count is still checked).
-    fingerprint: Optional[str] = None
+    fingerprint: str | None = None
 
     def to_row(self) -> tuple:
         d = asdict(self)
@@ -64,7 +63,7 @@ class VersionRecord:
         return tuple(d[n] for n in names)
 
     @classmethod
-    def from_row(cls, row) -> "VersionRecord":
+    def from_row(cls, row) -> VersionRecord:
         d = row.asDict()
         e = int(d["dim"])
         return cls(side=d["side"], dim=e, n_rows=d["n_rows"], n_carried=d["n_carried"],
@@ -89,15 +88,6 @@ def json_safe(value):
     return value
 
 
-def registry_table(cfg: Config) -> str:
-    return tables.qualified(cfg.tables, cfg.tables.versions)
-
-
-def published_table(cfg: Config, side: str) -> str:
-    """The published embeddings table of ``side`` (item, context, user...)."""
-    return tables.qualified(cfg.tables, f"{cfg.tables.embeddings_prefix}_{side}")
-
-
 def register(spark: SparkSession, cfg: Config, dt: str, records: list[VersionRecord]) -> None:
     """Commit the version of ``dt``: the last write of a publish.
 
@@ -107,29 +97,30 @@ def register(spark: SparkSession, cfg: Config, dt: str, records: list[VersionRec
     """
     replaced = registered_locations(spark, cfg, dt)
     df = spark.createDataFrame([r.to_row() for r in records], REGISTRY_SCHEMA)
-    tables.write_partition(spark, df, registry_table(cfg), dt)
+    tables.write_partition(spark, df, tables.table_name(cfg.tables, "versions"), dt)
     manifest.write_manifests(spark, cfg, dt, records)  # what the lookup service follows
     for r in records:
-        tables.remove_orphan_runs(spark, published_table(cfg, r.side), dt, [r.location, replaced.get(r.side)])
+        table = tables.embeddings_table(cfg.tables, r.side)
+        tables.remove_orphan_runs(spark, table, dt, [r.location, replaced.get(r.side)])
 
 
 def registered_locations(spark: SparkSession, cfg: Config, dt: str) -> dict[str, str]:
     """{side: data folder} of the registered version ``dt``; empty when dt is not registered."""
-    df = tables.find_partition(spark, registry_table(cfg), dt)
+    df = tables.find_partition(spark, tables.table_name(cfg.tables, "versions"), dt)
     return {} if df is None else {r.side: r.location for r in df.select("side", "location").collect()}
 
 
 def registered_dts(spark: SparkSession, cfg: Config) -> list[str]:
-    return tables.list_partitions(spark, registry_table(cfg))
+    return tables.list_partitions(spark, tables.table_name(cfg.tables, "versions"))
 
 
 def read_version(spark: SparkSession, cfg: Config, dt: str) -> dict[str, VersionRecord]:
     """{side: record} of the registered version ``dt``."""
-    rows = tables.read_partition(spark, registry_table(cfg), dt).collect()
+    rows = tables.read_partition(spark, tables.table_name(cfg.tables, "versions"), dt).collect()
     return {r.side: VersionRecord.from_row(r) for r in rows}
 
 
-def previous_dt(spark: SparkSession, cfg: Config, dt: str) -> tuple[Optional[str], Optional[str]]:
+def previous_dt(spark: SparkSession, cfg: Config, dt: str) -> tuple[str | None, str | None]:
     """(latest registered dt before ``dt`` within publish.max_age_days, or None; why none)."""
     earlier = [d for d in registered_dts(spark, cfg) if d < dt]
     if not earlier:
@@ -142,7 +133,7 @@ def previous_dt(spark: SparkSession, cfg: Config, dt: str) -> tuple[Optional[str
 
 
 def read_published(spark: SparkSession, cfg: Config, dt: str, side: str,
-                   versions: Optional[dict[str, VersionRecord]] = None, verify: bool = True):
+                   versions: dict[str, VersionRecord] | None = None, verify: bool = True):
     """The published vectors of a registered version and side, checked against the registry.
 
     ``versions``: ``read_version(spark, cfg, dt)`` when the caller has already read it.
@@ -169,7 +160,7 @@ def read_published(spark: SparkSession, cfg: Config, dt: str, side: str,
 
 
 def unregister(spark: SparkSession, cfg: Config, dt: str) -> None:
-    tables.drop_partition(spark, registry_table(cfg), dt)
+    tables.drop_partition(spark, tables.table_name(cfg.tables, "versions"), dt)
 
 
 def code_version() -> str:
@@ -182,7 +173,7 @@ def code_version() -> str:
     return provenance.version_label(embedlib.__version__, info)
 
 
-def describe_versions(spark: SparkSession, cfg: Config, dts: Optional[list[str]] = None) -> list[dict]:
+def describe_versions(spark: SparkSession, cfg: Config, dts: list[str] | None = None) -> list[dict]:
     """One summary dict per registered (dt, side), checked against its data.
 
     ``problem`` is None for a version whose data matches its registry row, else why not

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
@@ -21,14 +20,13 @@ from embedlib import linalg, registry, run_stats, tables
 from embedlib.config import Config
 from embedlib.log import get_logger, step
 from embedlib.registry import VersionRecord, json_safe
-from embedlib.steps.train_item2vec import raw_table
 
 log = get_logger(__name__)
 
 COSINE_KEYS = ("mean", "median", "p5")
 
 
-def build_report(spark: SparkSession, cfg: Config, dt: str, out_dir: Optional[str] = None) -> Path:
+def build_report(spark: SparkSession, cfg: Config, dt: str, out_dir: str | None = None) -> Path:
     """Write the report of ``dt`` under ``out_dir`` (default report.out_dir); the index.html path."""
     from embedlib import report_page  # matplotlib (the ``report`` extra) only when rendering
 
@@ -68,13 +66,14 @@ def registry_versions(spark: SparkSession, cfg: Config, dt: str) -> dict[str, di
     dts = [d for d in registry.registered_dts(spark, cfg) if d <= dt][-cfg.report.trend_versions:]
     versions: dict[str, dict[str, VersionRecord]] = {d: {} for d in dts}
     if dts:
-        rows = spark.table(registry.registry_table(cfg)).where(F.col(tables.PARTITION_COL).isin(dts)).collect()
+        registry_df = spark.table(tables.table_name(cfg.tables, "versions"))
+        rows = registry_df.where(F.col(tables.PARTITION_COL).isin(dts)).collect()
         for row in rows:
             versions[row[tables.PARTITION_COL]][row.side] = VersionRecord.from_row(row)
     return versions
 
 
-def version_figures(current: Optional[dict], dt: str) -> dict:
+def version_figures(current: dict | None, dt: str) -> dict:
     if not current:
         return {"missing": f"dt={dt} is not a registered version (stabilize has not published it)"}
     item = current["item"]
@@ -85,7 +84,7 @@ def version_figures(current: Optional[dict], dt: str) -> dict:
             "metrics": item.metrics}
 
 
-def cosine_figures(spark: SparkSession, cfg: Config, dt: str, current: Optional[dict]) -> dict:
+def cosine_figures(spark: SparkSession, cfg: Config, dt: str, current: dict | None) -> dict:
     """Same-id cosine of dt's item vectors, raw and stabilized, to the parent's published ones."""
     if not current:
         return {"missing": f"dt={dt} is not a registered version"}
@@ -96,7 +95,7 @@ def cosine_figures(spark: SparkSession, cfg: Config, dt: str, current: Optional[
     bins = cfg.report.histogram_bins
     parent_df, _ = registry.read_published(spark, cfg, item.parent_dt, "item")
     published_df, _ = registry.read_published(spark, cfg, dt, "item")
-    raw_df = _partition(spark, raw_table(cfg, "item"), dt)
+    raw_df = _partition(spark, tables.embeddings_table(cfg.tables, "item", raw=True), dt)
     figures = {"parent_dt": item.parent_dt, "edges": np.linspace(-1.0, 1.0, bins + 1).tolist(),
                "stabilized": cosine_histogram(published_df.where(~F.col("carried")), parent_df, item.dim, bins),
                "raw": (cosine_histogram(raw_df, parent_df, item.dim, bins) if isinstance(raw_df, DataFrame)
@@ -137,16 +136,16 @@ def trend_figures(versions: dict[str, dict[str, VersionRecord]], overlap_k: int)
     return trends
 
 
-def sequence_figures(spark: SparkSession, cfg: Config, dt: str, summary: Optional[dict]) -> dict:
+def sequence_figures(spark: SparkSession, cfg: Config, dt: str, summary: dict | None) -> dict:
     """Sequence length distribution, item popularity curve, and rows dropped by reason."""
     figures: dict = {}
-    seq_df = _partition(spark, tables.qualified(cfg.tables, cfg.tables.sequences), dt)
+    seq_df = _partition(spark, tables.table_name(cfg.tables, "sequences"), dt)
     if isinstance(seq_df, DataFrame):
         rows = seq_df.groupBy("n_items").count().orderBy("n_items").collect()
         figures["length"] = {"n_items": [r.n_items for r in rows], "sequences": [r["count"] for r in rows]}
     else:
         figures["length"] = seq_df
-    stats_df = _partition(spark, tables.qualified(cfg.tables, cfg.tables.item_stats), dt)
+    stats_df = _partition(spark, tables.table_name(cfg.tables, "item_stats"), dt)
     if isinstance(stats_df, DataFrame):
         rows = stats_df.groupBy("n_events").count().collect()
         figures["popularity"] = popularity_curve(np.array([r.n_events for r in rows], dtype=np.int64),
@@ -191,9 +190,9 @@ def popularity_curve(n_events: np.ndarray, n_items: np.ndarray, max_points: int)
             "top_10pct_share": top_events(max(1, total_items // 10)) / total_events}
 
 
-def training_figures(spark: SparkSession, cfg: Config, dt: str, summary: Optional[dict]) -> dict:
+def training_figures(spark: SparkSession, cfg: Config, dt: str, summary: dict | None) -> dict:
     """This dt's trainer metadata, throughput over past runs, and the loss if recorded."""
-    table = tables.qualified(cfg.tables, cfg.tables.train_runs)
+    table = tables.table_name(cfg.tables, "train_runs")
     dts = [d for d in tables.list_partitions(spark, table) if d <= dt][-cfg.report.trend_versions:]
     if dt not in dts:
         return {"missing": f"{table} has no partition dt={dt} (train_item2vec has not run)"}
@@ -213,7 +212,7 @@ def training_figures(spark: SparkSession, cfg: Config, dt: str, summary: Optiona
 def change_figures(spark: SparkSession, cfg: Config, dt: str,
                    versions: dict[str, dict[str, VersionRecord]]) -> dict:
     """Rows carried, evicted and in the delta table for dt, and their trend (item side)."""
-    delta_table = tables.qualified(cfg.tables, cfg.tables.deltas)
+    delta_table = tables.table_name(cfg.tables, "deltas")
     delta_df = _partition(spark, delta_table, dt)
     if not isinstance(delta_df, DataFrame):
         return delta_df

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -177,7 +176,7 @@ def _change_section(figures: dict, folder: Path) -> str:
     return title + _image(fig, folder, "changes.png") + _table(rows, "delta rows")
 
 
-def _missing(figure) -> Optional[str]:
+def _missing(figure) -> str | None:
     return figure.get("missing") if isinstance(figure, dict) else None
 
 

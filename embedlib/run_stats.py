@@ -13,16 +13,13 @@ from embedlib.registry import json_safe
 SCHEMA = "step string, stats_json string, recorded_at timestamp"
 
 
-def stats_table(cfg: Config) -> str:
-    return tables.qualified(cfg.tables, cfg.tables.run_stats)
-
-
 def record(spark: SparkSession, cfg: Config, dt: str, step: str, summary: dict) -> None:
     """Replace ``step``'s row in the dt partition, keeping the other steps' rows."""
     rows = {s: (s, j, t) for s, j, t in _rows(spark, cfg, dt)}
     now = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
     rows[step] = (step, json.dumps(json_safe(summary), sort_keys=True, default=str), now)
-    tables.write_partition(spark, spark.createDataFrame(list(rows.values()), SCHEMA), stats_table(cfg), dt)
+    df = spark.createDataFrame(list(rows.values()), SCHEMA)
+    tables.write_partition(spark, df, tables.table_name(cfg.tables, "run_stats"), dt)
 
 
 def read(spark: SparkSession, cfg: Config, dt: str) -> dict[str, dict]:
@@ -31,6 +28,6 @@ def read(spark: SparkSession, cfg: Config, dt: str) -> dict[str, dict]:
 
 
 def _rows(spark: SparkSession, cfg: Config, dt: str) -> list[tuple]:
-    table = stats_table(cfg)
+    table = tables.table_name(cfg.tables, "run_stats")
     df = tables.find_partition(spark, table, dt)
     return [] if df is None else [tuple(r) for r in df.collect()]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass, field
-from typing import Optional
 
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Window
@@ -297,7 +296,7 @@ def malformed_sample(classified_df: DataFrame) -> list[str]:
     return [repr(r[0][:cut]) + ("..." if len(r[0]) > cut else "") for r in rows]
 
 
-def time_unit_hint(classified_df: DataFrame, counts: dict, input_cfg: InputConfig) -> Optional[str]:
+def time_unit_hint(classified_df: DataFrame, counts: dict, input_cfg: InputConfig) -> str | None:
     """A hint naming input.time_unit when one time reason covers more than half the rows.
 
     Shows the range of those rows' raw time values (by number when they are numbers).

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import uuid
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -37,8 +37,26 @@ class TableError(EmbedlibError):
     """A table is missing, has the wrong schema, or an input cannot be read."""
 
 
+# Every table name of the pipeline is built here, from the tables.* config keys.
+TABLE_KINDS = ("sequences", "item_stats", "versions", "train_runs", "run_stats", "deltas", "neighbors")
+
+
 def qualified(tables: TablesConfig, name: str) -> str:
+    """``name`` in the pipeline's database (tables.database)."""
     return f"{tables.database}.{name}"
+
+
+def table_name(tables: TablesConfig, kind: str) -> str:
+    """The qualified name of one of the pipeline's tables, e.g. ``table_name(cfg.tables, "sequences")``."""
+    if kind not in TABLE_KINDS:
+        raise TableError(f"no table kind {kind!r} (kinds: {', '.join(TABLE_KINDS)})")
+    return qualified(tables, getattr(tables, kind))
+
+
+def embeddings_table(tables: TablesConfig, side: str, raw: bool = False) -> str:
+    """The embeddings table of ``side`` (item, context, user): published, or raw as trained."""
+    prefix = tables.raw_embeddings_prefix if raw else tables.embeddings_prefix
+    return qualified(tables, f"{prefix}_{side}")
 
 
 def read_input(spark: SparkSession, input_cfg: InputConfig) -> DataFrame:
@@ -96,7 +114,7 @@ def list_partitions(spark: SparkSession, table: str) -> list[str]:
     return sorted(r[0].split("=", 1)[1] for r in rows)
 
 
-def find_partition(spark: SparkSession, table: str, dt: str) -> Optional[DataFrame]:
+def find_partition(spark: SparkSession, table: str, dt: str) -> DataFrame | None:
     """Rows of partition ``dt`` (without the dt column), or None when there is none."""
     if dt not in list_partitions(spark, table):
         return None
@@ -162,7 +180,7 @@ def drop_partition(spark: SparkSession, table: str, dt: str) -> None:
         spark.catalog.refreshTable(table)
 
 
-def partition_location(spark: SparkSession, table: str, dt: str) -> Optional[str]:
+def partition_location(spark: SparkSession, table: str, dt: str) -> str | None:
     """The folder partition ``dt`` of ``table`` points at, or None when there is none."""
     if dt not in list_partitions(spark, table):
         return None
@@ -170,7 +188,7 @@ def partition_location(spark: SparkSession, table: str, dt: str) -> Optional[str
     return next((r.data_type for r in rows if r.col_name == "Location"), None)
 
 
-def table_location(spark: SparkSession, table: str) -> Optional[str]:
+def table_location(spark: SparkSession, table: str) -> str | None:
     if not table_exists(spark, table):
         return None
     rows = spark.sql(f"DESCRIBE TABLE EXTENDED {table}").collect()
@@ -224,7 +242,7 @@ def path_exists(spark: SparkSession, path: str) -> bool:
     return bool(fs.exists(jpath)) or bool(fs.globStatus(jpath))
 
 
-def remove_orphan_runs(spark: SparkSession, table: str, dt: str, keep: Sequence[Optional[str]],
+def remove_orphan_runs(spark: SparkSession, table: str, dt: str, keep: Sequence[str | None],
                        older_than_hours: float = 0.0) -> list[str]:
     """Delete the run folders of partition ``dt`` that are not in ``keep`` and are older
     than ``older_than_hours``; the partition's current location is always kept. Returns the

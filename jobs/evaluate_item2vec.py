@@ -4,9 +4,10 @@ Reads the sequences of --dt (tables.sequences), holds out the sequences that sta
 after the cut (evaluate.cut_time, or the latest evaluate.test_share of them), trains
 train.trainer with the train.* parameters on the rest, and for every held-out transition
 (previous item -> next item) asks for the evaluate.k nearest neighbours of the previous
-item by cosine (at most evaluate.max_pairs_per_user pairs per user; 0: all). Prints one JSON object: HR@k and NDCG@k with the number of test pairs,
-next to a popularity baseline on the same pairs, and, with evaluate.clusters_path (the
-sample log's items.csv), how often an item's neighbours share its planted cluster.
+item by cosine (at most evaluate.max_pairs_per_user pairs per user; 0: all). Prints one
+JSON object: HR@k and NDCG@k with the number of test pairs, next to a popularity baseline
+on the same pairs, and, with evaluate.clusters_path (the sample log's items.csv), how often
+an item's neighbours share its planted cluster.
 Writes nothing to the tables. Examples:
   jobs/evaluate_item2vec.py --conf conf/movielens.yaml --dt 2018-09-24
   jobs/evaluate_item2vec.py --conf conf/movielens.yaml --dt 2018-09-24 --set train.trainer=spark

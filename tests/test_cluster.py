@@ -26,8 +26,15 @@ import pytest
 
 from embedlib.sample_data import SampleSpec, write_sample
 from embedlib.serving.backend import cupy_status
-from tests.helpers import (build_package, embedlib_lines, outcome, package_code_version, pipeline_sets,
-                           spark_submit, written_folders)
+from tests.helpers import (
+    build_package,
+    embedlib_lines,
+    outcome,
+    package_code_version,
+    pipeline_sets,
+    spark_submit,
+    written_folders,
+)
 
 SPARK_HOME = Path(pyspark.__file__).parent
 SPARK_CLASS = SPARK_HOME / "bin" / "spark-class"

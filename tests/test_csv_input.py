@@ -59,8 +59,8 @@ def published_cfg(spark, warehouse, tmp_path_factory):
 
 def test_ids_reach_the_sequences_and_item_stats_tables_as_written(spark, published_cfg):
     cfg, summary = published_cfg
-    seq_df = tables.read_partition(spark, tables.qualified(cfg.tables, cfg.tables.sequences), DT)
-    stats_df = tables.read_partition(spark, tables.qualified(cfg.tables, cfg.tables.item_stats), DT)
+    seq_df = tables.read_partition(spark, tables.table_name(cfg.tables, "sequences"), DT)
+    stats_df = tables.read_partition(spark, tables.table_name(cfg.tables, "item_stats"), DT)
     assert {r.user_id: r.items for r in seq_df.collect()} == SEQUENCES
     expected_counts = {}
     for items in SEQUENCES.values():

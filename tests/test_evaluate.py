@@ -7,8 +7,15 @@ import numpy as np
 import pytest
 
 from embedlib.config import load_config
-from embedlib.evaluate import (EvaluationError, HoldOut, cluster_purity, evaluate_trainer,
-                               next_item_metrics, read_clusters, temporal_holdout)
+from embedlib.evaluate import (
+    EvaluationError,
+    HoldOut,
+    cluster_purity,
+    evaluate_trainer,
+    next_item_metrics,
+    read_clusters,
+    temporal_holdout,
+)
 from embedlib.knn import nearest_neighbors
 from embedlib.sample_data import SampleSpec, planted_clusters, write_sample
 from embedlib.steps import build_sequences, train_item2vec
@@ -95,22 +102,22 @@ def test_temporal_holdout_pairs_after_the_cut(spark, cfg_factory):
 
 
 @pytest.mark.slow
-def test_sample_log_end_to_end_finds_planted_clusters(
-        spark, cfg_factory, tmp_path):
+@pytest.mark.parametrize("trainer", ["gensim", "spark"])
+def test_sample_log_end_to_end_finds_planted_structure(spark, cfg_factory, tmp_path, trainer):
     spec = SampleSpec(n_events=60_000, n_users=600, n_items=300, n_clusters=10, days=7)
     write_sample(spec, tmp_path)
     cfg = cfg_factory(
         input={"path": str(tmp_path / "events"), "columns": {"event_type": "event_type"}},
         sequences={"lookback_days": 7, "now": "2024-01-11T00:00:00", "min_count": 3},
-        train={"vector_size": 16, "epochs": 5, "window": 5},
+        train={"trainer": trainer, "vector_size": 16, "epochs": 5, "window": 5, "spark_partitions": 2},
         evaluate={"clusters_path": str(tmp_path / "items.csv"), "test_share": 0.2})
     build_sequences.run(spark, cfg, "2024-01-10")
     report = evaluate_trainer(spark, train_item2vec.extract(spark, cfg, "2024-01-10"), cfg)
     assert report["test_pairs"] > 1000
-    # The next item is drawn by popularity within the session's cluster, so popularity is a
-    # strong baseline here; cosine neighbours must still beat chance (10 of 300 items) ...
-    assert report["hr"] > 3 * 10 / 300
-    # ... and find the planted clusters.
+    # Sessions walk a planted transition graph inside their cluster, so an item's nearest
+    # neighbours predict the next item better than popularity does ...
+    assert report["hr"] > report["popularity_hr"] > 0
+    # ... and they are mostly its cluster-mates.
     assert report["cluster_purity"] > 5 * report["cluster_random"]
 
 

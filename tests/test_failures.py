@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from embedlib.config import StabilizeConfig
 from embedlib.alignment import Side, stabilize
+from embedlib.config import StabilizeConfig
 from tests.helpers import REPO, error_lines, job, write_vectors
 
 D1, D2 = "2024-04-01", "2024-04-02"
@@ -100,7 +100,7 @@ def test_bad_input_through_the_pipeline_registers_nothing(spark, cfg_factory, tm
     with pytest.raises(SequenceInputError, match=message):
         pipeline.run_dt(spark, cfg, "2024-01-10")
     assert registry.registered_dts(spark, cfg) == []
-    assert tables.list_partitions(spark, tables.qualified(cfg.tables, cfg.tables.sequences)) == []
+    assert tables.list_partitions(spark, tables.table_name(cfg.tables, "sequences")) == []
 
 
 @pytest.mark.slow
@@ -115,7 +115,8 @@ def test_second_job_on_a_locked_metastore_fails_at_once(tmp_path):
         out = subprocess.run(job("build_sequences", wh) + ["--dt", D1], capture_output=True, text=True, cwd=REPO)
         assert out.returncode == 2
         (line,) = error_lines(out.stderr)
-        assert f"metastore {wh / 'metastore_db'} is in use by another job ('stabilize 2024-04-01', pid {holder.pid}" in line
+        holder_text = f"is in use by another job ('stabilize 2024-04-01', pid {holder.pid}"
+        assert f"metastore {wh / 'metastore_db'} {holder_text}" in line
         assert "spark.metastore_dir" in line and "spark 4" not in out.stderr  # before Spark started
     finally:
         holder.kill()

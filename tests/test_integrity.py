@@ -8,11 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from embedlib import integrity, registry
+from embedlib import integrity, registry, tables
 from embedlib.cli import run_job
 from embedlib.steps import stabilize as step
-from tests.helpers import REPO
-from tests.helpers import write_vectors
+from tests.helpers import REPO, write_vectors
 
 D1, D2 = "2024-06-01", "2024-06-02"
 ODD_IDS = ["a", "é", "x\ny", " padded ", 'q"uote', "", "日本"]
@@ -97,11 +96,9 @@ def test_damaged_parent_can_start_a_new_root(spark, cfg_factory, tmp_path):
 
 def test_registry_without_fingerprint_column_is_migrated(spark, cfg_factory):
     cfg = cfg_factory()
-    table = registry.registry_table(cfg)
+    table = tables.table_name(cfg.tables, "versions")
     old_schema = registry.REGISTRY_SCHEMA.removesuffix(', "\n    "fingerprint string').rsplit(", fingerprint", 1)[0]
     row = registry.VersionRecord("item", 2, 0, 0, None, True, "r", "none", {}, np.eye(2), location="/x").to_row()[:-1]
-    from embedlib import tables
-
     tables.write_partition(spark, spark.createDataFrame([row], old_schema), table, D1)
     assert registry.read_version(spark, cfg, D1)["item"].fingerprint is None
     new = registry.VersionRecord("item", 2, 0, 0, None, True, "r", "none", {}, np.eye(2), location="/y",

@@ -13,7 +13,6 @@ from embedlib.cli import run_job
 from embedlib.registry import RegistryError
 from embedlib.serving import BackendError, EmbeddingIndex, ServingError
 from embedlib.serving.backend import cupy_status
-from embedlib.registry import published_table
 from embedlib.serving.published import partition_files
 from embedlib.steps import build_neighbors
 from tests.helpers import REPO, reference_topk
@@ -28,7 +27,7 @@ EMBEDDINGS_SCHEMA = T.StructType([
 def publish(spark, cfg, ids, vectors):
     rows = [(i, v.tolist(), 1, False) for i, v in zip(ids, vectors)]
     df = spark.createDataFrame(rows, EMBEDDINGS_SCHEMA).repartition(3)
-    tables.write_partition(spark, df, published_table(cfg, cfg.serve.side), DT)
+    tables.write_partition(spark, df, tables.embeddings_table(cfg.tables, cfg.serve.side), DT)
 
 
 def test_neighbors_table_equals_brute_force(spark, cfg_factory):
@@ -103,7 +102,7 @@ def test_cupy_without_a_gpu_fails_with_one_clear_error(spark, cfg_factory):
     assert message.startswith("serve.backend=cupy cannot be used on the executors: backend cupy "
                               "was requested but ")
     assert "\n" not in message and "Traceback" not in message
-    assert tables.find_partition(spark, tables.qualified(cfg.tables, cfg.tables.neighbors), DT) is None
+    assert tables.find_partition(spark, tables.table_name(cfg.tables, "neighbors"), DT) is None
     # What the job's entry point makes of it: exit code 2 (cli.run_job).
     assert run_job(lambda argv: build_neighbors.run(spark, cfg, DT)) == 2
 

@@ -3,12 +3,11 @@ import pytest
 
 from embedlib import publication, registry, tables
 from embedlib.steps import stabilize as step
-from embedlib.registry import published_table
 from tests.helpers import write_vectors
 
 
 def pub(spark, cfg, dt):
-    df = tables.read_partition(spark, published_table(cfg, "item"), dt)
+    df = tables.read_partition(spark, tables.embeddings_table(cfg.tables, "item"), dt)
     return {r.id: (r.carried, r.trained_dt) for r in df.collect()}
 
 
@@ -19,7 +18,8 @@ def test_delta_classifies_new_evicted_moved(spark, monkeypatch, broadcast_max):
     today = spark.createDataFrame([("same", [1.0, 0.0]), ("moved", [0.0, 1.0]), ("new", [1.0, 1.0])], cols)
     parent = spark.createDataFrame([("same", [2.0, 0.0]), ("moved", [1.0, 0.0]), ("gone", [1.0, 0.0])], cols)
     cosines = spark.createDataFrame([("same", 1.0), ("moved", 0.0)], "id string, stabilized double")
-    rows = {r.id: (r.change, r.cosine, r.vector) for r in publication.delta("item", today, parent, cosines, 0.05).collect()}
+    delta = publication.delta("item", today, parent, cosines, 0.05).collect()
+    rows = {r.id: (r.change, r.cosine, r.vector) for r in delta}
     assert rows == {"moved": ("moved", 0.0, [0.0, 1.0]), "new": ("new", None, [1.0, 1.0]),
                     "gone": ("evicted", None, None)}
     assert {r.change for r in publication.delta("item", today, None, None, 0.05).collect()} == {"new"}
@@ -72,7 +72,7 @@ def test_carry_forward_within_ttl_then_evict(spark, cfg_factory, tmp_path, rng):
     s3 = step.run(spark, cfg, "2024-03-03")
     assert s3["carried"] == {"item": 0} and len(pub(spark, cfg, "2024-03-03")) == 50
     assert s3["delta"].get("item_evicted") == 10 and s3["evicted"] == 10
-    delta = tables.read_partition(spark, tables.qualified(cfg.tables, cfg.tables.deltas), "2024-03-03")
+    delta = tables.read_partition(spark, tables.table_name(cfg.tables, "deltas"), "2024-03-03")
     assert {r.id for r in delta.where("change = 'evicted'").collect()} == {f"i{k}" for k in range(50, 60)}
 
 
@@ -89,7 +89,7 @@ def test_two_tower_users_absent_today_are_carried(spark, cfg_factory, tmp_path, 
     cfg.stabilize.other.path = write_vectors(tmp_path / "w2.parquet", w[:24], users[:24])
     s2 = step.run(spark, cfg, "2024-03-02")
     assert s2["carried"] == {"item": 0, "user": 6} and s2["rows"] == {"item": 40, "user": 30}
-    user_rows = tables.read_partition(spark, published_table(cfg, "user"), "2024-03-02").collect()
+    user_rows = tables.read_partition(spark, tables.embeddings_table(cfg.tables, "user"), "2024-03-02").collect()
     assert {r.id for r in user_rows if r.carried} == {f"u{k}" for k in range(24, 30)}
 
 
@@ -100,18 +100,19 @@ def test_rerun_of_a_published_dt_is_idempotent(spark, cfg_factory, tmp_path, rng
     step.run(spark, cfg, "2024-03-01")
     cfg.stabilize.items.path = write_vectors(tmp_path / "2.parquet", x + 0.01)
     step.run(spark, cfg, "2024-03-02")
-    table = published_table(cfg, "item")
+    table = tables.embeddings_table(cfg.tables, "item")
     before = sorted(tuple(r) for r in tables.read_partition(spark, table, "2024-03-02").collect())
     step.run(spark, cfg, "2024-03-02")
     after = sorted(tuple(r) for r in tables.read_partition(spark, table, "2024-03-02").collect())
     assert before == after and len(after) == 40
-    reg = tables.read_partition(spark, registry.registry_table(cfg), "2024-03-02")
+    reg = tables.read_partition(spark, tables.table_name(cfg.tables, "versions"), "2024-03-02")
     assert reg.count() == 1 and registry.registered_dts(spark, cfg) == ["2024-03-01", "2024-03-02"]
     assert registry.read_version(spark, cfg, "2024-03-02")["item"].parent_dt == "2024-03-01"
 
 
 def test_previous_version_too_old_is_a_new_root(spark, cfg_factory, tmp_path, rng):
-    cfg = cfg_factory(stabilize={"mode": "align", "items": {"path": write_vectors(tmp_path / "1.parquet", rng.normal(size=(20, 4)))}},
+    items = write_vectors(tmp_path / "1.parquet", rng.normal(size=(20, 4)))
+    cfg = cfg_factory(stabilize={"mode": "align", "items": {"path": items}},
                       publish={"max_age_days": 3})
     step.run(spark, cfg, "2024-03-01")
     assert registry.previous_dt(spark, cfg, "2024-03-04") == ("2024-03-01", None)

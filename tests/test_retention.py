@@ -37,7 +37,7 @@ def read_every_version(spark, cfg) -> dict:
 
 def interrupt_at(monkeypatch, spark, cfg, point, expected):
     """Make the next stabilize run stop at ``point``; the reader runs there first."""
-    item_table = registry.published_table(cfg, "item")
+    item_table = tables.embeddings_table(cfg.tables, "item")
     real_write, real_register = tables.write_partition, registry.register
 
     def reader_then_stop():
@@ -101,7 +101,8 @@ def test_interrupted_reruns_never_lose_a_registered_version(spark, cfg_factory, 
 
 
 def run_folders(spark, cfg, dt) -> list[str]:
-    fs, path = tables.hadoop_fs(spark, f"{tables.table_location(spark, registry.published_table(cfg, 'item'))}/dt={dt}")
+    root = tables.table_location(spark, tables.embeddings_table(cfg.tables, "item"))
+    fs, path = tables.hadoop_fs(spark, f"{root}/dt={dt}")
     return sorted(s.getPath().getName() for s in fs.listStatus(path))
 
 

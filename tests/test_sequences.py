@@ -5,9 +5,17 @@ import pytest
 from pyspark.sql import functions as F
 
 from embedlib.config import ColumnsConfig, InputConfig, SequencesConfig
-from embedlib.sequences import (DROP_REASONS, SequenceInputError, build_sequences, select_events,
-                                time_unit_hint, to_session_chunks, window_bounds_ms, with_drop_reason,
-                                with_session_id)
+from embedlib.sequences import (
+    DROP_REASONS,
+    SequenceInputError,
+    build_sequences,
+    select_events,
+    time_unit_hint,
+    to_session_chunks,
+    window_bounds_ms,
+    with_drop_reason,
+    with_session_id,
+)
 
 DAY = "2024-01-10"
 T0 = int(dt.datetime(2024, 1, 10, 12, tzinfo=dt.timezone.utc).timestamp())

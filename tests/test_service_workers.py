@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from embedlib.serving.loadtest import free_port, wait_until_up, write_version
-
 from tests.helpers import REPO
 
 IDS = [f"i{j}" for j in range(100)]

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from embedlib.config import ConfigError, config_from_dict
 from embedlib import knn as topk
+from embedlib.config import ConfigError, config_from_dict
 from embedlib.serving import EmbeddingIndex, ServingError, UnknownIdError
 from embedlib.serving.backend import BackendError, cupy_status, select_backend
 from tests.helpers import reference_topk

@@ -7,11 +7,11 @@ import pytest
 from embedlib.serving import EmbeddingIndex, ServingError, VectorsError, arrays_from_arrow, read_embeddings
 
 
-def published_table(ids, vectors, value_type=pa.float32()):
+def published_table(ids, vectors, value_type=None):
     """Like a published partition: id, vector and the extra columns the steps add."""
     return pa.table({
         "id": pa.array(ids, pa.string()),
-        "vector": pa.array([None if v is None else list(v) for v in vectors], pa.list_(value_type)),
+        "vector": pa.array([None if v is None else list(v) for v in vectors], pa.list_(value_type or pa.float32())),
         "count": pa.array(np.arange(len(ids)), pa.int64()),
         "carried": pa.array([False] * len(ids)),
         "trained_dt": pa.array(["2024-01-10"] * len(ids)),

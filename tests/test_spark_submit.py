@@ -19,8 +19,16 @@ import embedlib
 from embedlib import provenance
 from embedlib.sample_data import SampleSpec, write_sample
 from embedlib.serving.backend import cupy_status
-from tests.helpers import (REPO, build_package, embedlib_lines, outcome, package_code_version,
-                           pipeline_sets, spark_submit, written_folders)
+from tests.helpers import (
+    REPO,
+    build_package,
+    embedlib_lines,
+    outcome,
+    package_code_version,
+    pipeline_sets,
+    spark_submit,
+    written_folders,
+)
 
 DT = "2024-01-10"
 SEQUENCE_COLUMNS = ["user_id", "session_id", "items", "n_items", "start_ts", "end_ts"]

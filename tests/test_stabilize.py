@@ -5,17 +5,16 @@ import numpy as np
 import pytest
 
 from embedlib import registry, tables
-from embedlib.linalg import LinalgError
 from embedlib.alignment import StabilizeError
+from embedlib.linalg import LinalgError
 from embedlib.steps import stabilize as step
-from embedlib.registry import published_table
 from tests.helpers import two_tower, write_vectors
 
 D1, D2 = "2024-03-01", "2024-03-02"
 
 
 def published(spark, cfg, dt, side="item"):
-    rows = tables.read_partition(spark, published_table(cfg, side), dt).collect()
+    rows = tables.read_partition(spark, tables.embeddings_table(cfg.tables, side), dt).collect()
     return {r.id: np.array(r.vector, dtype=np.float64) for r in rows}
 
 
@@ -97,7 +96,8 @@ def test_duplicate_ids_are_an_error(spark, cfg_factory, tmp_path, rng):
 
 
 def test_empty_overlap_and_dimension_change(spark, cfg_factory, tmp_path, rng):
-    cfg = cfg_factory(stabilize={"mode": "align", "items": {"path": write_vectors(tmp_path / "1.parquet", rng.normal(size=(40, 4)))}})
+    items = write_vectors(tmp_path / "1.parquet", rng.normal(size=(40, 4)))
+    cfg = cfg_factory(stabilize={"mode": "align", "items": {"path": items}})
     step.run(spark, cfg, D1)
     cfg.stabilize.items.path = write_vectors(tmp_path / "2.parquet", rng.normal(size=(40, 4)),
                                              ids=[f"new{k}" for k in range(40)])
@@ -115,18 +115,20 @@ def test_empty_overlap_and_dimension_change(spark, cfg_factory, tmp_path, rng):
 
 
 def test_quality_gate_stops_before_publishing(spark, cfg_factory, tmp_path, rng):
-    cfg = cfg_factory(stabilize={"mode": "align", "items": {"path": write_vectors(tmp_path / "1.parquet", rng.normal(size=(60, 4)))}})
+    items = write_vectors(tmp_path / "1.parquet", rng.normal(size=(60, 4)))
+    cfg = cfg_factory(stabilize={"mode": "align", "items": {"path": items}})
     step.run(spark, cfg, D1)
     cfg.stabilize.items.path = write_vectors(tmp_path / "2.parquet", rng.normal(size=(60, 4)))
     cfg.stabilize.min_stabilized_cosine = 0.9
     with pytest.raises(StabilizeError, match="quality gate: mean stabilized same-id cosine"):
         step.run(spark, cfg, D2)
     assert registry.registered_dts(spark, cfg) == [D1]
-    assert tables.list_partitions(spark, published_table(cfg, "item")) == [D1]
+    assert tables.list_partitions(spark, tables.embeddings_table(cfg.tables, "item")) == [D1]
 
 
 def test_parent_data_deleted_but_registered_is_a_clear_error(spark, cfg_factory, tmp_path, rng):
-    cfg = cfg_factory(stabilize={"mode": "align", "items": {"path": write_vectors(tmp_path / "1.parquet", rng.normal(size=(30, 4)))}})
+    items = write_vectors(tmp_path / "1.parquet", rng.normal(size=(30, 4)))
+    cfg = cfg_factory(stabilize={"mode": "align", "items": {"path": items}})
     step.run(spark, cfg, D1)
     location = registry.read_version(spark, cfg, D1)["item"].location
     shutil.rmtree(location.removeprefix("file:"))

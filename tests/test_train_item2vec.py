@@ -39,11 +39,11 @@ def write_sequences(spark, cfg, sequences: list[list[str]], dt: str = DT) -> Non
     rows = [(f"u{s % 17}", f"{s}-0", items, len(items), start + dt_.timedelta(minutes=s),
              start + dt_.timedelta(minutes=s + 1)) for s, items in enumerate(sequences)]
     df = spark.createDataFrame(rows, SEQ_SCHEMA)
-    tables.write_partition(spark, df, tables.qualified(cfg.tables, cfg.tables.sequences), dt)
+    tables.write_partition(spark, df, tables.table_name(cfg.tables, "sequences"), dt)
 
 
 def read_side(spark, cfg, side: str) -> tuple[np.ndarray, np.ndarray, dict]:
-    df = tables.read_partition(spark, train_item2vec.raw_table(cfg, side), DT)
+    df = tables.read_partition(spark, tables.embeddings_table(cfg.tables, side, raw=True), DT)
     ids, vectors = vectors_to_numpy(df)
     order = np.argsort(ids)
     counts = {r.id: r["count"] for r in df.select("id", "count").collect()}
@@ -64,7 +64,7 @@ def test_gensim_writes_item_and_context_with_exact_ids_and_counts(spark, planted
         for item in seq:
             expected[item] = expected.get(item, 0) + 1
     for side in ("item", "context"):
-        table = train_item2vec.raw_table(planted_cfg, side)
+        table = tables.embeddings_table(planted_cfg.tables, side, raw=True)
         schema = [(f.name, f.dataType.simpleString()) for f in spark.table(table).schema.fields]
         assert schema == [("id", "string"), ("vector", "array<float>"), ("count", "bigint"),
                           ("dt", "string")]
@@ -124,14 +124,15 @@ def test_spark_trainer_writes_items_under_same_contract_and_drops_stale_context(
     ids, vectors, counts = read_side(spark, planted_cfg, "item")
     assert list(ids) == list(gensim_ids) and counts == gensim_counts
     assert vectors.shape == (20, 16) and np.isfinite(vectors).all()
-    assert DT not in tables.list_partitions(spark, train_item2vec.raw_table(planted_cfg, "context"))
+    raw_context = tables.embeddings_table(planted_cfg.tables, "context", raw=True)
+    assert DT not in tables.list_partitions(spark, raw_context)
     run = tables.read_partition(spark, summary["train_runs_table"], DT).first()
     assert (run.trainer, run.has_context, run.vocab_size) == ("spark", False, 20)
 
 
 def _nothing_written(spark, cfg) -> bool:
-    names = [train_item2vec.raw_table(cfg, s) for s in ("item", "context")]
-    names.append(tables.qualified(cfg.tables, cfg.tables.train_runs))
+    names = [tables.embeddings_table(cfg.tables, s, raw=True) for s in ("item", "context")]
+    names.append(tables.table_name(cfg.tables, "train_runs"))
     return not any(tables.table_exists(spark, n) for n in names)
 
 

@@ -15,7 +15,6 @@ from airflow.dag_processing.dagbag import DagBag
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.serialization.encoders import coerce_to_core_timetable
 from airflow.timetables.base import TimeRestriction
-
 from conftest import DAGS, PIPELINE_VENV, REPO
 
 DAG_ID = "embedlib_daily"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Optional
 
 import numpy as np
 
@@ -55,7 +54,7 @@ class Backend:
         return np.asarray(array)
 
 
-def cupy_status() -> tuple[Optional[ModuleType], str]:
+def cupy_status() -> tuple[ModuleType | None, str]:
     """``(cupy, "")`` when CuPy imports and sees a CUDA device, else ``(None, why not)``."""
     try:
         import cupy

@@ -14,7 +14,6 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
@@ -26,7 +25,7 @@ class _Request:
     served: object  # follow.ServedVersion captured when the request arrived
     id: str
     k: int
-    metric: Optional[str]
+    metric: str | None
     exclude_self: bool
     future: Future = field(default_factory=Future)
 
@@ -37,11 +36,11 @@ class MicroBatcher:
     def __init__(self, wait_s: float, max_batch: int):
         self.wait_s, self.max_batch = wait_s, max_batch
         self._queue: queue.Queue = queue.Queue()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self.batches = self.requests = 0
 
-    def submit(self, served, id_: str, k: int, metric: Optional[str], exclude_self: bool) -> Future:
+    def submit(self, served, id_: str, k: int, metric: str | None, exclude_self: bool) -> Future:
         """A Future of the request's TopKResult (one row), or of its UnknownIdError."""
         self._ensure_started()
         request = _Request(served, id_, k, metric, exclude_self)

@@ -12,7 +12,6 @@ import datetime as _dt
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from embedlib import integrity, manifest
 from embedlib.config import ServeConfig
@@ -32,15 +31,15 @@ class ServedVersion:
     """One loaded version: the index and what /health and the version header say of it."""
 
     index: EmbeddingIndex
-    version: Optional[str]
+    version: str | None
     location: str
     loaded_at: str
-    manifest: Optional[manifest.Manifest] = None
+    manifest: manifest.Manifest | None = None
     max_id_length: int = 0
 
     @classmethod
-    def of(cls, index: EmbeddingIndex, version: Optional[str], location: str = "",
-           manifest_: Optional[manifest.Manifest] = None) -> "ServedVersion":
+    def of(cls, index: EmbeddingIndex, version: str | None, location: str = "",
+           manifest_: manifest.Manifest | None = None) -> ServedVersion:
         longest = max(map(len, index.ids)) if len(index) else 0
         return cls(index, version, location, _now(), manifest_, longest)
 
@@ -69,18 +68,18 @@ class VersionFollower:
         writes it, the others see it change within a second and reload too.
     """
 
-    def __init__(self, current: ServedVersion, cfg: ServeConfig, root: Optional[str] = None,
-                 signal_path: Optional[Path] = None):
+    def __init__(self, current: ServedVersion, cfg: ServeConfig, root: str | None = None,
+                 signal_path: Path | None = None):
         self.cfg, self.root = cfg, root
         self.signal_path = Path(signal_path) if signal_path else None
         self._current = current
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-        self._failed: Optional[manifest.Manifest] = None
+        self._thread: threading.Thread | None = None
+        self._failed: manifest.Manifest | None = None
         self._signal_seen = self._read_signal()
-        self.last_error: Optional[dict] = None
-        self.last_check_at: Optional[str] = None
+        self.last_error: dict | None = None
+        self.last_check_at: str | None = None
         self.reloads = 0
 
     @property
@@ -129,7 +128,7 @@ class VersionFollower:
             self._signal_seen = stamp
         return self.reload()
 
-    def _read_signal(self) -> Optional[str]:
+    def _read_signal(self) -> str | None:
         try:
             return self.signal_path.read_text() if self.signal_path else None
         except FileNotFoundError:

@@ -5,17 +5,17 @@ id -> row map is built once on the host. Lookups and top-k run the same code on 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
 
+from embedlib import knn as _topk
 from embedlib.config import METRICS, ServeConfig, check_choice
 from embedlib.errors import EmbedlibError
 from embedlib.log import get_logger
-from embedlib import knn as _topk
 from embedlib.serving.backend import Backend, select_backend
 from embedlib.serving.vectors import check_vectors, read_embeddings
 
@@ -79,7 +79,7 @@ class TopKResult:
         Unknown query ids, whatever the policy (0 for vector queries).
     """
 
-    query_ids: Optional[np.ndarray]
+    query_ids: np.ndarray | None
     ids: np.ndarray
     scores: np.ndarray
     rows: np.ndarray
@@ -123,7 +123,7 @@ class EmbeddingIndex:
         The backend cannot be used here (see ``select_backend``).
     """
 
-    def __init__(self, ids, vectors: np.ndarray, *, backend: Union[str, Backend] = "auto",
+    def __init__(self, ids, vectors: np.ndarray, *, backend: str | Backend = "auto",
                  dtype: str = "float32", metric: str = "cosine", unknown_ids: str = "error",
                  max_chunk_bytes: int = 0, query_batch: int = 1024):
         ids = np.asarray(ids, dtype=object)
@@ -149,7 +149,7 @@ class EmbeddingIndex:
                  self.backend.name, self.backend.device, self.nbytes / 2**20)
 
     @classmethod
-    def from_parquet(cls, path: Union[str, Path, Sequence[str]], **options) -> "EmbeddingIndex":
+    def from_parquet(cls, path: str | Path | Sequence[str], **options) -> EmbeddingIndex:
         """Load a published version (Parquet file, folder or file list) with pyarrow.
 
         Parameters
@@ -201,7 +201,7 @@ class EmbeddingIndex:
         """
         return self._rows.get_indexer(pd.Index(np.asarray(ids, dtype=object))).astype(np.int64)
 
-    def lookup(self, ids: Sequence[str], unknown_ids: Optional[str] = None) -> LookupResult:
+    def lookup(self, ids: Sequence[str], unknown_ids: str | None = None) -> LookupResult:
         """Vectors for ``ids`` (float32 on the host), unknown ids per the policy.
 
         Parameters
@@ -224,8 +224,8 @@ class EmbeddingIndex:
         vectors = self.backend.to_host(self._gather(rows, found))
         return LookupResult(ids, vectors, found, n_unknown)
 
-    def topk(self, queries, k: Optional[int] = None, metric: Optional[str] = None,
-             exclude_self: bool = False, unknown_ids: Optional[str] = None) -> TopKResult:
+    def topk(self, queries, k: int | None = None, metric: str | None = None,
+             exclude_self: bool = False, unknown_ids: str | None = None) -> TopKResult:
         """The k nearest index rows of each query, exact, best first (ties: lower row).
 
         Parameters
@@ -275,7 +275,7 @@ class EmbeddingIndex:
         rows = self.backend.to_host(rows)
         return TopKResult(query_ids, self.ids[rows], self.backend.to_host(scores), rows, n_unknown)
 
-    def _resolve(self, ids: np.ndarray, policy: Optional[str]):
+    def _resolve(self, ids: np.ndarray, policy: str | None):
         """(ids kept, their rows, found mask, number unknown) under ``policy``."""
         policy = policy or self.unknown_ids
         check_choice("unknown_ids", policy, POLICIES, ServingError)

@@ -6,7 +6,7 @@ is a 100 MB answer, and for NaN cannot even be encoded as JSON (a 500).
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -33,7 +33,7 @@ class GuardMiddleware:
     it streams in), and every answer carries the header of the version that answered it:
     ``scope["state"]["version"]``, set by the endpoint from its snapshot, else ``current()``."""
 
-    def __init__(self, app, max_body_bytes: int, current: Callable[[], Optional[str]]):
+    def __init__(self, app, max_body_bytes: int, current: Callable[[], str | None]):
         self.app, self.max_body_bytes, self.current = app, max_body_bytes, current
 
     async def __call__(self, scope, receive, send):

@@ -11,7 +11,6 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
@@ -48,7 +47,7 @@ class LoadResult:
 
 def closed_loop(port: int, requests: list, concurrency: int, host: str = "127.0.0.1",
                 max_seconds: float = 300.0, keep_bodies: bool = False,
-                until: Optional[threading.Event] = None) -> LoadResult:
+                until: threading.Event | None = None) -> LoadResult:
     """Send ``requests`` ((method, path, body bytes or None), ...) from ``concurrency`` clients,
     until they are used up, ``max_seconds`` have passed or ``until`` is set."""
     if host not in LOOPBACK:

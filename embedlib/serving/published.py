@@ -17,10 +17,10 @@ def published_vectors(spark: SparkSession, cfg: Config, dt: str) -> DataFrame:
     """
     side = cfg.serve.side
     if not cfg.serve.require_registered:
-        df = tables.read_partition(spark, registry.published_table(cfg, side), dt)
+        df = tables.read_partition(spark, tables.embeddings_table(cfg.tables, side), dt)
     elif dt not in registry.registered_dts(spark, cfg):
         raise registry.RegistryError(
-            f"version {dt} is not registered in {registry.registry_table(cfg)}; only registered "
+            f"version {dt} is not registered in {tables.table_name(cfg.tables, 'versions')}; only registered "
             "versions are served (serve.require_registered=false to serve the table anyway)")
     else:
         df = registry.read_published(spark, cfg, dt, side)[0]

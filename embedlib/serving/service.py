@@ -15,7 +15,7 @@ import hmac
 import json
 import os
 from contextlib import asynccontextmanager
-from typing import Literal, Optional, Union
+from typing import Literal
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -42,13 +42,13 @@ class VectorsRequest(BaseModel):
 
 
 class SimilarRequest(VectorsRequest):
-    k: Optional[int] = Field(default=None, ge=1)
-    metric: Optional[Metric] = None
+    k: int | None = Field(default=None, ge=1)
+    metric: Metric | None = None
     exclude_self: bool = True
 
 
-def create_app(served: Union[EmbeddingIndex, VersionFollower], cfg: Optional[ServeConfig] = None,
-               version: Optional[str] = None) -> FastAPI:
+def create_app(served: EmbeddingIndex | VersionFollower, cfg: ServeConfig | None = None,
+               version: str | None = None) -> FastAPI:
     """The lookup service over an index (served as it is, ``version`` e.g. its dt) or over a
     VersionFollower (hot swaps, POST /admin/reload)."""
     cfg = cfg or ServeConfig()
@@ -102,7 +102,7 @@ def create_app(served: Union[EmbeddingIndex, VersionFollower], cfg: Optional[Ser
     async def similar(request: Request,
                       id: str = Query(min_length=1, description="an id of the index"),
                       k: int = Query(cfg.k, ge=1, le=cfg.max_k),
-                      metric: Optional[Metric] = None, exclude_self: bool = True):
+                      metric: Metric | None = None, exclude_self: bool = True):
         limits.check_ids([id], cfg)
         served = snapshot(request)
         if batcher is not None:

@@ -11,7 +11,6 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Optional
 
 from fastapi import FastAPI
 
@@ -31,12 +30,12 @@ class ServeSpec:
     Spark for dt), dt (its manifest) or none of them (the newest manifest).
     worker_dir: a folder the workers of one service share (the reload signal)."""
 
-    conf: Optional[str] = None
+    conf: str | None = None
     overrides: list = field(default_factory=list)
-    path: Optional[str] = None
-    dt: Optional[str] = None
-    files: Optional[list] = None
-    worker_dir: Optional[str] = None
+    path: str | None = None
+    dt: str | None = None
+    files: list | None = None
+    worker_dir: str | None = None
 
 
 def serve_config(spec: ServeSpec) -> Config:

@@ -6,8 +6,8 @@ array<float>`` (other columns are ignored). The list column becomes an (n, e) ma
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -26,7 +26,7 @@ class VectorsError(EmbedlibError):
     """Vectors that cannot be served: missing columns, nulls, ragged, NaN/Inf, duplicates."""
 
 
-def read_embeddings(path: Union[str, Path, Sequence[str]], id_col: str = ID_COL,
+def read_embeddings(path: str | Path | Sequence[str], id_col: str = ID_COL,
                     vector_col: str = VECTOR_COL) -> tuple[np.ndarray, np.ndarray]:
     """Ids and vectors of a Parquet file, a folder of them, or a list of files (or URIs).
 
@@ -68,7 +68,7 @@ def _check_one_run(path: str, filesystem: pafs.FileSystem) -> None:
             "the run folder itself")
 
 
-def arrays_from_arrow(table: Union[pa.Table, pa.RecordBatch], id_col: str = ID_COL,
+def arrays_from_arrow(table: pa.Table | pa.RecordBatch, id_col: str = ID_COL,
                       vector_col: str = VECTOR_COL) -> tuple[np.ndarray, np.ndarray]:
     """(ids, vectors) from an Arrow table with an id column and a list<float> column.
 
@@ -129,7 +129,7 @@ def check_vectors(ids: np.ndarray, vectors: np.ndarray, what: str = "embeddings"
                            f"e.g. {', '.join(map(repr, names[:5]))}")
 
 
-def _combined(column: Union[pa.ChunkedArray, pa.Array]) -> pa.Array:
+def _combined(column: pa.ChunkedArray | pa.Array) -> pa.Array:
     return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 

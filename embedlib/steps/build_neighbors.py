@@ -17,7 +17,7 @@ import re
 import socket
 import uuid
 from collections import Counter
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -29,7 +29,6 @@ from embedlib.config import Config
 from embedlib.log import get_logger, step
 from embedlib.serving.backend import BackendError
 from embedlib.serving.index import EmbeddingIndex, ServingError, TopKResult, index_options
-from embedlib.registry import published_table
 from embedlib.serving.published import published_vectors
 from embedlib.serving.vectors import ID_COL, arrays_from_arrow, check_vectors
 
@@ -63,7 +62,7 @@ def transform(spark: SparkSession, embeddings_df: DataFrame, cfg: Config):
     """Neighbours of every item: (item_id, neighbors), a summary, the index broadcast and
     the accumulator of the tasks' backends (filled when the neighbours are computed)."""
     ids, vectors = arrays_from_arrow(embeddings_df.toArrow())
-    check_vectors(ids, vectors, f"embeddings {published_table(cfg, cfg.serve.side)}")
+    check_vectors(ids, vectors, f"embeddings {tables.embeddings_table(cfg.tables, cfg.serve.side)}")
     k = cfg.serve.neighbors_k
     if k > len(ids) - 1:
         raise ServingError(f"serve.neighbors_k={k} needs more than {k} items; "
@@ -81,7 +80,7 @@ def transform(spark: SparkSession, embeddings_df: DataFrame, cfg: Config):
 
 
 def load(spark: SparkSession, neighbors_df: DataFrame, cfg: Config, dt: str) -> dict:
-    table = tables.qualified(cfg.tables, cfg.tables.neighbors)
+    table = tables.table_name(cfg.tables, "neighbors")
     tables.write_partition(spark, neighbors_df, table, dt)
     return {"neighbors_table": table}
 
@@ -115,7 +114,7 @@ def task_backends(by_partition: dict[int, tuple]) -> list[dict]:
             for (host, name, device, reason), n in sorted(counts.items())]
 
 
-def executor_backend_error(exc: Exception) -> Optional[str]:
+def executor_backend_error(exc: Exception) -> str | None:
     """The message of a BackendError raised in a Python worker, from the Spark error's text
     (the driver gets the worker's traceback as text, not the exception)."""
     found = re.findall(r"BackendError: (.+)", str(exc))

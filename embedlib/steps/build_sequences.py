@@ -21,8 +21,8 @@ def transform(raw_df: DataFrame, cfg: Config, dt: str) -> SequencesResult:
 
 def load(spark: SparkSession, result: SequencesResult, cfg: Config, dt: str) -> dict:
     """Write item_stats, then sequences; returns where they are."""
-    stats_table = tables.qualified(cfg.tables, cfg.tables.item_stats)
-    seq_table = tables.qualified(cfg.tables, cfg.tables.sequences)
+    stats_table = tables.table_name(cfg.tables, "item_stats")
+    seq_table = tables.table_name(cfg.tables, "sequences")
     tables.write_partition(spark, result.item_stats_df, stats_table, dt)
     tables.write_partition(spark, result.sequences_df, seq_table, dt)
     return {"sequences_table": seq_table, "item_stats_table": stats_table}

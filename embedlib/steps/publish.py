@@ -7,8 +7,6 @@ version exists from that write on (embedlib/registry.py). Run by the stabilize j
 """
 from __future__ import annotations
 
-from typing import Optional
-
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -16,13 +14,12 @@ from embedlib import integrity, publication, registry, tables
 from embedlib.alignment import Stabilized
 from embedlib.config import Config
 from embedlib.log import get_logger
-from embedlib.registry import published_table
 
 log = get_logger(__name__)
 
 
-def run(spark: SparkSession, cfg: Config, dt: str, result: Stabilized, parent_dt: Optional[str],
-        parent: dict[str, registry.VersionRecord], parent_frames: dict[str, Optional[DataFrame]],
+def run(spark: SparkSession, cfg: Config, dt: str, result: Stabilized, parent_dt: str | None,
+        parent: dict[str, registry.VersionRecord], parent_frames: dict[str, DataFrame | None],
         trainer: dict) -> list[registry.VersionRecord]:
     """Write every side's vectors (+ carried rows) and the delta, then register the version.
 
@@ -48,7 +45,7 @@ def run(spark: SparkSession, cfg: Config, dt: str, result: Stabilized, parent_dt
         n_unshared = parent[side].n_rows - n_shared if chained_side and n_shared is not None else None
         if chained_side:
             pub_df = publication.union_carried(pub_df, parent_df, dt, cfg.publish.ttl_days, ids_df, n_unshared)
-        location = tables.write_partition(spark, pub_df, published_table(cfg, side), dt,
+        location = tables.write_partition(spark, pub_df, tables.embeddings_table(cfg.tables, side), dt,
                                           keep=[registered.get(side)],
                                           grace_hours=cfg.tables.keep_orphan_runs_hours)
         pub_df = spark.read.parquet(location)
@@ -61,7 +58,7 @@ def run(spark: SparkSession, cfg: Config, dt: str, result: Stabilized, parent_dt
                                      cfg.publish.delta_cosine_threshold, counts.n,
                                      n_new=m["rows_items"] - n_shared if known else None,
                                      n_evicted=n_unshared - (counts.c or 0) if known else None)
-    delta_location = tables.write_partition(spark, delta_df, tables.qualified(cfg.tables, cfg.tables.deltas), dt)
+    delta_location = tables.write_partition(spark, delta_df, tables.table_name(cfg.tables, "deltas"), dt)
     changes = {f"{r.side}_{r.change}": r["count"]
                for r in spark.read.parquet(delta_location).groupBy("side", "change").count().collect()}
     metrics = {**result.metrics, "delta": changes}

@@ -8,16 +8,14 @@ tables, the delta and the registry row is step 4, embedlib/steps/publish.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from embedlib import integrity, registry, tables
+from embedlib.alignment import Side, Stabilized, StabilizeError, stabilize
 from embedlib.config import Config, VectorSourceConfig
 from embedlib.log import get_logger, step
-from embedlib.steps.train_item2vec import raw_table
-from embedlib.alignment import Side, Stabilized, StabilizeError, stabilize
 from embedlib.steps import publish
 
 log = get_logger(__name__)
@@ -26,10 +24,10 @@ log = get_logger(__name__)
 @dataclass
 class Inputs:
     items: Side
-    other: Optional[Side]
-    parent_dt: Optional[str]
+    other: Side | None
+    parent_dt: str | None
     parent: dict  # {side: registry.VersionRecord} of the parent version; empty for a root
-    no_parent_reason: Optional[str]
+    no_parent_reason: str | None
     trainer: dict
 
 
@@ -58,10 +56,10 @@ def read_vector_source(spark: SparkSession, src: VectorSourceConfig, name: str) 
     return df
 
 
-def _today(spark: SparkSession, cfg: Config, dt: str, side: str, src) -> Optional[DataFrame]:
+def _today(spark: SparkSession, cfg: Config, dt: str, side: str, src) -> DataFrame | None:
     if src is not None:
         return read_vector_source(spark, src, "items" if side == "item" else "other")
-    df = tables.find_partition(spark, raw_table(cfg, side), dt)
+    df = tables.find_partition(spark, tables.embeddings_table(cfg.tables, side, raw=True), dt)
     return None if df is None else df.select("id", "vector", "count")
 
 
@@ -69,8 +67,9 @@ def extract(spark: SparkSession, cfg: Config, dt: str) -> Inputs:
     s = cfg.stabilize
     items_df = _today(spark, cfg, dt, "item", s.items)
     if items_df is None:
-        raise StabilizeError(f"no item vectors for dt={dt}: {raw_table(cfg, 'item')} has no "
-                             "partition for it (run train_item2vec first) and stabilize.items is not set")
+        raw_items = tables.embeddings_table(cfg.tables, "item", raw=True)
+        raise StabilizeError(f"no item vectors for dt={dt}: {raw_items} has no partition for it "
+                             "(run train_item2vec first) and stabilize.items is not set")
     other_df = _today(spark, cfg, dt, s.other_side, s.other) if s.other or s.other_side == "context" else None
     parent_dt, reason = registry.previous_dt(spark, cfg, dt)
     prev_items = prev_other = None
@@ -106,7 +105,7 @@ def _read_parent(spark: SparkSession, cfg: Config, parent_dt: str, with_other: b
 
 
 def _trainer(spark: SparkSession, cfg: Config, dt: str) -> dict:
-    df = tables.find_partition(spark, tables.qualified(cfg.tables, cfg.tables.train_runs), dt)
+    df = tables.find_partition(spark, tables.table_name(cfg.tables, "train_runs"), dt)
     row = df.first() if df is not None else None
     return row.asDict() if row else {}
 

@@ -18,14 +18,9 @@ TRAIN_RUNS_SCHEMA = (
 )
 
 
-def raw_table(cfg: Config, side: str) -> str:
-    """The raw embedding table of ``side`` (item or context)."""
-    return tables.qualified(cfg.tables, f"{cfg.tables.raw_embeddings_prefix}_{side}")
-
-
 def extract(spark: SparkSession, cfg: Config, dt: str) -> DataFrame:
     """The sequences of ``dt``; a TrainInputError when there are none."""
-    seq_table = tables.qualified(cfg.tables, cfg.tables.sequences)
+    seq_table = tables.table_name(cfg.tables, "sequences")
     df = tables.find_partition(spark, seq_table, dt)
     if df is None:
         raise TrainInputError(f"no sequences for dt={dt} in {seq_table}: run build_sequences first")
@@ -40,14 +35,15 @@ def load(spark: SparkSession, result: TrainResult, cfg: Config, dt: str) -> dict
     """Write the item side, the context side (or drop a stale one), then the metadata row."""
     written = {}
     for side, df in zip(SIDES, (result.item_df, result.context_df)):
+        table = tables.embeddings_table(cfg.tables, side, raw=True)
         if df is not None:
-            tables.write_partition(spark, df, raw_table(cfg, side), dt)
-            written[f"{side}_table"] = raw_table(cfg, side)
+            tables.write_partition(spark, df, table, dt)
+            written[f"{side}_table"] = table
         else:
             # A context partition left by an earlier gensim run of this dt must not pass
             # for this run's output side.
-            tables.drop_partition(spark, raw_table(cfg, side), dt)
-    runs_table = tables.qualified(cfg.tables, cfg.tables.train_runs)
+            tables.drop_partition(spark, table, dt)
+    runs_table = tables.table_name(cfg.tables, "train_runs")
     meta = result.meta
     row = [tuple(meta[name.split()[0]] for name in TRAIN_RUNS_SCHEMA.split(", "))]
     tables.write_partition(spark, spark.createDataFrame(row, TRAIN_RUNS_SCHEMA), runs_table, dt)
