@@ -15,7 +15,6 @@ serves the first on 127.0.0.1 (NumPy backend, one worker) in its own process.
    reloads, the reload times and the server's peak RSS (two indexes during a swap).
 
 The last line printed is the results JSON, also written to benchmarks/results/bench_service.json.
-``--readme`` prints the README's figures from that file instead of running.
 
 Usage: python benchmarks/bench_service.py [--rows 1000000] [--requests 2000]
 """
@@ -37,7 +36,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serving import make_data  # noqa: E402
-from common import RESULTS, WORK, write_results  # noqa: E402
+from common import WORK, write_results  # noqa: E402
 
 from embedlib.serving import EmbeddingIndex  # noqa: E402
 from embedlib.serving.loadtest import closed_loop, free_port, wait_until_up, write_manifest, write_version  # noqa: E402
@@ -57,7 +56,6 @@ def parse_args(argv=None):
                         help="requests per endpoint and concurrency level")
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--swaps", type=int, default=3)
-    parser.add_argument("--readme", action="store_true", help="print the README figures")
     return parser.parse_args(argv)
 
 
@@ -150,8 +148,6 @@ def write_versions(ids, vectors, root: str) -> list:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    if args.readme:
-        return print_readme(json.loads((RESULTS / "bench_service.json").read_text()))
     started, load_start = time.perf_counter(), os.getloadavg()[0]
     ids, vectors = make_data(args.rows, args.dim)
     root = str(FOLDER / "_manifests")
@@ -197,38 +193,6 @@ def main(argv=None) -> dict:
         "load_average_1m_at_start": load_start, "load_average_1m_at_end": os.getloadavg()[0],
         "seconds": round(time.perf_counter() - started, 1),
     })
-
-
-def print_readme(r: dict) -> dict:
-    """The README's figures, from the results file."""
-    print("| clients | /similar req/s | p50 / p99 / p99.9 ms | /vectors req/s | p50 / p99 / p99.9 ms "
-          "| in-process topk q/s (batch = clients) | service / in-process |")
-    print("|---|---|---|---|---|---|---|")
-    for c, level in r["levels"].items():
-        s, v = level["similar"], level["vectors"]
-        print(f"| {c} | {s['qps']:,} | {s['p50_ms']} / {s['p99_ms']} / {s['p99_9_ms']} | {v['qps']:,} "
-              f"| {v['p50_ms']} / {v['p99_ms']} / {v['p99_9_ms']} | {level['in_process_topk_qps']:,} "
-              f"| {level['service_qps_vs_in_process']} |")
-    print(f"\n`qps_c16` = {r['qps_c16']}, `p99_ms_c16` = {r['p99_ms_c16']}, "
-          f"`service_qps_vs_in_process_c16` = {r['service_qps_vs_in_process_c16']} (target 0.5).")
-    sw, mem, m = r["swaps"], r["server_memory_mib"], r["machine"]
-    batches = r["micro_batches"]
-    print(f"\nDuring {len(sw['swaps'])} hot swaps under a mixed load from 16 clients "
-          f"({sw['load']['requests']:,} requests): `failed_requests_during_swaps` = "
-          f"{r['failed_requests_during_swaps']}; reloads took "
-          f"{', '.join(str(s['reload_seconds']) for s in sw['swaps'])} s; the "
-          f"{sw['requests_during_reloads']:,} requests sent during a reload had p50 "
-          f"{sw['p50_ms_during_reloads']} ms, p99 {sw['p99_ms_during_reloads']} ms, max "
-          f"{sw['max_ms_during_reloads']} ms (whole phase: p50 {sw['load']['p50_ms']} ms, p99 "
-          f"{sw['load']['p99_ms']} ms).")
-    print(f"\nServer memory ({r['rows']:,} x {r['dim']} float32 = {r['index_mib']} MiB of vectors): "
-          f"RSS {mem['before_load']['rss_mib']} MiB before the load, {mem['after_load']['rss_mib']} MiB "
-          f"after it, peak {mem['after_swaps']['peak_rss_mib']} MiB over the swaps "
-          f"({mem['after_swaps']['rss_mib']} MiB after them). Micro-batching: "
-          f"{batches['requests']:,} GET /similar requests in {batches['batches']:,} matmuls. "
-          f"Measured on {m['cpu_count']} cores, load average {r['load_average_1m_at_start']:.1f} "
-          f"at the start and {r['load_average_1m_at_end']:.1f} at the end.")
-    return r
 
 
 if __name__ == "__main__":
