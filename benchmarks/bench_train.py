@@ -15,8 +15,9 @@
 
 Prints one JSON object on the last line and writes it to benchmarks/results/bench_train.json
 (load averages at start and end included: run it alone). Work files (generated log,
-warehouse, corpus) go under --work. ``--readme`` prints the README's figures from the file.
-Usage: .venv/bin/python benchmarks/bench_train.py [--events N] [--quick] [--readme]
+warehouse, corpus) go under --work. ``make docs`` (scripts/render_docs.py) renders the
+figures in docs/benchmarks.md from the results file.
+Usage: .venv/bin/python benchmarks/bench_train.py [--events N] [--quick]
 """
 from __future__ import annotations
 
@@ -24,15 +25,14 @@ import argparse
 import dataclasses
 import json
 import os
-import sys
 import threading
 import time
 from pathlib import Path
 
 import gensim
+from common import machine, write_results  # benchmarks/, next to this file
 from pyspark.sql import functions as F
 
-from common import RESULTS, machine, write_results  # benchmarks/, next to this file
 from embedlib import item2vec, tables
 from embedlib.config import Config, load_config
 from embedlib.evaluate import evaluate_holdout, temporal_holdout
@@ -253,7 +253,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=WORK, help="generated log, warehouse, corpus")
     parser.add_argument("--quick", action="store_true", help="only the step-vs-raw sections, "
                         "written to <work>/bench_train_quick.json (develop with a small --events)")
-    parser.add_argument("--readme", action="store_true", help="print the README figures")
     return parser.parse_args(argv)
 
 
@@ -265,8 +264,6 @@ def sample_load(loads: list, done: threading.Event) -> None:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    if args.readme:
-        return print_readme(json.loads((RESULTS / "bench_train.json").read_text()))
     os.chdir(REPO)  # the configs' relative paths resolve against the repository root
     args.work.mkdir(parents=True, exist_ok=True)
     started, load_start = time.perf_counter(), os.getloadavg()[0]
@@ -290,73 +287,6 @@ def main(argv=None) -> dict:
         print(json.dumps(result, sort_keys=True))
         return result
     return write_results("bench_train", result)
-
-
-def _f(x: float, digits: int = 1) -> str:
-    return f"{x:,.{digits}f}"
-
-
-def print_readme(r: dict) -> dict:
-    """The README's Step 2 figures, from the results file."""
-    m, gen, ml, scale = r["machine"], r["generated"], r["movielens"], r["scale"]
-    v = m["versions"]
-    print(f"Machine: {m['platform']}, {m['cpu_count']} cores, load average "
-          f"{r['load_average_1m_at_start']:.2f} at the start, {r['load_average_1m_at_end']:.2f} at "
-          f"the end and at most {r['load_average_1m_max']:.2f} in between, python {m['python']}, gensim {v['gensim']}, pyspark {v['pyspark']}, "
-          f"numpy {v['numpy']}.\n")
-    print("The step against raw gensim (`gensim.models.Word2Vec` alone on the job's corpus "
-          "file, same parameters, same process; job and raw runs alternate, best run of each, "
-          f"{r['repeats']} each at 1x and {r['scale_repeats']} at {scale}x):\n")
-    print("| corpus | tokens | export s | export tokens/s | job train s | raw gensim train s "
-          "| `job_vs_raw_gensim_words_per_s` | CPU s job / raw | JVM CPU s during job train "
-          "| `step_vs_raw_gensim_train` |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for label, st in (("generated log", gen["step"]),
-                      (f"the same, {scale}x", gen[f"step_x{scale}"])):
-        job = min(st["job_runs"], key=lambda x: x["train_seconds"])
-        raw = min(st["raw_runs"], key=lambda x: x["train_seconds"])
-        print(f"| {label} | {st['tokens']:,} | {_f(st['export_seconds'])} | "
-              f"{_f(st['export_tokens_per_second'], 0)} | {_f(job['train_seconds'])} | "
-              f"{_f(raw['train_seconds'])} | {st['job_vs_raw_gensim_words_per_s']:.3f} | "
-              f"{_f(job['train_cpu_seconds'])} / {_f(raw['train_cpu_seconds'])} | "
-              f"{job['jvm_cpu_seconds_during_train']:.2f} | {st['step_vs_raw_gensim_train']:.2f} |")
-    if ml:
-        print(f"\nMovieLens ml-latest-small, dt {ML_DT}, hold-out after "
-              f"{ml['default']['cut_time']} ({ml['default']['test_pairs']} test pairs):\n")
-        print("| run | parameters | HR@10 | NDCG@10 | wall s |\n|---|---|---|---|---|")
-        print(f"| popularity | k most frequent training items | "
-              f"{ml['default']['popularity_hr']:.3f} | {ml['default']['popularity_ndcg']:.3f} | - |")
-        for name, label in (("default", "gensim default"), ("tuned", "gensim tuned"),
-                            ("spark", "Spark MLlib")):
-            params = ", ".join(f"{k}={v}" for k, v in sorted(r["params"][name].items())
-                               if k != "trainer")
-            row = ml[name]
-            print(f"| {label} | {params} | {row['hr']:.3f} | {row['ndcg']:.3f} | "
-                  f"{row['wall_seconds']:.1f} |")
-        print(f"\nTuned gensim / popularity HR@10: {r['movielens_tuned_vs_popularity']:.2f}x. "
-              f"Spark MLlib / gensim default wall time on MovieLens: "
-              f"{r['movielens_gensim_vs_spark_speedup']:.2f}x.")
-    if "gensim" in gen:
-        g, sp = gen["gensim"], gen["spark"]
-        print(f"\nGenerated log ({gen['spec']['n_events']} events, {r['generated_tokens']} "
-              f"training tokens, {gen['step']['job_runs'][0]['vocab_size']} items), parameters "
-              f"{json.dumps(r['params']['generated'], sort_keys=True)}; hold-out of "
-              f"{g['test_pairs']} pairs:\n")
-        print("| trainer | wall s | HR@10 | NDCG@10 | cluster purity@10 |\n|---|---|---|---|---|")
-        print(f"| gensim, 2 workers | {g['wall_seconds']:.1f} | {g['hr']:.3f} | {g['ndcg']:.3f} | "
-              f"{g['cluster_purity']:.3f} |")
-        print(f"| Spark MLlib, 2 partitions | {sp['wall_seconds']:.1f} | {sp['hr']:.3f} | "
-              f"{sp['ndcg']:.3f} | {sp['cluster_purity']:.3f} |")
-        print(f"| popularity | - | {g['popularity_hr']:.3f} | {g['popularity_ndcg']:.3f} | "
-              f"random: {g['cluster_random']:.3f} |")
-        print(f"\n- gensim vs Spark MLlib wall-time ratio (`gensim_vs_spark_speedup`): "
-              f"{r['gensim_vs_spark_speedup']:.2f}x.")
-        print(f"- Scaling (raw gensim, 1 epoch): {r['scaling_words_per_s_1_workers']:,.0f} words/s "
-              f"with 1 worker, {r['scaling_words_per_s_2_workers']:,.0f} with 2 "
-              f"({r['scaling_2_vs_1_workers']:.2f}x).")
-    print(f"\nThe benchmark took {r['bench_seconds'] / 60:.0f} minutes (`bench_seconds`).",
-          file=sys.stdout)
-    return r
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ def sequence_rows(n: int = 60) -> list[tuple]:
 
 @contextlib.contextmanager
 def several_partitions(spark):
-    """Keep the partitions apart (adaptive execution would merge tiny ones into one)."""
+    """Keep the sort's partitions apart (adaptive execution would merge tiny ones into one)."""
     key = "spark.sql.adaptive.coalescePartitions.enabled"
     previous = spark.conf.get(key)
     spark.conf.set(key, "false")
@@ -39,14 +39,12 @@ def several_partitions(spark):
         spark.conf.set(key, previous)
 
 
-def test_parts_are_joined_in_partition_order_and_every_id_round_trips(spark, tmp_path):
+def test_parts_are_joined_in_sort_order_and_every_id_round_trips(spark, tmp_path):
     rows = sequence_rows()
-    # Users in ranges, one range per partition, rows shuffled within: the file is in global
-    # (user, start, session) order only if each part is sorted and the parts are joined in order.
-    df = spark.createDataFrame(rows[::-1], SEQ_SCHEMA).repartitionByRange(3, "user_id")
+    df = spark.createDataFrame(rows, SEQ_SCHEMA).repartition(3)
     with several_partitions(spark):
         corpus = item2vec.export_corpus(df, tmp_path / "corpus.txt")
-    assert corpus.parts > 1
+    assert corpus.parts > 1  # the order across part files is what is checked below
     text = corpus.path.read_bytes().decode("utf-8")
     assert text.endswith("\n")
     lines = text[:-1].split("\n")
