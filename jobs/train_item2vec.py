@@ -2,9 +2,11 @@
 
 Reads the dt partition of tables.sequences (written by build_sequences) and trains the
 trainer named by train.trainer:
-  gensim (default)  exports the sequences to a local corpus file (train.corpus_dir, or a
-                    temporary folder) and trains skip-gram with negative sampling in
-                    corpus_file mode with train.workers threads; writes item vectors and
+  gensim (default)  the executors write the sequences as text part files in parallel (to
+                    train.corpus_dir: a temporary folder locally; on a cluster a folder
+                    every host mounts, or a Hadoop URI copied to the driver), joined into
+                    the one corpus file gensim trains on (skip-gram with negative sampling,
+                    corpus_file mode, train.workers threads); writes item vectors and
                     context vectors (syn1neg).
   spark             pyspark.ml Word2Vec (hierarchical softmax, distributed); writes item
                     vectors only (no context vectors, so stabilization is align-only).
