@@ -57,7 +57,7 @@ def main(argv=None) -> dict:
     wh = WORK / "sequences_warehouse"
     shutil.rmtree(wh, ignore_errors=True)
     spark = get_spark(config_from_dict({"spark": {
-        "warehouse_dir": str(wh), "metastore_dir": str(wh / "metastore_db"),
+        "warehouse_dir": str(wh),
         "driver_memory": args.driver_memory, "shuffle_partitions": 16}}).spark, "bench_sequences")
     run_size(spark, 50_000)  # warm-up: JVM, Python workers, metastore
     sizes = [int(s) for s in args.sizes.split(",")]

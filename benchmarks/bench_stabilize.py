@@ -248,7 +248,6 @@ def main(argv=None) -> dict:
     WORK.mkdir(parents=True, exist_ok=True)
     spark_cfg = config_from_dict({"spark": {
         "master": "local[*]", "warehouse_dir": str(WORK / "stabilize_warehouse"),
-        "metastore_dir": str(WORK / "stabilize_warehouse" / "metastore_db"),
         "driver_memory": args.driver_memory, "shuffle_partitions": 16}}).spark
     spark = get_spark(spark_cfg, "bench_stabilize")
     results = bench_gram(spark, args.gram_rows)

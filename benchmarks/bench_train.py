@@ -59,8 +59,7 @@ def with_train(cfg: Config, **params) -> Config:
 
 def spark_overrides(work: Path) -> list[str]:
     warehouse = work / "warehouse"
-    return [f"spark.warehouse_dir={warehouse}", f"spark.metastore_dir={warehouse}/metastore_db",
-            "spark.master=local[2]", "spark.driver_memory=8g", "train.workers=2",
+    return [f"spark.warehouse_dir={warehouse}", "spark.master=local[2]", "spark.driver_memory=8g", "train.workers=2",
             f"train.corpus_dir={work / 'corpus'}"]
 
 

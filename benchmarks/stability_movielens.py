@@ -97,7 +97,7 @@ def main(argv=None) -> dict:
 
     cfg = load_config(REPO / "conf" / "movielens.yaml",
                       [f"input.path={MOVIELENS}", "spark.warehouse_dir=benchmarks/work/movielens_wh",
-                       "spark.metastore_dir=benchmarks/work/movielens_wh/metastore_db", *args.overrides])
+                       *args.overrides])
     spark = get_spark(cfg.spark, "stability_movielens")
     seq_df = build_sequences(read_input(spark, cfg.input), cfg.input, cfg.sequences, DT).sequences_df.persist()
     holdout = evaluate.temporal_holdout(seq_df, cfg.evaluate)

@@ -166,10 +166,8 @@ class TrainConfig:
 
     def __post_init__(self):
         check_choice("train.trainer", self.trainer, ("gensim", "spark"))
-        for name in ("vector_size", "window", "epochs", "min_count", "workers",
-                     "spark_partitions", "spark_max_sentence_length"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"train.{name} must be a positive integer, got {getattr(self, name)}")
+        check_at_least("train", self, ("vector_size", "window", "epochs", "min_count", "workers",
+                                       "spark_partitions", "spark_max_sentence_length"), 1)
         if self.negative < 0:
             raise ConfigError(f"train.negative must be >= 0, got {self.negative}")
         if self.sg not in (0, 1):

@@ -70,7 +70,6 @@ def test_damaged_parent_is_an_error_naming_it(spark, cfg_factory, tmp_path):
     assert rows[0]["rows_read"] == 35 and "35 rows where the registry recorded 50" in rows[0]["problem"]
     conf = tmp_path / "c.yaml"
     conf.write_text(yaml.safe_dump({"spark": {"warehouse_dir": cfg.spark.warehouse_dir,
-                                              "metastore_dir": cfg.spark.metastore_dir,
                                               "master": cfg.spark.master},
                                     "tables": {"database": cfg.tables.database}}))
     spec = importlib.util.spec_from_file_location("show_versions", REPO / "jobs" / "show_versions.py")

@@ -168,7 +168,7 @@ def test_bad_corpus_in_the_step_writes_nothing(spark, cfg_factory, trainer):
 
 
 @pytest.mark.parametrize("train, message", [
-    ({"vector_size": 0}, "train.vector_size must be a positive integer, got 0"),
+    ({"vector_size": 0}, "train.vector_size must be >= 1, got 0"),
     ({"vector_size": -8}, "train.vector_size"),
     ({"trainer": "fasttext"}, "train.trainer must be one of gensim, spark"),
     ({"epochs": 0}, "train.epochs"),

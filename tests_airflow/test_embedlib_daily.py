@@ -96,8 +96,7 @@ def pipeline_env(tmp_path, monkeypatch) -> Path:
                    check=True, capture_output=True)
     warehouse = tmp_path / "warehouse"
     cfg = yaml.safe_load((REPO / "conf" / "local.yaml").read_text())
-    cfg["spark"].update(master="local[2]", warehouse_dir=str(warehouse),
-                        metastore_dir=str(tmp_path / "metastore_db"), shuffle_partitions=2)
+    cfg["spark"].update(master="local[2]", warehouse_dir=str(warehouse), shuffle_partitions=2)
     cfg["input"]["path"] = str(tmp_path / "sample" / "events")
     cfg["sequences"].update(lookback_days=2, min_count=2)
     cfg.setdefault("train", {})["vector_size"] = DIM
