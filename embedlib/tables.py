@@ -156,7 +156,8 @@ def write_partition(spark: SparkSession, df: DataFrame, table: str, dt: str,
     else:
         spark.sql(f"ALTER TABLE {table} ADD {spec} LOCATION '{run_dir}'")
     spark.catalog.refreshTable(table)
-    remove_orphan_runs(spark, table, dt, [run_dir, previous, *keep], grace_hours)
+    # run_dir is now the partition's location: no metastore lookup needed for the clean-up.
+    _remove_runs(spark, f"{root}/{PARTITION_COL}={dt}", [run_dir, previous, *keep], grace_hours)
     log.info("wrote %s dt=%s -> %s", table, dt, run_dir)
     return run_dir
 
@@ -250,10 +251,18 @@ def remove_orphan_runs(spark: SparkSession, table: str, dt: str, keep: Sequence[
     root = table_location(spark, table)
     if root is None:
         return []
-    fs, jpath = hadoop_fs(spark, f"{root}/{PARTITION_COL}={dt}")
+    return _remove_runs(spark, f"{root}/{PARTITION_COL}={dt}", [*keep, partition_location(spark, table, dt)],
+                        older_than_hours)
+
+
+def _remove_runs(spark: SparkSession, partition_dir: str, keep: Sequence[str | None],
+                 older_than_hours: float) -> list[str]:
+    """The folder work of remove_orphan_runs, for a caller that knows the partition's folder
+    and its current location (write_partition: no metastore lookups)."""
+    fs, jpath = hadoop_fs(spark, partition_dir)
     if not fs.exists(jpath):
         return []
-    keep_names = {_run_name(k) for k in [*keep, partition_location(spark, table, dt)] if k}
+    keep_names = {_run_name(k) for k in keep if k}
     now = _dt.datetime.now(_dt.timezone.utc)
     removed = []
     for status in fs.listStatus(jpath):
@@ -264,7 +273,7 @@ def remove_orphan_runs(spark: SparkSession, table: str, dt: str, keep: Sequence[
         fs.delete(status.getPath(), True)
         removed.append(name)
     if removed:
-        log.info("removed %d unreferenced run folder(s) of %s dt=%s: %s", len(removed), table, dt,
+        log.info("removed %d unreferenced run folder(s) of %s: %s", len(removed), partition_dir,
                  ", ".join(removed))
     return removed
 
