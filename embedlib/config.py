@@ -163,11 +163,43 @@ class TrainConfig:
     # spark trainer: numPartitions (more is faster and less accurate) and maxSentenceLength.
     spark_partitions: int = 1
     spark_max_sentence_length: int = 1000
+    # Seed ensemble (gensim): train k models with seeds seed, seed+1, ..., put them in one
+    # frame and average them; 1 is a single model. Less neighbour churn between versions.
+    ensemble_size: int = 1
+    # Where the members train: local (a process pool on the driver's host, within
+    # train.workers threads), spark (one Spark task per member; the corpus is shipped with
+    # SparkContext.addFile), auto (local for a local master, else spark).
+    ensemble_runner: str = "auto"
+    # cold: random initialisation every day. warm: start from the parent version's raw item
+    # and context vectors (today's vocabulary, new ids random) and train warm_epochs from
+    # warm_alpha; no parent (or another dimension) falls back to cold. gensim, one model.
+    init: str = "cold"
+    warm_epochs: int = 1
+    warm_alpha: float = 0.01
+    # Under init=warm, a cold start when the chain's last cold start is this many days old;
+    # 0 never forces one.
+    cold_every_days: int = 0
 
     def __post_init__(self):
         check_choice("train.trainer", self.trainer, ("gensim", "spark"))
+        check_choice("train.ensemble_runner", self.ensemble_runner, ("auto", "local", "spark"))
+        check_choice("train.init", self.init, ("cold", "warm"))
         check_at_least("train", self, ("vector_size", "window", "epochs", "min_count", "workers",
-                                       "spark_partitions", "spark_max_sentence_length"), 1)
+                                       "spark_partitions", "spark_max_sentence_length",
+                                       "ensemble_size", "warm_epochs"), 1)
+        check_at_least("train", self, ("cold_every_days",), 0)
+        if self.trainer == "spark" and (self.ensemble_size > 1 or self.init == "warm"):
+            raise ConfigError(
+                "train.ensemble_size > 1 and train.init=warm need train.trainer=gensim: Spark "
+                "MLlib's Word2Vec takes no initial vectors and has no context side to put "
+                f"members in one frame (got ensemble_size={self.ensemble_size}, init={self.init})")
+        if self.init == "warm" and self.ensemble_size > 1:
+            raise ConfigError(
+                "train.init=warm with train.ensemble_size > 1 is refused: members started from "
+                "the one parent would share its noise instead of averaging it out; choose one")
+        if not 0 < self.warm_alpha <= 1 or self.min_alpha > self.warm_alpha:
+            raise ConfigError("train.warm_alpha must be in (0, 1] and at least train.min_alpha, "
+                              f"got {self.warm_alpha}")
         if self.negative < 0:
             raise ConfigError(f"train.negative must be >= 0, got {self.negative}")
         if self.sg not in (0, 1):

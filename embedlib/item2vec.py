@@ -16,12 +16,14 @@ original id strings (url-encoded in the corpus file only, where whitespace would
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import tempfile
 import time
 import urllib.parse
-from dataclasses import asdict, dataclass, field
+import uuid
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import gensim
@@ -35,7 +37,7 @@ from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from embedlib import linalg
+from embedlib import ensemble, linalg
 from embedlib.config import TrainConfig
 from embedlib.errors import EmbedlibError
 from embedlib.log import get_logger
@@ -190,13 +192,35 @@ def gensim_model(cfg: TrainConfig) -> Word2Vec:
                     workers=cfg.workers, seed=cfg.seed)
 
 
-def train_gensim_file(corpus: Corpus, cfg: TrainConfig) -> tuple[Word2Vec, float, float]:
-    """Train on a corpus file: the model, the training's wall seconds and its CPU seconds.
+@dataclass
+class WarmStart:
+    """The parent version's raw vectors, to start today's training from (``train.init=warm``).
 
-    Neither time counts the vocabulary scan. The CPU seconds are this process's (gensim's
-    threads), so CPU / wall shows how many cores the training got. The corpus counts come
-    from gensim's vocabulary scan: ``model.corpus_count`` sequences and
-    ``model.corpus_total_words`` tokens.
+    ``ids`` are the original id strings; ``item`` and ``context`` rows follow them.
+    ``cold_dt`` is the dt of the last cold start in the parent's chain.
+    """
+
+    parent_dt: str
+    ids: np.ndarray
+    item: np.ndarray
+    context: np.ndarray
+    cold_dt: str
+
+
+@dataclass
+class Vocabulary:
+    """The driver's vocabulary scan, shipped to ensemble members so none scans again."""
+
+    counts: dict  # raw counts of every token, in first-seen order (gensim's raw_vocab)
+    sequences: int
+    tokens: int
+
+
+def prepare_model(corpus: Corpus, cfg: TrainConfig) -> tuple[Word2Vec, Vocabulary]:
+    """Scan the corpus into a fresh vocabulary (never ``update=True``) and check it.
+
+    The model's weights are gensim's random initialisation; the returned Vocabulary lets
+    other processes build the same model without a second scan (``model_from_vocabulary``).
     """
     if cfg.negative < 1:
         raise TrainInputError("train.negative must be >= 1 for the gensim trainer "
@@ -206,11 +230,145 @@ def train_gensim_file(corpus: Corpus, cfg: TrainConfig) -> tuple[Word2Vec, float
     model = gensim_model(cfg)
     model.build_vocab(corpus_file=str(corpus.path), keep_raw_vocab=True)
     check_vocabulary(len(model.raw_vocab), len(model.wv), cfg)
+    vocab = Vocabulary(dict(model.raw_vocab), model.corpus_count, model.corpus_total_words)
     model.raw_vocab = None
+    return model, vocab
+
+
+def model_from_vocabulary(cfg: TrainConfig, vocab: Vocabulary) -> Word2Vec:
+    """The model ``prepare_model`` gives for this vocabulary and ``cfg`` (seed included)."""
+    model = gensim_model(cfg)
+    model.build_vocab_from_freq(dict(vocab.counts), corpus_count=vocab.sequences)
+    model.corpus_total_words = vocab.tokens
+    return model
+
+
+def apply_warm_start(model: Word2Vec, init: WarmStart) -> int:
+    """Overwrite the rows of ids that the parent has with its item and context vectors.
+
+    Today's vocabulary stays as scanned: ids the parent has and today's corpus lacks are
+    dropped, new ids keep gensim's initialisation. Returns how many rows came from the parent.
+    """
+    position = {urllib.parse.unquote_plus(k): i for i, k in enumerate(model.wv.index_to_key)}
+    pairs = [(position[i], j) for j, i in enumerate(init.ids) if i in position]
+    if pairs:
+        rows, parent_rows = (np.array(x) for x in zip(*pairs))
+        model.wv.vectors[rows] = init.item[parent_rows]
+        model.syn1neg[rows] = init.context[parent_rows]
+    return len(pairs)
+
+
+def fit(model: Word2Vec, corpus_path: str, epochs: int, start_alpha: float, end_alpha: float
+        ) -> tuple[float, float]:
+    """Train a prepared model on the corpus file: (wall seconds, this process's CPU seconds)."""
     started, cpu_started = time.perf_counter(), time.process_time()
-    model.train(corpus_file=str(corpus.path), total_words=model.corpus_total_words,
-                epochs=cfg.epochs, callbacks=[_EpochLogger(cfg.epochs, model.corpus_total_words)])
-    return model, time.perf_counter() - started, time.process_time() - cpu_started
+    model.train(corpus_file=corpus_path, total_words=model.corpus_total_words, epochs=epochs,
+                start_alpha=start_alpha, end_alpha=end_alpha,
+                callbacks=[_EpochLogger(epochs, model.corpus_total_words)])
+    return time.perf_counter() - started, time.process_time() - cpu_started
+
+
+def train_gensim_file(corpus: Corpus, cfg: TrainConfig, init: WarmStart | None = None
+                      ) -> tuple[Word2Vec, float, float]:
+    """Train on a corpus file: the model, the training's wall seconds and its CPU seconds.
+
+    Neither time counts the vocabulary scan. The CPU seconds are this process's (gensim's
+    threads), so CPU / wall shows how many cores the training got. The corpus counts come
+    from gensim's vocabulary scan: ``model.corpus_count`` sequences and
+    ``model.corpus_total_words`` tokens. With ``init`` the known ids start from the parent
+    and train ``warm_epochs`` from ``warm_alpha``.
+    """
+    model, _ = prepare_model(corpus, cfg)
+    epochs, alpha = cfg.epochs, cfg.alpha
+    if init is not None:
+        known = apply_warm_start(model, init)
+        epochs, alpha = cfg.warm_epochs, cfg.warm_alpha
+        log.info("warm start from %s: %d of %d items start from its vectors; %d epochs from alpha %g",
+                 init.parent_dt, known, len(model.wv), epochs, alpha)
+    seconds, cpu_seconds = fit(model, str(corpus.path), epochs, alpha, cfg.min_alpha)
+    return model, seconds, cpu_seconds
+
+
+def train_member(corpus_path: str, cfg: TrainConfig, vocab: Vocabulary) -> ensemble.Member:
+    """One ensemble member (``cfg.seed`` is its seed), in whatever process runs it."""
+    model = model_from_vocabulary(cfg, vocab)
+    seconds, cpu_seconds = fit(model, corpus_path, cfg.epochs, cfg.alpha, cfg.min_alpha)
+    return ensemble.Member(cfg.seed, list(model.wv.index_to_key), model.wv.expandos["count"],
+                           model.wv.vectors, model.syn1neg, seconds, cpu_seconds, platform.node())
+
+
+@dataclass
+class Trained:
+    """Vectors fresh from gensim (one model or an ensemble's mean), rows following ``keys``."""
+
+    keys: list[str]  # url-encoded ids (the corpus tokens)
+    counts: np.ndarray
+    item: np.ndarray
+    context: np.ndarray
+    sequences: int
+    tokens: int
+    seconds: float  # wall seconds of the training (all members, their mean included)
+    cpu_seconds: float  # CPU seconds of the training (summed over members)
+    meta: dict  # the train_runs columns this path fills
+
+
+def train_single(corpus: Corpus, cfg: TrainConfig, init: WarmStart | None = None) -> Trained:
+    """One gensim model (today's path for ensemble_size 1), cold or warm."""
+    model, seconds, cpu_seconds = train_gensim_file(corpus, cfg, init)
+    wv = model.wv
+    return Trained(wv.index_to_key, wv.expandos["count"], wv.vectors, model.syn1neg, model.corpus_count,
+                   model.corpus_total_words, seconds, cpu_seconds,
+                   {"member_cpu_seconds_json": json.dumps([round(cpu_seconds, 3)])})
+
+
+def train_ensemble(spark: SparkSession, corpus: Corpus, cfg: TrainConfig) -> Trained:
+    """``cfg.ensemble_size`` members (seeds seed, seed+1, ...) trained in parallel, averaged."""
+    k = cfg.ensemble_size
+    model, vocab = prepare_model(corpus, cfg)
+    n, runner = len(model.wv), ensemble_runner(cfg, spark.sparkContext.master)
+    del model
+    seeds = [cfg.seed + j for j in range(k)]
+    started = time.perf_counter()
+    if runner == "spark":
+        shipped = corpus.path.with_name(f"{corpus.path.stem}-{uuid.uuid4().hex[:12]}.txt")
+        os.link(corpus.path, shipped)
+        log.info("ensemble of %d: one Spark task per member, %d gensim threads each", k, cfg.workers)
+        jobs = [(replace(cfg, seed=s, ensemble_size=1), vocab) for s in seeds]
+        members = ensemble.run_on_spark(spark, train_member, jobs, str(shipped))
+    else:
+        one = ensemble.member_bytes(n, cfg.vector_size)
+        free = ensemble.available_bytes()
+        pool = ensemble.local_pool_size(k, cfg.workers, one, free)
+        threads = max(1, cfg.workers // pool)
+        log.info("ensemble of %d: %d at a time in local processes, %d gensim threads each "
+                 "(about %d MiB per member, %s MiB available)", k, pool, threads, one >> 20,
+                 "?" if free is None else free >> 20)
+        jobs = [(str(corpus.path), replace(cfg, seed=s, workers=threads, ensemble_size=1), vocab)
+                for s in seeds]
+        members = ensemble.run_local(train_member, jobs, pool)
+    for m in members:
+        log.info("ensemble member seed %d: %.1fs wall, %.1fs CPU on %s", m.seed, m.seconds, m.cpu_seconds, m.host)
+    keys = members[0].keys
+    if any(m.keys != keys for m in members):
+        raise ensemble.EnsembleError("ensemble members built different vocabularies from one corpus")
+    averaged = ensemble.align_and_average([m.item for m in members], [m.context for m in members])
+    agree = ensemble.agreement([m.item for m in members])
+    wall = time.perf_counter() - started
+    log.info("ensemble of %d averaged in one frame: %.1fs wall, member agreement overlap@%d %s",
+             k, wall, ensemble.AGREEMENT_K, "-" if agree is None else f"{agree:.3f}")
+    meta = {"ensemble_runner": runner, "seeds_json": json.dumps(seeds),
+            "member_seconds_json": json.dumps([round(m.seconds, 3) for m in members]),
+            "member_cpu_seconds_json": json.dumps([round(m.cpu_seconds, 3) for m in members]),
+            "member_agreement": agree}
+    return Trained(keys, members[0].counts, averaged.item, averaged.context, vocab.sequences,
+                   vocab.tokens, wall, sum(m.cpu_seconds for m in members), meta)
+
+
+def ensemble_runner(cfg: TrainConfig, master: str) -> str:
+    """Where the members run: ``local`` processes or ``spark`` tasks (``auto``: by the master)."""
+    if cfg.ensemble_runner != "auto":
+        return cfg.ensemble_runner
+    return "local" if master.startswith("local") else "spark"
 
 
 def embeddings_frame(spark: SparkSession, ids: np.ndarray, vectors: np.ndarray,
@@ -230,21 +388,24 @@ def embeddings_frame(spark: SparkSession, ids: np.ndarray, vectors: np.ndarray,
 
 
 def train_gensim(spark: SparkSession, sequences_df: DataFrame, cfg: TrainConfig,
-                 corpus_name: str = "corpus") -> TrainResult:
-    """Export the corpus, train gensim, return both sides with the original ids."""
+                 corpus_name: str = "corpus", init: WarmStart | None = None) -> TrainResult:
+    """Export the corpus, train gensim (one model or an ensemble), return both sides with the
+    original ids."""
     with tempfile.TemporaryDirectory(prefix="embedlib-corpus-") as tmp:
         path, stage_uri = corpus_paths(spark.sparkContext.master, cfg.corpus_dir, Path(tmp),
                                        corpus_name)
         corpus = export_corpus(sequences_df, path, stage_uri)
-        model, seconds, cpu_seconds = train_gensim_file(corpus, cfg)
-    wv = model.wv
-    ids = np.array([urllib.parse.unquote_plus(k) for k in wv.index_to_key], dtype=object)
-    counts = wv.expandos["count"]
-    meta = _meta(cfg, len(wv), model.corpus_count, model.corpus_total_words,
-                 corpus.export_seconds, seconds, has_context=True)
-    meta["train_cpu_seconds"] = cpu_seconds  # in the step's summary, not in train_runs
-    return TrainResult(embeddings_frame(spark, ids, wv.vectors, counts),
-                       embeddings_frame(spark, ids, model.syn1neg, counts), meta)
+        if cfg.ensemble_size > 1:
+            trained = train_ensemble(spark, corpus, cfg)
+        else:
+            trained = train_single(corpus, cfg, init)
+    ids = np.array([urllib.parse.unquote_plus(k) for k in trained.keys], dtype=object)
+    meta = _meta(cfg, len(ids), trained.sequences, trained.tokens, corpus.export_seconds,
+                 trained.seconds, has_context=True, init=init)
+    meta.update(trained.meta)
+    meta["train_cpu_seconds"] = trained.cpu_seconds  # in the step's summary, not in train_runs
+    return TrainResult(embeddings_frame(spark, ids, trained.item, trained.counts),
+                       embeddings_frame(spark, ids, trained.context, trained.counts), meta)
 
 
 def train_spark(sequences_df: DataFrame, cfg: TrainConfig) -> TrainResult:
@@ -272,21 +433,32 @@ def train_spark(sequences_df: DataFrame, cfg: TrainConfig) -> TrainResult:
 
 
 def _meta(cfg: TrainConfig, vocab_size: int, sequences: int, tokens: int, export_seconds: float,
-          seconds: float, has_context: bool) -> dict:
-    words_per_second = tokens * cfg.epochs / max(seconds, 1e-9)
-    log.info("%s trained: %d items, %d tokens x %d epochs in %.1fs (%.0f words/s)",
-             cfg.trainer, vocab_size, tokens, cfg.epochs, seconds, words_per_second)
+          seconds: float, has_context: bool, init: WarmStart | None = None) -> dict:
+    """The train_runs row. words/s counts every member's tokens: k members over one corpus
+    are k times the words."""
+    epochs = cfg.warm_epochs if init else cfg.epochs
+    words = tokens * epochs * cfg.ensemble_size
+    words_per_second = words / max(seconds, 1e-9)
+    log.info("%s trained: %d items, %d tokens x %d epochs x %d model(s) in %.1fs (%.0f words/s)",
+             cfg.trainer, vocab_size, tokens, epochs, cfg.ensemble_size, seconds, words_per_second)
     return {"trainer": cfg.trainer, "params_json": json.dumps(trainer_params(cfg), sort_keys=True),
             "vocab_size": vocab_size, "corpus_tokens": tokens,
             "corpus_sequences": sequences, "export_seconds": export_seconds,
             "train_seconds": seconds, "words_per_second": words_per_second,
             "library_versions_json": json.dumps(library_versions(), sort_keys=True),
-            "has_context": has_context}
+            "has_context": has_context, "ensemble_size": cfg.ensemble_size, "ensemble_runner": None,
+            "seeds_json": json.dumps([cfg.seed]), "member_seconds_json": json.dumps([round(seconds, 3)]),
+            "member_cpu_seconds_json": None, "member_agreement": None,
+            "init": "warm" if init else "cold", "init_parent_dt": init.parent_dt if init else None,
+            "cold_dt": init.cold_dt if init else None}
 
 
 def train(spark: SparkSession, sequences_df: DataFrame, cfg: TrainConfig,
-          corpus_name: str = "corpus") -> TrainResult:
-    """Train the configured trainer on ``sequences_df`` (columns of tables.sequences)."""
+          corpus_name: str = "corpus", init: WarmStart | None = None) -> TrainResult:
+    """Train the configured trainer on ``sequences_df`` (columns of tables.sequences).
+
+    ``init``: start from the parent's vectors (gensim, one model; config.py refuses the rest).
+    """
     if cfg.trainer == "spark":
         return train_spark(sequences_df, cfg)
-    return train_gensim(spark, sequences_df, cfg, corpus_name)
+    return train_gensim(spark, sequences_df, cfg, corpus_name, init)

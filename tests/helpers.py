@@ -5,6 +5,7 @@ from here, never from each other.
 """
 from __future__ import annotations
 
+import datetime as dt_
 import json
 import os
 import re
@@ -20,8 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import embedlib
-from embedlib import provenance
+from embedlib import provenance, tables
 from embedlib.config import Config, config_from_dict
+from embedlib.evaluate import vectors_to_numpy
 
 REPO = Path(__file__).resolve().parents[1]
 # The real behaviour log (not part of the repo); tests that use it skip when it is absent.
@@ -159,3 +161,39 @@ def written_folders(proc: subprocess.CompletedProcess) -> dict[tuple[str, str], 
     """{(table, dt): the run folder written last}, from the job's log lines."""
     log = "\n".join(embedlib_lines(proc, "INFO"))
     return {(m[0], m[1]): m[2] for m in re.findall(r"wrote embedlib\.(\w+) dt=(\S+) -> file:(\S+)", log)}
+
+
+# Planted sequences for the training tests (tests/test_train_item2vec.py, tests/test_ensemble.py)
+TRAIN_DT = "2024-01-10"
+SEQ_SCHEMA = ("user_id string, session_id string, items array<string>, n_items int, "
+              "start_ts timestamp, end_ts timestamp")
+# Ids that a whitespace-split corpus file, a line-based text writer or a sloppy encoding
+# would change.
+ODD_IDS = ["a b", "x%41", "é+1", "tab\tid", "new\nline", 'say "hi", \'yo\'', "日本 🙂"]
+CLUSTER_A = ODD_IDS + [f"a{i}" for i in range(10 - len(ODD_IDS))]
+CLUSTER_B = [f"b{i}" for i in range(10)]
+FAST = {"vector_size": 16, "window": 3, "epochs": 10, "workers": 1, "seed": 3,
+        "sample": 0.0, "min_count": 1}
+
+
+def planted_sequences(n: int = 240, seed: int = 0) -> list[list[str]]:
+    """Sequences of 6 items, each drawn from one of two clusters (alternating)."""
+    rng = np.random.default_rng(seed)
+    clusters = (CLUSTER_A, CLUSTER_B)
+    return [list(rng.choice(clusters[s % 2], 6, replace=False)) for s in range(n)]
+
+
+def write_sequences(spark, cfg, sequences: list[list[str]], dt: str = TRAIN_DT) -> None:
+    start = dt_.datetime(2024, 1, 10, 8, 0)
+    rows = [(f"u{s % 17}", f"{s}-0", items, len(items), start + dt_.timedelta(minutes=s),
+             start + dt_.timedelta(minutes=s + 1)) for s, items in enumerate(sequences)]
+    df = spark.createDataFrame(rows, SEQ_SCHEMA)
+    tables.write_partition(spark, df, tables.table_name(cfg.tables, "sequences"), dt)
+
+
+def read_raw_side(spark, cfg, side: str, dt: str = TRAIN_DT) -> tuple[np.ndarray, np.ndarray, dict]:
+    df = tables.read_partition(spark, tables.embeddings_table(cfg.tables, side, raw=True), dt)
+    ids, vectors = vectors_to_numpy(df)
+    order = np.argsort(ids)
+    counts = {r.id: r["count"] for r in df.select("id", "count").collect()}
+    return ids[order], vectors[order], counts

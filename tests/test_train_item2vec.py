@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt_
 import json
 import urllib.parse
 
@@ -11,43 +10,11 @@ import pytest
 
 from embedlib import item2vec, tables
 from embedlib.config import ConfigError
-from embedlib.evaluate import vectors_to_numpy
 from embedlib.item2vec import TrainInputError
 from embedlib.steps import train_item2vec
-
-DT = "2024-01-10"
-SEQ_SCHEMA = ("user_id string, session_id string, items array<string>, n_items int, "
-              "start_ts timestamp, end_ts timestamp")
-# Ids that a whitespace-split corpus file, a line-based text writer or a sloppy encoding
-# would change.
-ODD_IDS = ["a b", "x%41", "é+1", "tab\tid", "new\nline", 'say "hi", \'yo\'', "日本 🙂"]
-CLUSTER_A = ODD_IDS + [f"a{i}" for i in range(10 - len(ODD_IDS))]
-CLUSTER_B = [f"b{i}" for i in range(10)]
-FAST = {"vector_size": 16, "window": 3, "epochs": 10, "workers": 1, "seed": 3,
-        "sample": 0.0, "min_count": 1}
-
-
-def planted_sequences(n: int = 240, seed: int = 0) -> list[list[str]]:
-    """Sequences of 6 items, each drawn from one of two clusters (alternating)."""
-    rng = np.random.default_rng(seed)
-    clusters = (CLUSTER_A, CLUSTER_B)
-    return [list(rng.choice(clusters[s % 2], 6, replace=False)) for s in range(n)]
-
-
-def write_sequences(spark, cfg, sequences: list[list[str]], dt: str = DT) -> None:
-    start = dt_.datetime(2024, 1, 10, 8, 0)
-    rows = [(f"u{s % 17}", f"{s}-0", items, len(items), start + dt_.timedelta(minutes=s),
-             start + dt_.timedelta(minutes=s + 1)) for s, items in enumerate(sequences)]
-    df = spark.createDataFrame(rows, SEQ_SCHEMA)
-    tables.write_partition(spark, df, tables.table_name(cfg.tables, "sequences"), dt)
-
-
-def read_side(spark, cfg, side: str) -> tuple[np.ndarray, np.ndarray, dict]:
-    df = tables.read_partition(spark, tables.embeddings_table(cfg.tables, side, raw=True), DT)
-    ids, vectors = vectors_to_numpy(df)
-    order = np.argsort(ids)
-    counts = {r.id: r["count"] for r in df.select("id", "count").collect()}
-    return ids[order], vectors[order], counts
+from tests.helpers import CLUSTER_A, FAST, SEQ_SCHEMA, planted_sequences, write_sequences
+from tests.helpers import TRAIN_DT as DT
+from tests.helpers import read_raw_side as read_side
 
 
 @pytest.fixture

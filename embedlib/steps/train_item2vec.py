@@ -1,11 +1,17 @@
-"""Step 2: tables.sequences[dt] -> raw item (and context) vectors[dt] and train_runs[dt]."""
+"""Step 2: tables.sequences[dt] -> raw item (and context) vectors[dt] and train_runs[dt].
+
+Under train.init=warm it also reads the registry (which version is the parent), the
+parent's train_runs row and its raw item and context vectors.
+"""
 from __future__ import annotations
+
+import datetime as _dt
 
 from pyspark.sql import DataFrame, SparkSession
 
-from embedlib import item2vec, tables
+from embedlib import evaluate, item2vec, registry, tables
 from embedlib.config import Config
-from embedlib.item2vec import TrainInputError, TrainResult
+from embedlib.item2vec import TrainInputError, TrainResult, WarmStart
 from embedlib.log import get_logger, step
 
 log = get_logger(__name__)
@@ -14,7 +20,10 @@ SIDES = ("item", "context")
 TRAIN_RUNS_SCHEMA = (
     "trainer string, params_json string, vocab_size long, corpus_tokens long, "
     "corpus_sequences long, export_seconds double, train_seconds double, "
-    "words_per_second double, library_versions_json string, has_context boolean"
+    "words_per_second double, library_versions_json string, has_context boolean, "
+    "ensemble_size int, ensemble_runner string, seeds_json string, member_seconds_json string, "
+    "member_cpu_seconds_json string, member_agreement double, init string, init_parent_dt string, "
+    "cold_dt string"
 )
 
 
@@ -27,8 +36,53 @@ def extract(spark: SparkSession, cfg: Config, dt: str) -> DataFrame:
     return df
 
 
+def warm_start(spark: SparkSession, cfg: Config, dt: str) -> WarmStart | None:
+    """The parent's raw vectors to start ``dt`` from, or None (cold; the log says why)."""
+    if cfg.train.init != "warm":
+        return None
+    parent_dt, reason = registry.previous_dt(spark, cfg, dt)
+    if parent_dt is None:
+        log.warning("train.init=warm: no parent version (%s); cold start", reason)
+        return None
+    runs = tables.find_partition(spark, tables.table_name(cfg.tables, "train_runs"), parent_dt)
+    row = runs.first() if runs is not None else None
+    cold_dt = (row.asDict().get("cold_dt") if row is not None else None) or parent_dt
+    age = (_dt.date.fromisoformat(dt) - _dt.date.fromisoformat(cold_dt)).days
+    every = cfg.train.cold_every_days
+    if every and age >= every:
+        log.info("train.init=warm: the last cold start (%s) is %d days old, cold_every_days=%d; "
+                 "cold start", cold_dt, age, every)
+        return None
+    frames = {}
+    for side in ("item", "context"):
+        table = tables.embeddings_table(cfg.tables, side, raw=True)
+        frames[side] = tables.find_partition(spark, table, parent_dt)
+        if frames[side] is None:
+            log.warning("train.init=warm: parent %s has no raw %s vectors in %s; cold start",
+                        parent_dt, side, table)
+            return None
+    ids, item = evaluate.vectors_to_numpy(frames["item"])
+    context_ids, context = evaluate.vectors_to_numpy(frames["context"])
+    if item.shape[1] != cfg.train.vector_size:
+        log.warning("train.init=warm: parent %s has dimension %d, train.vector_size is %d; cold start",
+                    parent_dt, item.shape[1], cfg.train.vector_size)
+        return None
+    position = {i: n for n, i in enumerate(context_ids)}
+    order = [position.get(i, -1) for i in ids]
+    if min(order, default=0) < 0:
+        log.warning("train.init=warm: parent %s's raw item and context sides hold other ids; cold start",
+                    parent_dt)
+        return None
+    log.info("train.init=warm: starting from parent %s (%d items, last cold start %s)",
+             parent_dt, len(ids), cold_dt)
+    return WarmStart(parent_dt, ids, item, context[order], cold_dt)
+
+
 def transform(spark: SparkSession, sequences_df: DataFrame, cfg: Config, dt: str) -> TrainResult:
-    return item2vec.train(spark, sequences_df, cfg.train, corpus_name=f"corpus-{dt}")
+    init = warm_start(spark, cfg, dt)
+    result = item2vec.train(spark, sequences_df, cfg.train, corpus_name=f"corpus-{dt}", init=init)
+    result.meta["cold_dt"] = init.cold_dt if init else dt
+    return result
 
 
 def load(spark: SparkSession, result: TrainResult, cfg: Config, dt: str) -> dict:
