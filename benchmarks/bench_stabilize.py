@@ -4,10 +4,10 @@
    (Arrow batches, one BLAS call each); the per-row approach (df.rdd.mapPartitions summing
    np.outer per row, as published reference code does); pyarrow + numpy in one process.
 2. The stabilize job (items + users, 128 dims, read -> canonicalize -> align to a registered
-   parent -> write, with its metrics) at several sizes per side, against a single-process
-   pyarrow + numpy script doing the same maths and I/O, after one untimed small run. Job
-   and script run alternately, twice per size up to 1M rows (once above), best of each kept;
-   every time is in the results.
+   parent -> write, with its metrics, the neighbour churn over all shared ids included) at
+   several sizes per side, against a single-process pyarrow + numpy script doing the same
+   maths and I/O, after one untimed small run. Job and script run alternately, twice per
+   size up to 1M rows (once above), best of each kept; every time is in the results.
 
 Usage: python benchmarks/bench_stabilize.py [--gram-rows 500000] [--sizes 250000,1000000,4000000]
 """
@@ -140,13 +140,17 @@ def _write_published(path: Path, ids: pa.Array, x: np.ndarray, f: np.ndarray, dt
                              "trained_dt": pa.array([dt] * n)}), path)
 
 
-def single_process_job(t_path: str, w_path: str, parent_path: str, out: Path) -> dict:
+def single_process_job(t_path: str, w_path: str, parent_path: str, out: Path,
+                       overlap_k: int = 10, overlap_queries: int = 500) -> dict:
     """The stabilize job's maths and I/O in one process: pyarrow + numpy, float64 maths.
 
     Row passes run in chunks (float32 storage, float64 per chunk), so 4M x 128 per side fits
-    next to the Spark driver.
+    next to the Spark driver. The neighbour churn is the job's: ``overlap_queries`` shared ids
+    (here the first ones: the vectors are random, so any are an unbiased sample), their
+    ``overlap_k`` nearest among all shared ids on both sides (knn.nearest_neighbors).
     """
-    from embedlib.alignment import neighbour_overlap
+    from embedlib import knn
+    from embedlib.alignment import churn_metrics
 
     ids_t, t = read_matrix(t_path)
     ids_w, w = read_matrix(w_path)
@@ -185,9 +189,14 @@ def single_process_job(t_path: str, w_path: str, parent_path: str, out: Path) ->
     stored_t = (t[sample] @ ft).astype(np.float32).astype(np.float64)
     after = stored_t @ (w[sample] @ fw).astype(np.float32).astype(np.float64).T
     metrics["score_max_rel_err"] = float(np.abs(after - before).max() / np.abs(before).max())
-    head = slice(0, min(5000, len(i)))
-    metrics["neighbour_overlap_at_10"] = neighbour_overlap(t[i[head]].astype(np.float64) @ ft,
-                                                           b[j[head]].astype(np.float64), 10, 500)
+    queries = np.arange(min(overlap_queries, len(i)))
+    new = np.empty((len(i), e), dtype=np.float32)  # stabilized shared rows, float32 as published
+    for c in _chunks(len(i)):
+        new[c] = t[i[c]].astype(np.float64) @ ft
+    after = knn.nearest_neighbors(new, queries, overlap_k)
+    del new
+    before = knn.nearest_neighbors(b[j], queries, overlap_k)
+    metrics.update(churn_metrics(queries.tolist(), before.tolist(), after.tolist(), overlap_k))  # ids: rows
     metrics["alignment_residual"] = residual
     del b
     out.mkdir(parents=True, exist_ok=True)
@@ -214,7 +223,8 @@ def bench_job(spark, n: int, keep: bool, repeats: int = 1) -> dict:
     for _ in range(repeats):
         t, summary = timed(step.run, spark, cfg, D2)
         job_times.append(t)
-        t, single = timed(single_process_job, paths["t2"], paths["w2"], parent, folder / "single_out")
+        t, single = timed(single_process_job, paths["t2"], paths["w2"], parent, folder / "single_out",
+                          cfg.stabilize.overlap_k, cfg.stabilize.overlap_queries)
         single_times.append(t)
     t_job, t_single = min(job_times), min(single_times)
     log.info("stabilize %d rows/side: job %.1fs, single process %.1fs (best of %d; root run %.1fs)",
@@ -222,7 +232,7 @@ def bench_job(spark, n: int, keep: bool, repeats: int = 1) -> dict:
     if not keep:
         shutil.rmtree(folder, ignore_errors=True)
     keys = ("cosine_raw_mean", "cosine_stabilized_mean", "score_max_rel_err", "alignment_residual",
-            "neighbour_overlap_at_10")
+            "neighbour_overlap_at_10", "neighbour_churn_share")
     return {"rows_per_side": n, "job_seconds": t_job, "single_process_seconds": t_single,
             "root_job_seconds": t_root, "job_vs_single_process": t_job / t_single,
             "job_all_seconds": job_times, "single_process_all_seconds": single_times,

@@ -1,13 +1,17 @@
 """Step 3 maths on DataFrames: canonicalize (low-rank SVD of T W^T), align (Procrustes), measure.
 
 Frames are (id string, vector array<float>, ...). Only e x e matrices reach the driver,
-plus small samples for the score-preservation and neighbour-overlap metrics.
+plus small samples for the score-preservation metric and the neighbour-churn queries (their
+vectors and their k nearest ids).
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -357,7 +361,7 @@ def _sample_matrix(df: DataFrame, n: int) -> np.ndarray:
 
 
 def same_id_metrics(joined: DataFrame, f_t: np.ndarray, dim: int, cfg: StabilizeConfig) -> tuple:
-    """Same-id cosines to the parent, raw and stabilized, and neighbour overlap@k on shared ids.
+    """Same-id cosines to the parent, raw and stabilized, and the neighbour churn on shared ids.
 
     Parameters
     ----------
@@ -367,7 +371,7 @@ def same_id_metrics(joined: DataFrame, f_t: np.ndarray, dim: int, cfg: Stabilize
         Stabilized = t @ f_t.
     dim : int
     cfg : StabilizeConfig
-        ``overlap_sample``, ``overlap_k``, ``overlap_queries``.
+        ``overlap_k``, ``overlap_queries``.
 
     Returns
     -------
@@ -375,12 +379,12 @@ def same_id_metrics(joined: DataFrame, f_t: np.ndarray, dim: int, cfg: Stabilize
         Persisted; the caller unpersists it.
     metrics : dict
         cosine_raw_mean, cosine_raw_median, cosine_raw_p5 and the same for stabilized
-        (float); neighbour_overlap_at_<k> (float) and overlap_sample (int) when the sample
-        has more than k rows.
+        (float); when more than ``overlap_k`` ids are shared, ``churn_metrics``' keys
+        (neighbour_overlap_at_<k>, neighbour_churn_share, overlap_queries, most_changed).
     """
     cos_df = linalg.row_cosines(joined, "t", "b", dim, {"raw": None, "stabilized": f_t}, keep=["id"])
     cos_df = cos_df.persist(StorageLevel.MEMORY_AND_DISK)
-    aggs = []
+    aggs = [F.count(F.lit(1)).alias("n")]
     for c in ("raw", "stabilized"):
         aggs += [F.mean(c).alias(f"{c}_mean"), F.percentile_approx(c, [0.5, 0.05], 10000).alias(f"{c}_q")]
     row = cos_df.agg(*aggs).first()
@@ -388,21 +392,139 @@ def same_id_metrics(joined: DataFrame, f_t: np.ndarray, dim: int, cfg: Stabilize
     for c in ("raw", "stabilized"):
         metrics[f"cosine_{c}_mean"] = row[f"{c}_mean"]
         metrics[f"cosine_{c}_median"], metrics[f"cosine_{c}_p5"] = row[f"{c}_q"]
-    # The join hash-partitions by id, so its first rows are an unbiased sample of ids.
-    sample = joined.limit(cfg.overlap_sample).collect()
-    if len(sample) > cfg.overlap_k:
-        new = np.array([r.t for r in sample], dtype=np.float64) @ f_t
-        prev = np.array([r.b for r in sample], dtype=np.float64)
-        metrics[f"neighbour_overlap_at_{cfg.overlap_k}"] = neighbour_overlap(
-            new, prev, cfg.overlap_k, cfg.overlap_queries)
-        metrics["overlap_sample"] = len(sample)
     log.info("same-id cosine to parent: raw %.3f, stabilized %.3f (mean)",
              metrics["cosine_raw_mean"], metrics["cosine_stabilized_mean"])
+    if row["n"] > cfg.overlap_k:
+        query_ids, before, after = neighbour_churn(joined, f_t, dim, cfg.overlap_k, cfg.overlap_queries)
+        metrics.update(churn_metrics(query_ids, before, after, cfg.overlap_k))
+        log.info("neighbour overlap@%d to parent over %d shared ids: %.3f for %d queries, %.1f%% of them "
+                 "kept less than half their neighbours", cfg.overlap_k, row["n"],
+                 metrics[f"neighbour_overlap_at_{cfg.overlap_k}"], len(query_ids),
+                 100 * metrics["neighbour_churn_share"])
     return cos_df, metrics
+
+
+# The queried items whose neighbourhoods changed most, kept in the metrics (and the report).
+MOST_CHANGED = 20
+
+
+def neighbour_churn(joined: DataFrame, f_t: np.ndarray, dim: int, k: int, n_queries: int) -> tuple:
+    """Each query's k nearest shared ids by cosine, today (stabilized) and in the parent.
+
+    The queries are the ``n_queries`` shared ids with the smallest xxhash64(id) (ties by
+    id): an unbiased sample, and the same items from one day to the next while they stay.
+    Their vectors (a few hundred rows) are collected and broadcast; one pass over the
+    Arrow batches of ``joined`` scores them against every row on both sides
+    (``knn.block_candidates``, the query's own row excluded) and keeps each partition's k
+    best; the partitions' candidates are merged on the driver (a tree reduction on the
+    executors past ``linalg.FLAT_REDUCE_MAX_PARTITIONS``) by ``knn.merge_candidates``:
+    score descending, then id ascending. Nothing else of ``joined`` reaches the driver.
+
+    Parameters
+    ----------
+    joined : DataFrame with columns id string, t array<float>, b array<float> of length dim
+        ``join_previous``'s frame: ids unique, vectors valid.
+    f_t : ndarray, shape (dim, dim)
+        Stabilized = t @ f_t.
+    dim, k, n_queries : int
+
+    Returns
+    -------
+    query_ids : list of str
+        Sorted by xxhash64, then id.
+    before : list of list of str
+        Per query, its min(k, shared - 1) nearest ids among the parent's vectors ``b``.
+    after : list of list of str
+        The same among today's stabilized vectors ``t @ f_t``.
+    """
+    order = [F.xxhash64("id"), F.col("id")]
+    rows = joined.select("id", "t", "b").orderBy(*order).limit(n_queries).collect()
+    query_ids = [r.id for r in rows]
+    if not rows:
+        return [], [], []
+    f = np.asarray(f_t, dtype=np.float64)
+    queries = np.stack([knn.unit_rows(np, np.array([r.t for r in rows], dtype=np.float32).astype(np.float64) @ f),
+                        knn.unit_rows(np, np.array([r.b for r in rows], dtype=np.float32))])
+    spark = joined.sparkSession
+    shared = spark.sparkContext.broadcast((query_ids, queries))
+
+    def partial(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        qids, q = shared.value
+        best = (np.full((2, len(qids), k), -np.inf, dtype=np.float32), np.full((2, len(qids), k), None, dtype=object))
+        for batch in batches:
+            ids = batch.column("id")
+            sides = [linalg.batch_matrix(batch.column(c), dim) for c in ("t", "b")]
+            if any(x is None for x in sides):
+                raise ValueError(f"a vector of the joined frame is null or not of length {dim}")
+            # Each query's own row in this batch, if it is here: never its own neighbour.
+            where = pc.index_in(pa.array(qids, type=ids.type), value_set=ids)
+            exclude = where.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+            id_values = ids.to_numpy(zero_copy_only=False)
+            found = [knn.block_candidates(q[s], x, id_values, k, exclude)
+                     for s, x in enumerate((sides[0].astype(np.float64) @ f, sides[1]))]
+            best = knn.merge_candidates(np.concatenate([best[0], np.stack([c[0] for c in found])], axis=-1),
+                                        np.concatenate([best[1], np.stack([c[1] for c in found])], axis=-1), k)
+        yield pa.record_batch([pa.array([best[1].ravel().tolist()], type=pa.list_(pa.string())),
+                               pa.array([best[0].tobytes()])], names=["ids", "scores"])
+
+    shape = (2, len(query_ids), k)
+
+    def parse(r):
+        return np.frombuffer(r.scores, dtype=np.float32).reshape(shape), np.array(r.ids, dtype=object).reshape(shape)
+
+    def merge(a, b):
+        return knn.merge_candidates(np.concatenate([a[0], b[0]], axis=-1), np.concatenate([a[1], b[1]], axis=-1), k)
+
+    partials = joined.select("id", "t", "b").mapInArrow(partial, "ids array<string>, scores binary")
+    try:
+        if partials.rdd.getNumPartitions() <= linalg.FLAT_REDUCE_MAX_PARTITIONS:
+            parts = [parse(r) for r in partials.collect()]
+            _, ids = knn.merge_candidates(np.concatenate([p[0] for p in parts], axis=-1),
+                                          np.concatenate([p[1] for p in parts], axis=-1), k)
+        else:
+            _, ids = partials.rdd.map(parse).treeReduce(merge, depth=2)
+    finally:
+        shared.destroy()
+    after, before = ([[x for x in row if x is not None] for row in side] for side in ids)
+    return query_ids, before, after
+
+
+def churn_metrics(query_ids, before, after, k: int, most_changed: int = MOST_CHANGED) -> dict:
+    """Neighbour overlap@k and churn of queried items from their neighbours in two versions.
+
+    Parameters
+    ----------
+    query_ids : sequence of str, length q
+    before, after : sequence of q sequences of str
+        Each query's nearest ids in the parent and today, nearest first.
+    k : int
+        For the key name.
+    most_changed : int
+        How many of the most changed queries are listed.
+
+    Returns
+    -------
+    dict
+        neighbour_overlap_at_<k> (mean share of a query's neighbours kept), neighbour_churn_share
+        (share of queries that kept less than half), overlap_queries (q), most_changed (the
+        ``most_changed`` queries with the lowest overlap, ties by id: {id, overlap, before,
+        after}). Empty when q is 0.
+    """
+    if not len(query_ids):
+        return {}
+    share = knn.shared_share(before, after)
+    order = sorted(range(len(query_ids)), key=lambda i: (share[i], query_ids[i]))[:most_changed]
+    return {f"neighbour_overlap_at_{k}": float(share.mean()),
+            "neighbour_churn_share": float((share < 0.5).mean()),
+            "overlap_queries": len(query_ids),
+            "most_changed": [{"id": query_ids[i], "overlap": float(share[i]),
+                              "before": list(before[i]), "after": list(after[i])} for i in order]}
 
 
 def neighbour_overlap(a: np.ndarray, b: np.ndarray, k: int, n_queries: int) -> float:
     """Mean share of the k cosine nearest neighbours (self excluded) that a and b agree on.
+
+    For matrices in memory (benchmarks); the pipeline runs ``neighbour_churn`` on Spark.
 
     Parameters
     ----------
@@ -418,8 +540,7 @@ def neighbour_overlap(a: np.ndarray, b: np.ndarray, k: int, n_queries: int) -> f
     float, in [0, 1]
     """
     q = np.arange(min(n_queries, a.shape[0]))
-    na, nb = knn.nearest_neighbors(a, q, k), knn.nearest_neighbors(b, q, k)
-    return float(np.mean([len(set(x) & set(y)) / na.shape[1] for x, y in zip(na, nb)]))
+    return float(knn.shared_share(knn.nearest_neighbors(a, q, k), knn.nearest_neighbors(b, q, k)).mean())
 
 
 def _check_gates(metrics: dict, cfg: StabilizeConfig) -> None:

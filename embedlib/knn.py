@@ -1,6 +1,9 @@
 """The one exact nearest-neighbour routine: top-k by inner product over memory-bounded
 chunks, for NumPy and CuPy alike. The lookup index (embedlib/serving), the neighbours job,
 evaluation and the churn metric all use it, so they rank and break ties the same way.
+A search split over blocks of rows (the churn metric's pass over Arrow batches) runs
+``block_candidates`` per block and ``merge_candidates`` over the blocks' results; ties
+then go to the lower id, the one order every block agrees on.
 
 Scores of a block of queries against a chunk of index rows come from one matmul. The
 first chunk sets a threshold per query (its k-th best score, from a partition); after
@@ -44,6 +47,99 @@ def nearest_neighbors(vectors: np.ndarray, rows: np.ndarray, k: int, batch: int 
     rows = np.asarray(rows, dtype=np.int64)
     k = min(k, len(unit) - 1)
     return exact_topk(np, unit[rows], unit, k, exclude_rows=rows, query_batch=batch)[1]
+
+
+def shared_share(a, b) -> np.ndarray:
+    """Per query, the share of its neighbours in ``a`` that are also in ``b`` (order ignored).
+
+    Parameters
+    ----------
+    a, b : sequence of q sequences of neighbour ids or rows
+        The same queries, row for row (e.g. two versions' ``nearest_neighbors``); a query
+        whose ``a`` row is empty counts 0.
+
+    Returns
+    -------
+    ndarray, shape (q,), float64, in [0, 1]
+    """
+    return np.array([len(set(x) & set(y)) / len(x) if len(x) else 0.0 for x, y in zip(a, b)],
+                    dtype=np.float64).reshape(-1)
+
+
+def block_candidates(queries: np.ndarray, vectors: np.ndarray, ids: np.ndarray, k: int,
+                     exclude_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest of one block of rows (e.g. an Arrow batch) by cosine, for each query, by id.
+
+    What a distributed search runs per block; ``merge_candidates`` combines the blocks'
+    results into the k nearest of all rows (the same ranking as ``nearest_neighbors`` up
+    to ties, which go to the lower id instead of the lower row).
+
+    Parameters
+    ----------
+    queries : ndarray, shape (q, e), float32
+        Unit rows (``unit_rows``).
+    vectors : ndarray, shape (n, e), float
+        The block's rows; scored as float32 unit rows.
+    ids : ndarray, shape (n,)
+        Their ids.
+    k : int
+        >= 1.
+    exclude_rows : ndarray of int, shape (q,), optional
+        A row never returned for each query (its own row in the block), -1 for none.
+
+    Returns
+    -------
+    scores : ndarray, shape (q, k), float32
+        Best first; -inf where the block has fewer than k allowed rows.
+    ids : ndarray of object, shape (q, k)
+        Their ids; None where the score is -inf.
+    """
+    n = vectors.shape[0]
+    scores = np.full((queries.shape[0], k), -np.inf, dtype=np.float32)
+    found = np.full((queries.shape[0], k), None, dtype=object)
+    if n == 0 or queries.shape[0] == 0:
+        return scores, found
+    kb = min(k, n)
+    s, rows = exact_topk(np, queries, unit_rows(np, np.asarray(vectors)), kb,
+                         exclude_rows=None if exclude_rows is None else np.asarray(exclude_rows, dtype=np.int64))
+    scores[:, :kb] = s
+    hit = rows >= 0
+    found[:, :kb][hit] = np.asarray(ids, dtype=object)[rows[hit]]
+    scores[:, :kb][~hit] = -np.inf
+    return scores, found
+
+
+def merge_candidates(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best candidates along the last axis: score descending, then id ascending.
+
+    Parameters
+    ----------
+    scores : ndarray, shape (..., m), float
+        -inf marks an empty slot.
+    ids : ndarray of object, shape (..., m)
+        Unique within a row (ids of distinct rows); None in empty slots.
+    k : int
+
+    Returns
+    -------
+    scores : ndarray, shape (..., k), float32
+        Padded with -inf when m < k.
+    ids : ndarray of object, shape (..., k)
+        None where the score is -inf.
+    """
+    scores = np.asarray(scores, dtype=np.float32)
+    ids = np.asarray(ids, dtype=object)
+    lead, m = scores.shape[:-1], scores.shape[-1]
+    if m < k:
+        pad = lead + (k - m,)
+        scores = np.concatenate([scores, np.full(pad, -np.inf, dtype=np.float32)], axis=-1)
+        ids = np.concatenate([ids, np.full(pad, None, dtype=object)], axis=-1)
+    keys = np.where(np.equal(ids, None), "", ids)  # empty slots sort last anyway (-inf)
+    order = np.lexsort((keys, -scores), axis=-1)[..., :k]
+    best_scores = np.take_along_axis(scores, order, axis=-1)
+    best_ids = np.take_along_axis(ids, order, axis=-1)
+    best_ids[best_scores == -np.inf] = None
+    return best_scores, best_ids
 
 
 def chunk_rows(max_chunk_bytes: int, query_rows: int, n_rows: int) -> int:

@@ -121,6 +121,7 @@ def summary_rows(results: dict[str, dict]) -> list[dict]:
             "cos_raw": stab.get("cosine_raw_mean"),
             "cos_stab": stab.get("cosine_stabilized_mean"),
             "overlap@10": stab.get("neighbour_overlap_at_10"),
+            "churn>half": stab.get("neighbour_churn_share"),
             "score_err": stab.get("score_max_rel_err"),
             "hr@10_parent": ev.get("hr"),
             "hr@10_popular": ev.get("popularity_hr"),

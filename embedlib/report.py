@@ -54,6 +54,7 @@ def collect_figures(spark: SparkSession, cfg: Config, dt: str) -> dict:
         "version": version_figures(current, dt),
         "cosine": cosine_figures(spark, cfg, dt, current),
         "trends": trend_figures(versions, cfg.stabilize.overlap_k),
+        "churn": churn_figures(versions, dt, cfg.stabilize.overlap_k),
         "sequences": sequence_figures(spark, cfg, dt, steps.get("build_sequences")),
         "training": training_figures(spark, cfg, dt, steps.get("train_item2vec")),
         "changes": change_figures(spark, cfg, dt, versions),
@@ -86,12 +87,9 @@ def version_figures(current: dict | None, dt: str) -> dict:
 
 def cosine_figures(spark: SparkSession, cfg: Config, dt: str, current: dict | None) -> dict:
     """Same-id cosine of dt's item vectors, raw and stabilized, to the parent's published ones."""
-    if not current:
-        return {"missing": f"dt={dt} is not a registered version"}
-    item = current["item"]
-    if item.parent_dt is None:
-        return {"missing": f"no parent version: {dt} is a root ({item.root_reason}); "
-                           "same-id cosines need a parent to compare with"}
+    item = _chained_item(current, dt, "same-id cosines need")
+    if isinstance(item, dict):
+        return item
     bins = cfg.report.histogram_bins
     parent_df, _ = registry.read_published(spark, cfg, item.parent_dt, "item")
     published_df, _ = registry.read_published(spark, cfg, dt, "item")
@@ -128,12 +126,31 @@ def cosine_histogram(vectors_df: DataFrame, parent_df: DataFrame, dim: int, bins
 def trend_figures(versions: dict[str, dict[str, VersionRecord]], overlap_k: int) -> dict:
     """Quality metrics of the item side over the registered versions, oldest first."""
     keys = ("cosine_raw_mean", "cosine_stabilized_mean", "cosine_stabilized_p5",
-            f"neighbour_overlap_at_{overlap_k}", "score_max_rel_err", "alignment_residual")
+            f"neighbour_overlap_at_{overlap_k}", "neighbour_churn_share", "score_max_rel_err",
+            "alignment_residual")
     items = [sides.get("item") for sides in versions.values()]
     trends = {"dt": list(versions), "overlap_k": overlap_k,
               "root": [bool(rec and rec.root) for rec in items]}
     trends.update({key: [rec.metrics.get(key) if rec else None for rec in items] for key in keys})
     return trends
+
+
+def churn_figures(versions: dict[str, dict[str, VersionRecord]], dt: str, overlap_k: int) -> dict:
+    """dt's neighbour churn to its parent, from its registry metrics (alignment.churn_metrics):
+    overlap@k, the share of queried items that kept less than half their neighbours, and the
+    items whose neighbourhoods changed most, with their neighbours before and after. The
+    trend over past versions is in ``trend_figures``."""
+    item = _chained_item(versions.get(dt), dt, "neighbour churn needs")
+    if isinstance(item, dict):
+        return item
+    m = item.metrics
+    if m.get(f"neighbour_overlap_at_{overlap_k}") is None or "neighbour_churn_share" not in m:
+        return {"missing": f"the registry row of {dt} records no neighbour churn at k={overlap_k} "
+                           "(too few ids shared with the parent, another stabilize.overlap_k, or a "
+                           "version registered before churn was measured)"}
+    return {"parent_dt": item.parent_dt, "k": overlap_k, "overlap": m[f"neighbour_overlap_at_{overlap_k}"],
+            "churn_share": m["neighbour_churn_share"], "queries": m.get("overlap_queries"),
+            "most_changed": m.get("most_changed", [])}
 
 
 def sequence_figures(spark: SparkSession, cfg: Config, dt: str, summary: dict | None) -> dict:
@@ -228,6 +245,18 @@ def change_figures(spark: SparkSession, cfg: Config, dt: str,
                       "carried": [rec.n_carried if rec else None for rec in items],
                       **{change: [(rec.metrics.get("delta") or {}).get(f"item_{change}", 0) if rec else None
                                   for rec in items] for change in ("new", "moved", "evicted")}}}
+
+
+def _chained_item(current: dict | None, dt: str, what_needs: str):
+    """dt's item record when dt is a registered version with a parent, else a {"missing": why}
+    figure that says what (``what_needs``, e.g. "same-id cosines need") needs the parent."""
+    if not current:
+        return {"missing": f"dt={dt} is not a registered version"}
+    item = current["item"]
+    if item.parent_dt is None:
+        return {"missing": f"no parent version: {dt} is a root ({item.root_reason}); "
+                           f"{what_needs} a parent to compare with"}
+    return item
 
 
 def _partition(spark: SparkSession, table: str, dt: str):

@@ -33,7 +33,7 @@ every figure is in <a href="report.json">report.json</a></p>
 
 def render(figures: dict, folder: Path) -> Path:
     """Write the PNG plots and index.html of ``figures`` into ``folder``; the page's path."""
-    sections = (_version_section, _cosine_section, _trend_section, _sequence_section,
+    sections = (_version_section, _cosine_section, _trend_section, _churn_section, _sequence_section,
                 _training_section, _change_section)
     body = "\n".join(section(figures, folder) for section in sections)
     page = folder / "index.html"
@@ -85,12 +85,10 @@ def _trend_section(figures: dict, folder: Path) -> str:
     title = "<h2>Quality over past versions</h2>"
     if not trends["dt"]:
         return title + _note("no registered version up to this dt")
-    k = trends["overlap_k"]
     panels = [("same-id cosine", [("cosine_stabilized_mean", "stabilized mean"),
                                   ("cosine_stabilized_p5", "stabilized p5"), ("cosine_raw_mean", "raw mean")]),
-              (f"neighbour overlap@{k}", [(f"neighbour_overlap_at_{k}", f"overlap@{k}")]),
               ("score max rel. error", [("score_max_rel_err", "score error")])]
-    fig = Figure(figsize=(10, 7.5), layout="constrained")
+    fig = Figure(figsize=(10, 5.2), layout="constrained")
     axes = fig.subplots(len(panels), 1, sharex=True)
     x = np.arange(len(trends["dt"]))
     for ax, (label, series) in zip(axes, panels):
@@ -103,8 +101,47 @@ def _trend_section(figures: dict, folder: Path) -> str:
             ax.legend(loc="lower left", fontsize="small")
     axes[-1].set_yscale("log")
     _date_ticks(axes[-1], trends["dt"])
-    note = "<p class=\"meta\">dotted lines: root versions (no parent, so no cosine or overlap)</p>"
+    note = "<p class=\"meta\">dotted lines: root versions (no parent, so no cosine)</p>"
     return title + note + _image(fig, folder, "trends.png")
+
+
+def _churn_section(figures: dict, folder: Path) -> str:
+    churn, trends = figures["churn"], figures["trends"]
+    k = trends["overlap_k"]
+    title = "<h2>Neighbour churn to the previous version</h2>"
+    out = title + (_note(_missing(churn)) if _missing(churn) else "")
+    overlap, share = _floats(trends[f"neighbour_overlap_at_{k}"]), _floats(trends["neighbour_churn_share"])
+    if np.isfinite(overlap).any() or np.isfinite(share).any():
+        fig = Figure(figsize=(10, 3.2), layout="constrained")
+        ax = fig.subplots()
+        x = np.arange(len(trends["dt"]))
+        ax.plot(x, overlap, marker="o", label=f"overlap@{k}: mean share of neighbours kept")
+        ax.plot(x, share, marker="o", color="tab:red", label="churn: share of items that kept less than half")
+        for i in np.flatnonzero(trends["root"]):
+            ax.axvline(i, color="grey", linestyle=":", linewidth=1)
+        ax.set(ylim=(0, 1), ylabel="share", title="over past versions (dotted: roots)")
+        ax.legend(loc="lower left", fontsize="small")
+        _date_ticks(ax, trends["dt"])
+        out += _image(fig, folder, "churn.png")
+    if _missing(churn):
+        return out
+    out += _table({"parent": churn["parent_dt"], f"neighbour overlap@{k}": churn["overlap"],
+                   "share of items that kept less than half their neighbours": churn["churn_share"],
+                   "items queried (neighbours searched among all shared ids)": churn["queries"]})
+    if not churn["most_changed"]:
+        return out
+    head = (f"<tr><th>item</th><th>overlap@{k}</th><th>neighbours in {html.escape(churn['parent_dt'])}</th>"
+            f"<th>neighbours in {html.escape(figures['dt'])}</th></tr>")
+    rows = "".join(f"<tr><td>{html.escape(str(m['id']))}</td><td>{_fmt(m['overlap'])}</td>"
+                   f"<td>{_neighbours(m['before'], m['after'])}</td>"
+                   f"<td>{_neighbours(m['after'], m['before'])}</td></tr>" for m in churn["most_changed"])
+    return (out + "<p class=\"meta\">the queried items whose neighbourhoods changed most, nearest first; "
+            "bold: also among the other version's neighbours</p>" + f"<table>{head}{rows}</table>")
+
+
+def _neighbours(ids: list, other: list) -> str:
+    kept = set(other)
+    return ", ".join(f"<b>{html.escape(str(i))}</b>" if i in kept else html.escape(str(i)) for i in ids)
 
 
 def _sequence_section(figures: dict, folder: Path) -> str:

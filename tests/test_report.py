@@ -23,7 +23,7 @@ from tests.helpers import make_config
 ROOT_DT, DT = "2024-01-09", "2024-01-10"
 STEPS = (("build_sequences", build_sequences.run), ("train_item2vec", train_item2vec.run),
          ("stabilize", stabilize.run))
-PLOTS = ("cosine.png", "trends.png", "sequences.png", "training.png", "changes.png")
+PLOTS = ("cosine.png", "trends.png", "churn.png", "sequences.png", "training.png", "changes.png")
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +82,20 @@ def test_report_figures_match_the_registry(spark, run_cfg, report_dir):
 
     trends = figures["trends"]
     assert trends["dt"] == [ROOT_DT, DT] and trends["root"] == [True, False]
-    for key in ("cosine_stabilized_mean", "neighbour_overlap_at_10", "score_max_rel_err"):
+    for key in ("cosine_stabilized_mean", "neighbour_overlap_at_10", "neighbour_churn_share", "score_max_rel_err"):
         assert trends[key][1] == metrics[key]
     assert trends["cosine_stabilized_mean"][0] is None  # a root has no parent to compare with
+
+    churn = figures["churn"]
+    assert churn["parent_dt"] == ROOT_DT and churn["queries"] == metrics["overlap_queries"] == 50
+    assert (churn["overlap"], churn["churn_share"]) == (metrics["neighbour_overlap_at_10"],
+                                                        metrics["neighbour_churn_share"])
+    assert churn["most_changed"] == metrics["most_changed"] and len(churn["most_changed"]) == 20
+    section = text[text.index("Neighbour churn"):]
+    for m in churn["most_changed"]:  # every listed item, with its neighbours on both sides
+        row = section[section.index(f"<td>{m['id']}</td>"):]
+        row = row[:row.index("</tr>")]
+        assert all(n in row for n in m["before"] + m["after"])
 
     changes = figures["changes"]
     assert {f"item_{k}": v for k, v in changes["delta"]["item"].items()} == {
@@ -114,7 +125,9 @@ def test_console_command_renders_root_and_unknown_dts(spark, run_cfg, tmp_path, 
     figures = json.loads((out / ROOT_DT / "report.json").read_text())
     assert figures["version"]["root"] is True
     assert "no parent version" in figures["cosine"]["missing"] and "no parent version" in page.read_text()
-    assert not (out / ROOT_DT / "cosine.png").exists()
+    assert "neighbour churn needs a parent" in figures["churn"]["missing"]
+    assert "neighbour churn needs a parent" in page.read_text()
+    assert not (out / ROOT_DT / "cosine.png").exists() and not (out / ROOT_DT / "churn.png").exists()
     assert figures["trends"]["dt"] == [ROOT_DT] and figures["changes"]["delta"]["item"]["new"] > 0
     assert cli_main(["nonsense"]) == 2
 
@@ -151,10 +164,10 @@ def test_page_shows_its_plots_in_headless_chromium(report_dir, tmp_path):
 
     shot = tmp_path / "screenshot.png"
     subprocess.run([*CHROMIUM, f"--user-data-dir={tmp_path / 'p2'}", "--hide-scrollbars",
-                    "--window-size=1300,3400", f"--screenshot={shot}", page.resolve().as_uri()],
+                    "--window-size=1300,4600", f"--screenshot={shot}", page.resolve().as_uri()],
                    check=True, capture_output=True, timeout=120)
     image = imread(shot)
-    assert image.shape[:2] == (3400, 1300)
+    assert image.shape[:2] == (4600, 1300)
     # the plots drew colour (matplotlib's tab: palette), not only black text on white
     rgb = image[..., :3]
     assert (rgb.max(axis=2) - rgb.min(axis=2) > 0.3).mean() > 0.01

@@ -57,6 +57,7 @@ def test_align_only_recovers_rotation_and_keeps_cosines(spark, cfg_factory, tmp_
     np.testing.assert_allclose(out, a, atol=0.01)
     np.testing.assert_allclose(out @ out.T, b @ b.T, atol=1e-4 * np.abs(b @ b.T).max())
     assert summary["alignment_residual"] < 0.01 and summary["neighbour_overlap_at_10"] > 0.9
+    assert summary["neighbour_churn_share"] == 0.0 and summary["overlap_queries"] == 400
 
 
 def test_rank_deficient_input_publishes_no_nan(spark, cfg_factory, tmp_path, rng):
