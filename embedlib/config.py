@@ -272,9 +272,9 @@ class StabilizeConfig:
     # Quality gates: nothing is published when they fail.
     max_score_error: float = 1e-4
     min_stabilized_cosine: float | None = None
-    # Metrics sampling.
+    # Metrics sampling: score pairs; items queried for the neighbour churn (their neighbours
+    # are searched among all ids shared with the parent).
     score_sample: int = 512
-    overlap_sample: int = 5000
     overlap_queries: int = 500
     overlap_k: int = 10
 

@@ -137,8 +137,7 @@ def agreement(items: Sequence[np.ndarray], k: int = AGREEMENT_K, n_queries: int 
         return None
     queries = np.sort(np.random.default_rng(seed).permutation(n)[:n_queries])
     neighbours = [knn.nearest_neighbors(np.asarray(x, dtype=np.float64), queries, k) for x in items]
-    shares = [np.mean([len(set(p) & set(q)) / a.shape[1] for p, q in zip(a, b)])
-              for i, a in enumerate(neighbours) for b in neighbours[i + 1:]]
+    shares = [knn.shared_share(a, b).mean() for i, a in enumerate(neighbours) for b in neighbours[i + 1:]]
     return float(np.mean(shares))
 
 
