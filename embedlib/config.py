@@ -174,7 +174,7 @@ class TrainConfig:
     # and context vectors (today's vocabulary, new ids random) and train warm_epochs from
     # warm_alpha; no parent (or another dimension) falls back to cold. gensim, one model.
     init: str = "cold"
-    warm_epochs: int = 1
+    warm_epochs: int = 2
     warm_alpha: float = 0.01
     # Under init=warm, a cold start when the chain's last cold start is this many days old;
     # 0 never forces one.

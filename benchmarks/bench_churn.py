@@ -1,0 +1,238 @@
+"""Neighbour churn over a chain of versions on MovieLens: single model, seed ensembles, warm start.
+
+The real log (../shared/data/movielens-latest-small, sequences as conf/movielens.yaml builds
+them) is cut into a chain of VERSIONS versions, the training window growing STEP_DAYS at a
+time from FIRST_CUT, as daily or monthly production retrains would see it. Every version
+of every variant is trained on the sequences that start before its cut (the project's
+corpus export, then embedlib.item2vec), stabilized against the variant's previous version
+as the stabilize step does (canonicalize with the context side, Procrustes onto the
+parent; linalg's routines, in numpy here) and measured:
+
+- overlap@10 to the parent: for QUERIES shared ids, the share of their 10 cosine
+  neighbours, searched among all shared ids, that the parent also has. The queries are
+  drawn (seeded, without replacement) in proportion to the items' counts, so the figure
+  weighs items as their traffic does; ``overlap_uniform_*`` draws them uniformly, which
+  weighs the long tail of rarely seen (and noisier) items as much as the popular ones.
+  Earlier figures (stability_movielens, 0.61) queried the 2000 most frequent ids;
+- the stabilized same-id cosine to the parent (mean over shared ids);
+- HR@10 and NDCG@10 of the published vectors on the next-item transitions of the
+  sequences that start in the HORIZON_DAYS after the cut (the same pairs for every
+  variant, so ratios are paired);
+- training CPU and wall seconds: the gensim training and the ensemble's alignment and
+  mean (the vocabulary scan excluded everywhere); the ensembles' process start-up (spawn,
+  imports) is reported on its own.
+
+Variants: single (train.seed, cold), ensemble2 and ensemble4 (local process pool), warm
+(init from the previous warm version's raw vectors, WARM settings: the best trade of
+overlap and HR@10 among 1-10 epochs at alpha 0.005-0.025 tried on the first pair; more
+epochs or a higher alpha forget the parent, ending below a cold start's overlap) and
+warm_cold84 (the same with train.cold_every_days=84).
+
+Usage: python benchmarks/bench_churn.py [--versions 8] [--set train.epochs=10 ...]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import resource
+import sys
+import tempfile
+import time
+import urllib.parse
+from pathlib import Path
+
+import numpy as np
+from pyspark.sql import functions as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_results  # noqa: E402
+
+from embedlib import evaluate, item2vec, knn, linalg  # noqa: E402
+from embedlib.config import load_config  # noqa: E402
+from embedlib.item2vec import WarmStart  # noqa: E402
+from embedlib.log import get_logger  # noqa: E402
+from embedlib.sequences import build_sequences  # noqa: E402
+from embedlib.tables import read_input  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+MOVIELENS = REPO.parent / "shared" / "data" / "movielens-latest-small" / "ratings.csv"
+DT = "2018-09-24"
+FIRST_CUT = _dt.datetime(2017, 1, 15, tzinfo=_dt.timezone.utc)
+STEP_DAYS = 28
+HORIZON_DAYS = 90
+QUERIES = 500
+K = 10
+WARM = {"warm_epochs": 2, "warm_alpha": 0.01}
+VARIANTS = ("single", "ensemble2", "ensemble4", "warm", "warm_cold84")
+log = get_logger("bench_churn")
+
+
+def cpu_seconds() -> float:
+    """This process's CPU seconds plus those of its finished children (the ensemble's pool)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def train_variant(spark, corpus, cfg, name: str, warm: WarmStart | None) -> tuple[item2vec.Trained, dict]:
+    """Train one variant; its training CPU and wall seconds, and the whole call's (with the
+    ensemble pool's process start-up: spawn and imports)."""
+    cpu0, wall0 = cpu_seconds(), time.perf_counter()
+    if name.startswith("ensemble"):
+        trained = item2vec.train_ensemble(spark, corpus, dataclasses.replace(
+            cfg, ensemble_size=int(name.removeprefix("ensemble")), ensemble_runner="local"))
+    else:
+        trained = item2vec.train_single(corpus, cfg, warm)
+    return trained, {"train_cpu_seconds": trained.cpu_seconds, "train_wall_seconds": trained.seconds,
+                     "call_cpu_seconds": cpu_seconds() - cpu0, "call_wall_seconds": time.perf_counter() - wall0}
+
+
+def linalg_frame(item: np.ndarray, context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The canonical pair of (item, context): what the stabilize step publishes for a root."""
+    t, w = item.astype(np.float64), context.astype(np.float64)
+    canon = linalg.low_rank_svd_transforms(linalg.cholesky_factor(t.T @ t).r, linalg.cholesky_factor(w.T @ w).r)
+    return t @ canon.m_t, w @ canon.m_w
+
+
+def publish(ids: np.ndarray, counts: np.ndarray, item: np.ndarray, context: np.ndarray, parent
+            ) -> tuple[np.ndarray, dict]:
+    """Stabilize as the step does (mode canonicalize_align): canonicalize, then rotate onto the
+    parent's published vectors over the shared ids; the figures against the parent."""
+    t, _ = linalg_frame(item, context)
+    if parent is None:
+        return t, {}
+    p_ids, p_vec = parent
+    pos = {i: n for n, i in enumerate(p_ids)}
+    rows = np.array([(n, pos[i]) for n, i in enumerate(ids) if i in pos])
+    a, b = t[rows[:, 0]], p_vec[rows[:, 1]]
+    o = linalg.procrustes_rotation(a.T @ b)
+    t = t @ o
+    a = a @ o
+    cos = np.einsum("ij,ij->i", a, b) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    figures = {"stabilized_cosine": float(cos.mean()), "shared_ids": int(len(a))}
+    weights = counts[rows[:, 0]].astype(np.float64)
+    for draw, p in (("", weights / weights.sum()), ("uniform_", None)):
+        queries = np.sort(np.random.default_rng(0).choice(len(a), min(QUERIES, len(a)), replace=False, p=p))
+        na, nb = knn.nearest_neighbors(a, queries, K), knn.nearest_neighbors(b, queries, K)
+        overlap = knn.shared_share(na, nb)
+        figures[f"{draw}overlap_at_10"] = float(overlap.mean())
+        figures[f"{draw}churn_share"] = float(np.mean(overlap < 0.5))
+    return t, figures
+
+
+def holdout_for(seq_df, cut: _dt.datetime) -> evaluate.HoldOut:
+    train_df = seq_df.where(F.col("start_ts") < F.lit(cut))
+    test_df = seq_df.where((F.col("start_ts") >= F.lit(cut)) &
+                           (F.col("start_ts") < F.lit(cut + _dt.timedelta(days=HORIZON_DAYS))))
+    vocab_df = train_df.select(F.explode("items").alias("id")).distinct()
+    table = evaluate.held_out_pairs(test_df, vocab_df, 0).toArrow()
+    counts = (train_df.select(F.explode("items").alias("id")).groupBy("id").count()
+              .orderBy(F.desc("count"), "id").limit(K + 1).collect())
+    return evaluate.HoldOut(train_df, np.array(table["query"].to_pylist(), dtype=object),
+                            np.array(table["target"].to_pylist(), dtype=object),
+                            np.array([r.id for r in counts], dtype=object), cut.isoformat())
+
+
+def run_chain(spark, seq_df, cfg, versions: int) -> dict:
+    per_version = []
+    parents: dict[str, tuple | None] = dict.fromkeys(VARIANTS)
+    warm_raw: dict[str, WarmStart | None] = {"warm": None, "warm_cold84": None}
+    cold_dt: dict[str, str | None] = {"warm": None, "warm_cold84": None}
+    with tempfile.TemporaryDirectory(prefix="bench-churn-") as tmp:
+        for v in range(versions):
+            cut = FIRST_CUT + _dt.timedelta(days=STEP_DAYS * v)
+            dt = cut.date().isoformat()
+            holdout = holdout_for(seq_df, cut)
+            corpus = item2vec.export_corpus(holdout.train_df, Path(tmp) / f"corpus-{dt}.txt")
+            row = {"version": v, "cut": dt, "test_pairs": len(holdout.queries)}
+            for name in VARIANTS:
+                init = None
+                if name.startswith("warm"):
+                    every = 84 if name == "warm_cold84" else 0
+                    last = cold_dt[name]
+                    fresh = last is None or (every and (cut.date() - _dt.date.fromisoformat(last)).days >= every)
+                    init = None if fresh else warm_raw[name]
+                    if init is not None:
+                        init.cold_dt = last
+                    vcfg = dataclasses.replace(cfg, **WARM)
+                else:
+                    vcfg = cfg
+                trained, times = train_variant(spark, corpus, vcfg, name, init)
+                ids = np.array([urllib.parse.unquote_plus(k) for k in trained.keys], dtype=object)
+                published, figures = publish(ids, trained.counts, trained.item, trained.context, parents[name])
+                metrics = evaluate.next_item_metrics(ids, published, holdout, K)
+                parents[name] = (ids, published)
+                if name.startswith("warm"):
+                    warm_raw[name] = WarmStart(dt, ids, trained.item, trained.context, dt)
+                    cold_dt[name] = dt if init is None else cold_dt[name]
+                row[name] = {**figures, **times, "hr_at_10": metrics["hr"], "ndcg_at_10": metrics["ndcg"],
+                             "init": "warm" if init is not None else "cold", "items": len(ids)}
+                log.info("version %d (%s) %s: %s", v, dt, name, {k: round(x, 4) if isinstance(x, float) else x
+                                                               for k, x in row[name].items()})
+            row["popularity_hr_at_10"] = metrics["popularity_hr"]
+            per_version.append(row)
+    return summarize(per_version)
+
+
+def summarize(rows: list[dict]) -> dict:
+    with_parent = rows[1:]
+
+    def chain_mean(name, key):
+        return float(np.mean([r[name][key] for r in with_parent]))
+
+    def paired(name, key="hr_at_10"):
+        return float(np.mean([r[name][key] / r["single"][key] for r in rows]))
+
+    def cpu(name, key="train_cpu_seconds"):
+        return sum(r[name][key] for r in rows)
+
+    out = {"versions": rows, "variants": list(VARIANTS), "first_cut": rows[0]["cut"], "step_days": STEP_DAYS,
+           "horizon_days": HORIZON_DAYS, "queries": QUERIES, "warm_settings": WARM}
+    for label in VARIANTS:
+        name = label
+        out[f"overlap_{label}"] = chain_mean(name, "overlap_at_10")
+        out[f"churn_share_{label}"] = chain_mean(name, "churn_share")
+        out[f"overlap_uniform_{label}"] = chain_mean(name, "uniform_overlap_at_10")
+        out[f"churn_share_uniform_{label}"] = chain_mean(name, "uniform_churn_share")
+        out[f"stabilized_cosine_{label}"] = chain_mean(name, "stabilized_cosine")
+        out[f"hr_mean_{label}"] = float(np.mean([r[name]["hr_at_10"] for r in rows]))
+        out[f"ndcg_mean_{label}"] = float(np.mean([r[name]["ndcg_at_10"] for r in rows]))
+        if name != "single":
+            out[f"hr_ratio_{label}_vs_single"] = paired(name)
+            out[f"ndcg_ratio_{label}_vs_single"] = paired(name, "ndcg_at_10")
+            out[f"train_cpu_ratio_{label}"] = cpu(name) / cpu("single")
+            out[f"train_wall_ratio_{label}"] = cpu(name, "train_wall_seconds") / cpu("single", "train_wall_seconds")
+            out[f"call_cpu_ratio_{label}"] = cpu(name, "call_cpu_seconds") / cpu("single", "call_cpu_seconds")
+    out["warm_hr_ratio_last_version"] = rows[-1]["warm"]["hr_at_10"] / rows[-1]["single"]["hr_at_10"]
+    out["warm_cold84_hr_ratio_last_version"] = rows[-1]["warm_cold84"]["hr_at_10"] / rows[-1]["single"]["hr_at_10"]
+    out["test_pairs_total"] = sum(r["test_pairs"] for r in rows)
+    return out
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--versions", type=int, default=8)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    if not MOVIELENS.exists():
+        print(f"skipped: {MOVIELENS} is absent")
+        return {}
+    from embedlib.spark import get_spark
+
+    cfg = load_config(REPO / "conf" / "movielens.yaml",
+                      [f"input.path={MOVIELENS}", "spark.warehouse_dir=benchmarks/work/churn_wh",
+                       "spark.master=local[2]", "train.ensemble_size=1", "train.init=cold", *args.overrides])
+    spark = get_spark(cfg.spark, "bench_churn")
+    started = time.perf_counter()
+    seq_df = build_sequences(read_input(spark, cfg.input), cfg.input, cfg.sequences, DT).sequences_df
+    seq_df = spark.createDataFrame(seq_df.toArrow()).persist()  # the log read once
+    results = run_chain(spark, seq_df, cfg.train, args.versions)
+    results["train"] = {k: v for k, v in vars(cfg.train).items() if k != "corpus_dir"}
+    results["seconds"] = time.perf_counter() - started
+    spark.stop()
+    return write_results("bench_churn", results)
+
+
+if __name__ == "__main__":
+    main()
