@@ -197,11 +197,13 @@ def join_previous(side: Side) -> DataFrame:
 
     Returns
     -------
-    DataFrame with columns id string, t array<float>, b array<float>
-        Inner join on id. Lazy.
+    DataFrame with columns id string, t array<float>, b array<float>, count long
+        Inner join on id; ``count`` is today's (null when the source has none). Lazy.
     """
     prev = side.prev_df.select("id", F.col("vector").alias("b"))
-    return side.df.select("id", F.col("vector").alias("t")).join(prev, on="id", how="inner")
+    count = F.col("count").cast("long") if "count" in side.df.columns else F.lit(None).cast("long")
+    return (side.df.select("id", F.col("vector").alias("t"), count.alias("count"))
+            .join(prev, on="id", how="inner"))
 
 
 def stabilize(items: Side, other: Side | None, cfg: StabilizeConfig,
@@ -406,13 +408,30 @@ def same_id_metrics(joined: DataFrame, f_t: np.ndarray, dim: int, cfg: Stabilize
 
 # The queried items whose neighbourhoods changed most, kept in the metrics (and the report).
 MOST_CHANGED = 20
+_HASH_BITS = 53
+
+
+def query_order(df: DataFrame) -> list:
+    """Sort keys whose first n rows are a count-weighted sample of ids, without replacement.
+
+    Efraimidis-Spirakis: each id draws u in (0, 1) from its xxhash64 and gets the key
+    log(u) / count; the largest keys win, so an item seen w times is about w times as
+    likely to be queried, as it is w times as likely to be looked at. The draw depends on
+    the id only, so the same items are queried from day to day while their counts hold.
+    No ``count`` column (or a null count) weighs every id as 1: a uniform sample.
+    """
+    u = ((F.xxhash64("id").bitwiseAND(F.lit((1 << _HASH_BITS) - 1))).cast("double") + 0.5) / float(1 << _HASH_BITS)
+    weight = (F.greatest(F.coalesce(F.col("count").cast("double"), F.lit(1.0)), F.lit(1.0))
+              if "count" in df.columns else F.lit(1.0))
+    return [(F.log(u) / weight).desc(), F.col("id")]
 
 
 def neighbour_churn(joined: DataFrame, f_t: np.ndarray, dim: int, k: int, n_queries: int) -> tuple:
     """Each query's k nearest shared ids by cosine, today (stabilized) and in the parent.
 
-    The queries are the ``n_queries`` shared ids with the smallest xxhash64(id) (ties by
-    id): an unbiased sample, and the same items from one day to the next while they stay.
+    The queries are ``n_queries`` shared ids drawn in proportion to today's counts by
+    ``query_order`` (seeded by the id's hash, so the same items from one day to the next
+    while they stay).
     Their vectors (a few hundred rows) are collected and broadcast; one pass over the
     Arrow batches of ``joined`` scores them against every row on both sides
     (``knn.block_candidates``, the query's own row excluded) and keeps each partition's k
@@ -431,14 +450,13 @@ def neighbour_churn(joined: DataFrame, f_t: np.ndarray, dim: int, k: int, n_quer
     Returns
     -------
     query_ids : list of str
-        Sorted by xxhash64, then id.
+        In ``query_order``.
     before : list of list of str
         Per query, its min(k, shared - 1) nearest ids among the parent's vectors ``b``.
     after : list of list of str
         The same among today's stabilized vectors ``t @ f_t``.
     """
-    order = [F.xxhash64("id"), F.col("id")]
-    rows = joined.select("id", "t", "b").orderBy(*order).limit(n_queries).collect()
+    rows = joined.orderBy(*query_order(joined)).limit(n_queries).select("id", "t", "b").collect()
     query_ids = [r.id for r in rows]
     if not rows:
         return [], [], []

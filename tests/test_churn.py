@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from embedlib import knn, linalg, pipeline, report
+from embedlib import alignment, knn, linalg, pipeline, report
 from embedlib.alignment import churn_metrics, neighbour_churn
 
 K = 10
@@ -28,12 +28,22 @@ def joined_frame(spark, rng, n=360, e=8, noise=0.35, partitions=4):
     return df, np.array(ids, dtype=object), t, b, f_t
 
 
+def weighted_draw(df, n: int) -> list:
+    """Efraimidis-Spirakis in numpy: u from the low 53 bits of xxhash64(id), key log(u) / count
+    (1 without a count column), the n largest keys (ties by id)."""
+    cols = [F.xxhash64("id").alias("h")] + ([F.col("count")] if "count" in df.columns else [])
+    keys = {}
+    for r in df.select("id", *cols).collect():
+        u = ((r.h & ((1 << 53) - 1)) + 0.5) / float(1 << 53)
+        keys[r.id] = np.log(u) / max(float(r["count"] or 1) if "count" in df.columns else 1.0, 1.0)
+    return sorted(keys, key=lambda i: (-keys[i], i))[:n]
+
+
 def reference(spark, df, ids, t, b, f_t, n_queries, k=K):
-    """Query ids (smallest xxhash64, then id), their neighbours by knn.nearest_neighbors over
+    """Query ids (``weighted_draw``), their neighbours by knn.nearest_neighbors over
     all rows, and the queries whose k + 1 best scores nearly tie on a side (float32 rounding
     may order those either way), with float64 scores to check them by."""
-    hashes = {r.id: r.h for r in df.select("id", F.xxhash64("id").alias("h")).collect()}
-    query_ids = sorted(hashes, key=lambda i: (hashes[i], i))[:n_queries]
+    query_ids = weighted_draw(df, n_queries)
     row_of = {i: r for r, i in enumerate(ids)}
     rows = np.array([row_of[i] for i in query_ids])
     out = {"query_ids": query_ids, "ambiguous": set(), "score": {}}
@@ -179,3 +189,21 @@ def test_report_churn_section_shows_the_trend_and_the_most_changed_items(tmp_pat
     (tmp_path / "root").mkdir()
     assert "no parent version" in report_page._churn_section(root, tmp_path / "root")
     assert not (tmp_path / "root" / "churn.png").exists()  # no version has a figure to plot
+
+
+def test_queries_are_drawn_in_proportion_to_counts(spark, rng):
+    """Ids seen 50 times are queried about 50 times as often as ids seen once; the draw is
+    the reference's, and without counts it is uniform."""
+    n = 2000
+    counts = np.where(np.arange(n) < 100, 50, 1)
+    rows = [(f"c{j:04d}", int(c)) for j, c in enumerate(counts)]
+    df = spark.createDataFrame(rows, "id string, count long")
+    picked = [r.id for r in df.orderBy(*alignment.query_order(df)).limit(100).collect()]
+    assert picked == weighted_draw(df, 100)
+    heavy = sum(int(i[1:]) < 100 for i in picked)
+    # expected share of heavy ids among the first draws: 100*50 / (100*50 + 1900) = 0.72
+    assert 55 <= heavy <= 90
+    plain = df.select("id")
+    uniform = [r.id for r in plain.orderBy(*alignment.query_order(plain)).limit(100).collect()]
+    assert uniform == weighted_draw(plain, 100)
+    assert sum(int(i[1:]) < 100 for i in uniform) <= 15
