@@ -7,7 +7,8 @@
    parent -> write, with its metrics, the neighbour churn over all shared ids included) at
    several sizes per side, against a single-process pyarrow + numpy script doing the same
    maths and I/O, after one untimed small run. Job and script run alternately, twice per
-   size up to 1M rows (once above), best of each kept; every time is in the results.
+   size up to 1M rows (once above), best of each kept; every time is in the results, with
+   the best job run's seconds per phase and its number of Spark jobs.
 
 Usage: python benchmarks/bench_stabilize.py [--gram-rows 500000] [--sizes 250000,1000000,4000000]
 """
@@ -219,16 +220,19 @@ def bench_job(spark, n: int, keep: bool, repeats: int = 1) -> dict:
     t_root, _ = timed(step.run, spark, cfg, D1)
     cfg.stabilize.items.path, cfg.stabilize.other.path = paths["t2"], paths["w2"]
     parent = registry.read_version(spark, cfg, D1)["item"].location.removeprefix("file:")
-    job_times, single_times = [], []
+    job_times, single_times, summaries = [], [], []
     for _ in range(repeats):
         t, summary = timed(step.run, spark, cfg, D2)
         job_times.append(t)
+        summaries.append(summary)
         t, single = timed(single_process_job, paths["t2"], paths["w2"], parent, folder / "single_out",
                           cfg.stabilize.overlap_k, cfg.stabilize.overlap_queries)
         single_times.append(t)
     t_job, t_single = min(job_times), min(single_times)
-    log.info("stabilize %d rows/side: job %.1fs, single process %.1fs (best of %d; root run %.1fs)",
-             n, t_job, t_single, repeats, t_root)
+    summary = summaries[int(np.argmin(job_times))]  # the best run's phases
+    log.info("stabilize %d rows/side: job %.1fs, single process %.1fs (best of %d; root run %.1fs); "
+             "job phases %s, %s Spark jobs", n, t_job, t_single, repeats, t_root,
+             {k: round(v, 2) for k, v in summary["phase_seconds"].items()}, summary["spark_jobs"])
     if not keep:
         shutil.rmtree(folder, ignore_errors=True)
     keys = ("cosine_raw_mean", "cosine_stabilized_mean", "score_max_rel_err", "alignment_residual",
@@ -236,6 +240,7 @@ def bench_job(spark, n: int, keep: bool, repeats: int = 1) -> dict:
     return {"rows_per_side": n, "job_seconds": t_job, "single_process_seconds": t_single,
             "root_job_seconds": t_root, "job_vs_single_process": t_job / t_single,
             "job_all_seconds": job_times, "single_process_all_seconds": single_times,
+            "job_phase_seconds": summary["phase_seconds"], "spark_jobs": summary["spark_jobs"],
             "job_metrics": {k: summary.get(k) for k in keys},
             "single_process_metrics": {k: single.get(k) for k in keys}}
 
@@ -274,6 +279,8 @@ def main(argv=None) -> dict:
     by_size = {r["rows_per_side"]: r for r in runs}
     if 1_000_000 in by_size:
         results["job_time_vs_single_process_1m"] = by_size[1_000_000]["job_vs_single_process"]
+        results["job_phase_seconds_1m"] = by_size[1_000_000]["job_phase_seconds"]
+        results["spark_jobs_1m"] = by_size[1_000_000]["spark_jobs"]
     if len(sizes) > 1:
         results[f"job_time_growth_{_label(sizes[0])}_to_{_label(sizes[-1])}"] = (
             by_size[sizes[-1]]["job_seconds"] / by_size[sizes[0]]["job_seconds"])

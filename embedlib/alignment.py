@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 from embedlib import knn, linalg
 from embedlib.config import StabilizeConfig
 from embedlib.errors import EmbedlibError
-from embedlib.log import get_logger
+from embedlib.log import Phases, get_logger
 
 log = get_logger(__name__)
 
@@ -207,7 +207,7 @@ def join_previous(side: Side) -> DataFrame:
 
 
 def stabilize(items: Side, other: Side | None, cfg: StabilizeConfig,
-              prev_dim: int | None = None) -> Stabilized:
+              prev_dim: int | None = None, phases: Phases | None = None) -> Stabilized:
     """Canonicalize and/or align today's vectors to the parent version, with quality metrics.
 
     Parameters
@@ -220,6 +220,8 @@ def stabilize(items: Side, other: Side | None, cfg: StabilizeConfig,
     prev_dim : int, optional
         The parent version's vector length; a different e makes a root or raises
         (``on_dim_change``).
+    phases : embedlib.log.Phases, optional
+        Gets the seconds of gram, join_cross_gram, score_sample, cosines and churn.
 
     Returns
     -------
@@ -242,12 +244,15 @@ def stabilize(items: Side, other: Side | None, cfg: StabilizeConfig,
     if mode == "canonicalize_align" and other is None:
         raise StabilizeError("stabilize.mode=canonicalize_align needs a second matrix "
                              "(Item2Vec context vectors or two-tower user vectors); use mode=align")
-    items, g_t = checked_gram(items, dim, cfg)
+    phases = phases if phases is not None else Phases()
+    with phases("gram"):
+        items, g_t = checked_gram(items, dim, cfg)
     metrics: dict = {"dim": dim, "rows_items": g_t.n_rows, "mode": mode}
     eye = np.eye(dim)
     m_t, m_w = eye, (eye if other is not None else None)
     if other is not None:
-        other, g_w = checked_gram(other, dim, cfg)
+        with phases("gram"):
+            other, g_w = checked_gram(other, dim, cfg)
         metrics["rows_other"] = g_w.n_rows
         if mode == "canonicalize_align":
             m_t, m_w, canon_metrics = canonical_transforms(g_t, g_w, cfg, (items.name, other.name))
@@ -255,17 +260,19 @@ def stabilize(items: Side, other: Side | None, cfg: StabilizeConfig,
     root_reason = _root_reason(items, dim, prev_dim, mode, cfg)
     o, joined = eye, None
     if root_reason is None:
-        o, joined, align_metrics = _align(items, other, m_t, m_w, g_t.n_rows, dim, cfg)
+        with phases("join_cross_gram"):
+            o, joined, align_metrics = _align(items, other, m_t, m_w, g_t.n_rows, dim, cfg)
         metrics.update(align_metrics)
         if metrics.get("root_reason"):
             root_reason, o = metrics.pop("root_reason"), eye
     f_t = m_t @ o
     f_w = m_w @ o if m_w is not None else None
-    metrics.update(score_preservation(items.df, other.df if other else None, f_t, f_w, cfg))
+    with phases("score_sample"):
+        metrics.update(score_preservation(items.df, other.df if other else None, f_t, f_w, cfg))
     log.info("score preservation: max relative error %.3g over %d sampled pairs",
              metrics["score_max_rel_err"], metrics["score_pairs"])
     if joined is not None and root_reason is None:
-        cosines_df, same_id = same_id_metrics(joined, f_t, dim, cfg)
+        cosines_df, same_id = same_id_metrics(joined, f_t, dim, cfg, phases)
         metrics.update(same_id)
     else:
         cosines_df = None
@@ -362,7 +369,8 @@ def _sample_matrix(df: DataFrame, n: int) -> np.ndarray:
     return np.array([r.vector for r in rows], dtype=np.float64)
 
 
-def same_id_metrics(joined: DataFrame, f_t: np.ndarray, dim: int, cfg: StabilizeConfig) -> tuple:
+def same_id_metrics(joined: DataFrame, f_t: np.ndarray, dim: int, cfg: StabilizeConfig,
+                    phases: Phases | None = None) -> tuple:
     """Same-id cosines to the parent, raw and stabilized, and the neighbour churn on shared ids.
 
     Parameters
@@ -384,12 +392,14 @@ def same_id_metrics(joined: DataFrame, f_t: np.ndarray, dim: int, cfg: Stabilize
         (float); when more than ``overlap_k`` ids are shared, ``churn_metrics``' keys
         (neighbour_overlap_at_<k>, neighbour_churn_share, overlap_queries, most_changed).
     """
+    phases = phases if phases is not None else Phases()
     cos_df = linalg.row_cosines(joined, "t", "b", dim, {"raw": None, "stabilized": f_t}, keep=["id"])
     cos_df = cos_df.persist(StorageLevel.MEMORY_AND_DISK)
     aggs = [F.count(F.lit(1)).alias("n")]
     for c in ("raw", "stabilized"):
         aggs += [F.mean(c).alias(f"{c}_mean"), F.percentile_approx(c, [0.5, 0.05], 10000).alias(f"{c}_q")]
-    row = cos_df.agg(*aggs).first()
+    with phases("cosines"):
+        row = cos_df.agg(*aggs).first()
     metrics = {}
     for c in ("raw", "stabilized"):
         metrics[f"cosine_{c}_mean"] = row[f"{c}_mean"]
@@ -397,7 +407,8 @@ def same_id_metrics(joined: DataFrame, f_t: np.ndarray, dim: int, cfg: Stabilize
     log.info("same-id cosine to parent: raw %.3f, stabilized %.3f (mean)",
              metrics["cosine_raw_mean"], metrics["cosine_stabilized_mean"])
     if row["n"] > cfg.overlap_k:
-        query_ids, before, after = neighbour_churn(joined, f_t, dim, cfg.overlap_k, cfg.overlap_queries)
+        with phases("churn"):
+            query_ids, before, after = neighbour_churn(joined, f_t, dim, cfg.overlap_k, cfg.overlap_queries)
         metrics.update(churn_metrics(query_ids, before, after, cfg.overlap_k))
         log.info("neighbour overlap@%d to parent over %d shared ids: %.3f for %d queries, %.1f%% of them "
                  "kept less than half their neighbours", cfg.overlap_k, row["n"],

@@ -43,6 +43,14 @@ def test_root_then_chained_version_recovers_the_same_space(spark, cfg_factory, t
     rec = registry.read_version(spark, cfg2, D2)
     assert set(rec) == {"item", "user"} and rec["item"].parent_dt == D1 and not rec["item"].root
     assert rec["item"].n_rows == 300 and rec["item"].metrics["rows_joined"] == 300
+    # Where the time went, phase by phase, and how many Spark jobs it took (a root skips the
+    # parent's phases).
+    assert {"extract", "gram", "score_sample", "write_item", "write_user", "delta", "register"} <= set(
+        s1["phase_seconds"]) and "join_cross_gram" not in s1["phase_seconds"]
+    assert {"join_cross_gram", "cosines", "churn"} <= set(s2["phase_seconds"])
+    assert all(v >= 0 for v in s2["phase_seconds"].values())
+    assert sum(s2["phase_seconds"].values()) <= s2["seconds"] + 1e-6
+    assert s2["spark_jobs"] > s1["spark_jobs"] > 5
 
 
 def test_align_only_recovers_rotation_and_keeps_cosines(spark, cfg_factory, tmp_path, rng):

@@ -13,19 +13,22 @@ from pyspark.sql import functions as F
 from embedlib import integrity, publication, registry, tables
 from embedlib.alignment import Stabilized
 from embedlib.config import Config
-from embedlib.log import get_logger
+from embedlib.log import Phases, get_logger
 
 log = get_logger(__name__)
 
 
 def run(spark: SparkSession, cfg: Config, dt: str, result: Stabilized, parent_dt: str | None,
         parent: dict[str, registry.VersionRecord], parent_frames: dict[str, DataFrame | None],
-        trainer: dict) -> list[registry.VersionRecord]:
+        trainer: dict, phases: Phases | None = None) -> list[registry.VersionRecord]:
     """Write every side's vectors (+ carried rows) and the delta, then register the version.
 
     ``parent``: the parent's registry records by side (empty for a root); ``parent_frames``:
     the parent's published vectors by side, None where the parent has no such side.
+    ``phases`` gets the seconds of write_<side> (transform, carried rows, Parquet),
+    count_<side> (rows, carried, fingerprint of what was written), delta and register.
     """
+    phases = phases if phases is not None else Phases()
     chained = result.root_reason is None  # same space as the parent: carry and diff against it
     m = result.metrics
     # The ids shared with the parent, where the alignment counted them: with the parent's
@@ -45,12 +48,14 @@ def run(spark: SparkSession, cfg: Config, dt: str, result: Stabilized, parent_dt
         n_unshared = parent[side].n_rows - n_shared if chained_side and n_shared is not None else None
         if chained_side:
             pub_df = publication.union_carried(pub_df, parent_df, dt, cfg.publish.ttl_days, ids_df, n_unshared)
-        location = tables.write_partition(spark, pub_df, tables.embeddings_table(cfg.tables, side), dt,
-                                          keep=[registered.get(side)],
-                                          grace_hours=cfg.tables.keep_orphan_runs_hours)
+        with phases(f"write_{side}"):
+            location = tables.write_partition(spark, pub_df, tables.embeddings_table(cfg.tables, side), dt,
+                                              keep=[registered.get(side)],
+                                              grace_hours=cfg.tables.keep_orphan_runs_hours)
         pub_df = spark.read.parquet(location)
-        counts = pub_df.agg(F.count(F.lit(1)).alias("n"), F.sum(F.col("carried").cast("int")).alias("c"),
-                            integrity.fingerprint_sum().alias("f")).first()
+        with phases(f"count_{side}"):
+            counts = pub_df.agg(F.count(F.lit(1)).alias("n"), F.sum(F.col("carried").cast("int")).alias("c"),
+                                integrity.fingerprint_sum().alias("f")).first()
         written.append((side, location, counts.n, counts.c or 0, transform_matrix, integrity.as_text(counts.f)))
         if side == "item":
             known = n_unshared is not None
@@ -58,9 +63,10 @@ def run(spark: SparkSession, cfg: Config, dt: str, result: Stabilized, parent_dt
                                      cfg.publish.delta_cosine_threshold, counts.n,
                                      n_new=m["rows_items"] - n_shared if known else None,
                                      n_evicted=n_unshared - (counts.c or 0) if known else None)
-    delta_location = tables.write_partition(spark, delta_df, tables.table_name(cfg.tables, "deltas"), dt)
-    changes = {f"{r.side}_{r.change}": r["count"]
-               for r in spark.read.parquet(delta_location).groupBy("side", "change").count().collect()}
+    with phases("delta"):
+        delta_location = tables.write_partition(spark, delta_df, tables.table_name(cfg.tables, "deltas"), dt)
+        changes = {f"{r.side}_{r.change}": r["count"]
+                   for r in spark.read.parquet(delta_location).groupBy("side", "change").count().collect()}
     metrics = {**result.metrics, "delta": changes}
     log.info("published %s; delta %s", ", ".join(f"{w[0]}: {w[2]} rows ({w[3]} carried)" for w in written),
              changes)
@@ -72,5 +78,6 @@ def run(spark: SparkSession, cfg: Config, dt: str, result: Stabilized, parent_dt
         trainer=trainer, code_version=registry.code_version(), location=location,
         fingerprint=fingerprint)
         for side, location, n, c, transform_matrix, fingerprint in written]
-    registry.register(spark, cfg, dt, records)
+    with phases("register"):
+        registry.register(spark, cfg, dt, records)
     return records

@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 from embedlib import integrity, registry, tables
 from embedlib.alignment import Side, Stabilized, StabilizeError, stabilize
 from embedlib.config import Config, VectorSourceConfig
-from embedlib.log import get_logger, step
+from embedlib.log import Phases, get_logger, step
 from embedlib.steps import publish
 
 log = get_logger(__name__)
@@ -110,9 +110,9 @@ def _trainer(spark: SparkSession, cfg: Config, dt: str) -> dict:
     return row.asDict() if row else {}
 
 
-def transform(inputs: Inputs, cfg: Config) -> Stabilized:
+def transform(inputs: Inputs, cfg: Config, phases: Phases | None = None) -> Stabilized:
     parent_dim = inputs.parent["item"].dim if inputs.parent else None
-    result = stabilize(inputs.items, inputs.other, cfg.stabilize, parent_dim)
+    result = stabilize(inputs.items, inputs.other, cfg.stabilize, parent_dim, phases)
     if inputs.parent_dt is None and result.root_reason:
         result.root_reason = inputs.no_parent_reason or result.root_reason
     return result
@@ -120,17 +120,20 @@ def transform(inputs: Inputs, cfg: Config) -> Stabilized:
 
 def run(spark: SparkSession, cfg: Config, dt: str) -> dict:
     """Steps 3 and 4 of ``dt``: stabilize, then publish and register (embedlib/steps/publish.py)."""
-    with step(log, f"stabilize dt={dt}", spark):
-        inputs = extract(spark, cfg, dt)
-        result = transform(inputs, cfg)
+    phases = Phases()
+    with step(log, f"stabilize dt={dt}", spark) as info:
+        with phases("extract"):
+            inputs = extract(spark, cfg, dt)
+        result = transform(inputs, cfg, phases)
         parent_frames = {"item": inputs.items.prev_df,
                          **({inputs.other.name: inputs.other.prev_df} if inputs.other else {})}
         try:
             records = publish.run(spark, cfg, dt, result, inputs.parent_dt, inputs.parent, parent_frames,
-                                  inputs.trainer)
+                                  inputs.trainer, phases)
         finally:
             if result.cosines_df is not None:
                 result.cosines_df.unpersist()
     item = records[0]
     return {**item.metrics, "parent_dt": item.parent_dt, "root_reason": result.root_reason,
-            "rows": {r.side: r.n_rows for r in records}, "carried": {r.side: r.n_carried for r in records}}
+            "rows": {r.side: r.n_rows for r in records}, "carried": {r.side: r.n_carried for r in records},
+            "phase_seconds": phases.seconds, "spark_jobs": info.get("spark_jobs"), "seconds": info.get("seconds")}
