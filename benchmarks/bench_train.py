@@ -8,10 +8,16 @@
    gensim's threads) and the job's also the CPU seconds of Spark's JVM around it, so a
    slower job shows whether it did more work or got less CPU. The same at ``--scale`` times
    the tokens (the generated sequences repeated under renamed users), for the export's growth.
+   The export's phases at 1x: the same plans sunk into Spark's ``noop`` writer cumulatively
+   (read, + shuffle and sort, + encoded lines), the text write, the join of the parts, and
+   two global-sort plans for comparison (the plan before issue 18's change, and a global
+   sort with the cheap empty-line filter).
 2. gensim vs Spark MLlib on MovieLens (if ../shared/data has it) and on a generated log
    of at least 10M tokens: wall time and HR@10 on the same temporal hold-out. MovieLens
    also gets default and tuned gensim parameters and the popularity baseline.
 3. Scaling: raw gensim words/s with 1 and 2 workers on the generated corpus.
+4. The export's line order (users by hash partition) against a global sort's: HR@10 of raw
+   gensim on the generated hold-out's training corpus written both ways, several seeds each.
 
 Prints one JSON object on the last line and writes it to benchmarks/results/bench_train.json
 (load averages at start and end included: run it alone). Work files (generated log,
@@ -25,17 +31,20 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import gensim
+import numpy as np
 from common import machine, write_results  # benchmarks/, next to this file
 from pyspark.sql import functions as F
 
 from embedlib import item2vec, tables
 from embedlib.config import Config, load_config
-from embedlib.evaluate import evaluate_holdout, temporal_holdout
+from embedlib.evaluate import evaluate_holdout, next_item_metrics, temporal_holdout
 from embedlib.sample_data import SampleSpec, write_sample
 from embedlib.spark import get_spark
 from embedlib.steps import build_sequences, train_item2vec
@@ -59,8 +68,9 @@ def with_train(cfg: Config, **params) -> Config:
 
 def spark_overrides(work: Path) -> list[str]:
     warehouse = work / "warehouse"
+    # One model per training (the configs' default may be an ensemble): raw gensim trains one.
     return [f"spark.warehouse_dir={warehouse}", "spark.master=local[2]", "spark.driver_memory=8g", "train.workers=2",
-            f"train.corpus_dir={work / 'corpus'}"]
+            "train.ensemble_size=1", f"train.corpus_dir={work / 'corpus'}"]
 
 
 def movielens(spark, work: Path) -> dict:
@@ -131,10 +141,10 @@ def job_run(spark, cfg: Config) -> dict:
     jvm_cpu = []
     train_file = item2vec.train_gensim_file
 
-    def measured_train(corpus, train_cfg):
+    def measured_train(*args, **kwargs):
         before = process_cpu_seconds(jvm_pid)
         try:
-            return train_file(corpus, train_cfg)
+            return train_file(*args, **kwargs)
         finally:
             jvm_cpu.append(process_cpu_seconds(jvm_pid) - before)
 
@@ -155,6 +165,12 @@ def job_run(spark, cfg: Config) -> dict:
 
 def raw_gensim(corpus_file: Path, cfg: Config, workers: int, epochs: int) -> dict:
     """gensim alone on ``corpus_file``: training words/s (raw tokens x epochs / seconds)."""
+    return train_raw(corpus_file, cfg, workers, epochs)[1]
+
+
+def train_raw(corpus_file: Path, cfg: Config, workers: int, epochs: int
+              ) -> tuple[gensim.models.Word2Vec, dict]:
+    """The raw gensim model trained on ``corpus_file`` and its timings."""
     t = cfg.train
     model = gensim.models.Word2Vec(
         vector_size=t.vector_size, window=t.window, negative=t.negative, ns_exponent=t.ns_exponent,
@@ -166,10 +182,10 @@ def raw_gensim(corpus_file: Path, cfg: Config, workers: int, epochs: int) -> dic
     started, cpu_started = time.perf_counter(), time.process_time()
     model.train(corpus_file=str(corpus_file), total_words=model.corpus_total_words, epochs=epochs)
     seconds = time.perf_counter() - started
-    return {"workers": workers, "epochs": epochs, "vocab_seconds": vocab_seconds,
-            "train_seconds": seconds,
-            "train_cpu_seconds": time.process_time() - cpu_started, "vocab_size": len(model.wv),
-            "words_per_second": model.corpus_total_words * epochs / seconds}
+    return model, {"workers": workers, "epochs": epochs, "vocab_seconds": vocab_seconds,
+                   "train_seconds": seconds,
+                   "train_cpu_seconds": time.process_time() - cpu_started, "vocab_size": len(model.wv),
+                   "words_per_second": model.corpus_total_words * epochs / seconds}
 
 
 def step_vs_raw(spark, cfg: Config, repeats: int) -> dict:
@@ -193,10 +209,70 @@ def step_vs_raw(spark, cfg: Config, repeats: int) -> dict:
             "same_vocab_size": job["vocab_size"] == raw["vocab_size"]}
 
 
+KEYS = ("user_id", "start_ts", "session_id")
+
+
+def global_sort_lines(df, cheap_filter: bool):
+    """A global (user, start, session) sort's lines: with ``cheap_filter=False`` the export's
+    plan before issue 18's change (its filter on the encoded line was pushed below the sort)."""
+    line = F.concat_ws(" ", F.transform("items", lambda x: F.url_encode(x))).alias("line")
+    df = df.select(*KEYS, "items")
+    if cheap_filter:
+        return df.where(F.concat_ws(" ", "items") != "").orderBy(*KEYS).select(line)
+    return df.orderBy(*KEYS).select(line).where(F.col("line") != "")
+
+
+def export_phases(spark, cfg: Config, repeats: int) -> dict:
+    """The export's phases on the generated sequences, each the best of ``repeats`` runs: the
+    Spark part cumulatively into the ``noop`` sink (read; + hash shuffle and sort; + encoded
+    lines), the text write of the parts, the join of the parts; and both global sorts."""
+    df = train_item2vec.extract(spark, cfg, GEN_DT)
+    partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    work = Path(cfg.train.corpus_dir) / "phases"
+    shutil.rmtree(work, ignore_errors=True)
+
+    def noop(frame):
+        return lambda: frame.write.format("noop").mode("overwrite").save()
+
+    def write(frame):
+        def run():
+            shutil.rmtree(work / "parts", ignore_errors=True)
+            frame.write.option("compression", "none").text((work / "parts").resolve().as_uri())
+        return run
+
+    def join():
+        item2vec.join_parts(work / "parts", work / "corpus.txt")
+
+    def export(frame):
+        return lambda: (write(frame)(), join())
+
+    read = df.select(*KEYS, "items").where(F.concat_ws(" ", "items") != "")
+    plans = {
+        "read": noop(read),
+        "read_shuffle_sort": noop(read.repartition(partitions, "user_id").sortWithinPartitions(*KEYS)),
+        "read_shuffle_sort_lines": noop(item2vec.corpus_lines(df)),
+        "write_parts": write(item2vec.corpus_lines(df)),
+        "join_parts": join,  # the parts of write_parts, still there
+        "global_sort_export": export(global_sort_lines(df, cheap_filter=True)),
+        "previous_export": export(global_sort_lines(df, cheap_filter=False)),
+    }
+    best = {}
+    for _ in range(repeats):
+        for name, run in plans.items():
+            started = time.perf_counter()
+            run()
+            best[name] = min(best.get(name, float("inf")), time.perf_counter() - started)
+    shutil.rmtree(work)
+    out = {f"{name}_seconds": seconds for name, seconds in best.items()}
+    out.update(partitions=partitions, write_plus_join_seconds=best["write_parts"] + best["join_parts"])
+    return out
+
+
 def generated(spark, work: Path, args) -> dict:
     cfg, spec = generated_config(work, args.events, args.gen_epochs)
     out = {"spec": dataclasses.asdict(spec), "sequences": ensure_generated(spark, cfg, spec, work)}
     out["step"] = step_vs_raw(spark, cfg, args.repeats)
+    out["export_phases"] = export_phases(spark, cfg, args.repeats)
     out[f"step_x{args.scale}"] = step_vs_raw(spark, ensure_scaled(spark, cfg, args.scale),
                                              args.scale_repeats)
     if args.quick:
@@ -207,6 +283,40 @@ def generated(spark, work: Path, args) -> dict:
     out["gensim"] = evaluate_holdout(spark, holdout, cfg, "gen-gensim")
     out["spark"] = evaluate_holdout(
         spark, holdout, with_train(cfg, trainer="spark", spark_partitions=2), "gen-spark")
+    if args.order_seeds:
+        out["order_check"] = order_check(spark, cfg, holdout, args.order_seeds)
+    return out
+
+
+def order_check(spark, cfg: Config, holdout, seeds: int) -> dict:
+    """HR@10 of the export's line order against a global sort's: raw gensim (the generated
+    parameters) on the hold-out's training corpus written both ways, seeds 1..``seeds``
+    alternating between the two files. Both hold the same lines (checked); only their order
+    differs, so the spread over seeds is the noise to judge the difference by."""
+    folder = Path(cfg.train.corpus_dir)
+    files = {"export": folder / "order-export.txt", "global_sort": folder / "order-global.txt"}
+    item2vec.export_corpus(holdout.train_df, files["export"])
+    parts = folder / "order-global.parts"
+    shutil.rmtree(parts, ignore_errors=True)
+    (global_sort_lines(holdout.train_df, cheap_filter=True).write.option("compression", "none")
+     .text(parts.resolve().as_uri()))
+    item2vec.join_parts(parts, files["global_sort"])
+    shutil.rmtree(parts)
+    lines = [sorted(path.read_bytes().split(b"\n")) for path in files.values()]
+    hr, vocab = {name: [] for name in files}, {}
+    for seed in range(1, seeds + 1):
+        for name, path in files.items():
+            model, _ = train_raw(path, with_train(cfg, seed=seed), cfg.train.workers, cfg.train.epochs)
+            ids = np.array([urllib.parse.unquote_plus(k) for k in model.wv.index_to_key], dtype=object)
+            vocab[name] = set(ids)
+            hr[name].append(next_item_metrics(ids, model.wv.vectors, holdout, cfg.evaluate.k)["hr"])
+    for path in files.values():
+        path.unlink()
+    out = {"seeds": list(range(1, seeds + 1)), "same_lines": lines[0] == lines[1],
+           "same_vocabulary": vocab["export"] == vocab["global_sort"]}
+    for name, values in hr.items():
+        out.update({f"hr10_{name}": values, f"hr10_{name}_mean": float(np.mean(values)),
+                    f"hr10_{name}_sd": float(np.std(values, ddof=1)) if seeds > 1 else 0.0})
     return out
 
 
@@ -230,6 +340,10 @@ def headline(ml: dict | None, gen: dict, scale: int) -> dict:
             generated_purity_spark=gen["spark"]["cluster_purity"], **scaling,
             scaling_2_vs_1_workers=scaling["scaling_words_per_s_2_workers"]
             / scaling["scaling_words_per_s_1_workers"])
+    if "order_check" in gen:
+        out.update({f"order_{key}": gen["order_check"][key] for key in (
+            "hr10_export_mean", "hr10_export_sd", "hr10_global_sort_mean", "hr10_global_sort_sd",
+            "same_lines", "same_vocabulary")})
     keys = ("movielens_hr10_popularity", "movielens_hr10_default", "movielens_hr10_tuned",
             "movielens_hr10_spark", "movielens_test_pairs", "movielens_tuned_vs_popularity",
             "movielens_gensim_vs_spark_speedup")
@@ -249,6 +363,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--scale", type=int, default=4, help="token multiple of the larger corpus")
     parser.add_argument("--repeats", type=int, default=2, help="job and raw runs each (alternating)")
     parser.add_argument("--scale-repeats", type=int, default=1, help="the same at --scale")
+    parser.add_argument("--order-seeds", type=int, default=5,
+                        help="seeds per line order in the HR@10 check of the export's order (0: none)")
     parser.add_argument("--work", type=Path, default=WORK, help="generated log, warehouse, corpus")
     parser.add_argument("--quick", action="store_true", help="only the step-vs-raw sections, "
                         "written to <work>/bench_train_quick.json (develop with a small --events)")

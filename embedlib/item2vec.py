@@ -87,15 +87,28 @@ def corpus_lines(sequences_df: DataFrame) -> DataFrame:
 
     url_encode leaves no whitespace in a token (gensim splits lines on it) and is undone
     exactly by ``urllib.parse.unquote_plus``; common ids (letters, digits, ``-_.``) pass as
-    they are. The order (user, start, session) makes the file independent of partitioning;
-    sorting each partition alone would save the sort's shuffle (most of the export's time)
-    but cost HR@10 on the generated log (issue 18), so the sort stays global.
+    they are.
+
+    The order depends on the rows and ``spark.sql.shuffle.partitions`` only, not on how the
+    input is partitioned: the users are hashed into that many partitions (Spark's hash
+    partitioning), each partition sorted by (user, start, session), so a user's sequences
+    are together and in time order, and the partitions come one after another in the file.
+    A global sort by user gives the same lines in another order, at a higher cost: its range
+    partitioning first scans the whole input in a sampling job (and the order made no
+    difference to HR@10 beyond seed noise, bench_train's order check). Sorting each input
+    partition alone needs no shuffle, but its order would change with the input's files
+    and splits. The empty-line filter tests the plain ``concat_ws`` (empty exactly when the
+    encoded line is, since url_encode maps only "" to ""): a filter on the encoded line is
+    pushed below the shuffle by the optimizer, which then encodes every id twice (three
+    times under a global sort, its sampling job included).
     """
+    partitions = int(sequences_df.sparkSession.conf.get("spark.sql.shuffle.partitions"))
     return (
         sequences_df.select("user_id", "start_ts", "session_id", "items")
-        .orderBy("user_id", "start_ts", "session_id")
+        .where(F.concat_ws(" ", "items") != "")
+        .repartition(partitions, "user_id")
+        .sortWithinPartitions("user_id", "start_ts", "session_id")
         .select(F.concat_ws(" ", F.transform("items", lambda x: F.url_encode(x))).alias("line"))
-        .where(F.col("line") != "")
     )
 
 
@@ -124,9 +137,9 @@ def export_corpus(sequences_df: DataFrame, path: Path, stage_uri: str | None = N
 
     The executors write the parts in parallel (UTF-8, ``\\n`` line ends, what gensim reads);
     gensim's ``corpus_file`` takes one path (it splits the file into byte ranges by size), so
-    the parts are then appended byte for byte in partition order, which is the lines' sort
-    order. With ``stage_uri`` the executors write there instead and the parts are copied to
-    the driver's disk through Hadoop's FileSystem first.
+    the parts are then appended byte for byte in partition order, the order of
+    ``corpus_lines``. With ``stage_uri`` the executors write there instead and the parts are
+    copied to the driver's disk through Hadoop's FileSystem first.
     """
     started = time.perf_counter()
     parts_dir = path.with_name(f"{path.stem}.parts")
@@ -135,16 +148,23 @@ def export_corpus(sequences_df: DataFrame, path: Path, stage_uri: str | None = N
      .text(stage_uri or parts_dir.resolve().as_uri()))
     if stage_uri:
         _fetch_folder(sequences_df.sparkSession, stage_uri, parts_dir)
+    parts = join_parts(parts_dir, path)
+    shutil.rmtree(parts_dir)
+    corpus = Corpus(Path(path), parts, time.perf_counter() - started)
+    log.info("corpus %s: %d part files, %d bytes, exported in %.1fs",
+             path, parts, path.stat().st_size, corpus.export_seconds)
+    return corpus
+
+
+def join_parts(parts_dir: Path, path: Path) -> int:
+    """Append the ``part-NNNNN`` files of ``parts_dir`` to ``path`` byte for byte, in partition
+    order; returns how many there were."""
     parts = sorted(parts_dir.glob("part-*"), key=lambda p: int(p.name.split("-")[1]))
     with open(path, "wb") as out:
         for part in parts:
             with open(part, "rb") as fh:
                 shutil.copyfileobj(fh, out, 1 << 22)
-    shutil.rmtree(parts_dir)
-    corpus = Corpus(Path(path), len(parts), time.perf_counter() - started)
-    log.info("corpus %s: %d part files, %d bytes, exported in %.1fs",
-             path, len(parts), path.stat().st_size, corpus.export_seconds)
-    return corpus
+    return len(parts)
 
 
 def _fetch_folder(spark: SparkSession, uri: str, local: Path) -> None:

@@ -163,6 +163,19 @@ def bench_train(r: dict) -> str:
              f"and raw runs alternate, best of each: {r['repeats']} each at 1x, {r['scale_repeats']} at {scale}x):",
              _table(["corpus", "tokens", "export s", "export tokens/s", "job train s", "raw gensim train s",
                      "job / raw words/s", "CPU s job / raw", "(export + train) / raw train"], rows)]
+    if "export_phases" in gen:
+        ph = gen["export_phases"]
+        steps = [("read (Parquet scan, empty-sequence filter)", "read"),
+                 ("+ hash shuffle by user, sort within partitions", "read_shuffle_sort"),
+                 ("+ url-encoded lines", "read_shuffle_sort_lines"),
+                 (f"+ text write: the export's Spark job ({ph['partitions']} part files)", "write_parts"),
+                 ("join of the parts into one file", "join_parts"),
+                 ("for comparison: a global sort's export (write and join)", "global_sort_export"),
+                 ("for comparison: the export before issue 18 (global sort, filter on the encoded line)",
+                  "previous_export")]
+        parts += [f"Where the export's seconds go at 1x (each the best of {r['repeats']}; the first rows are "
+                  "the same plan cut short, sunk into Spark's noop writer):",
+                  _table(["phase", "s"], [[label, _n(ph[f"{key}_seconds"], 2)] for label, key in steps])]
     if ml:
         d = ml["default"]
         ml_rows = [["popularity", "the k most frequent training items", f"{d['popularity_hr']:.3f}",
@@ -188,6 +201,18 @@ def bench_train(r: dict) -> str:
                        f"random: {g['cluster_random']:.3f}"]]),
                   f"Raw gensim, 1 epoch: {_n(r['scaling_words_per_s_1_workers'])} words/s with 1 worker, "
                   f"{_n(r['scaling_words_per_s_2_workers'])} with 2 ({r['scaling_2_vs_1_workers']:.2f}x)."]
+    if "order_check" in gen:
+        oc = gen["order_check"]
+        seeds = f"seeds {oc['seeds'][0]}-{oc['seeds'][-1]}" if len(oc["seeds"]) > 1 else f"seed {oc['seeds'][0]}"
+        parts += [f"The export's line order against a global sort's: raw gensim (2 workers, the generated "
+                  f"log's parameters) on the hold-out's training corpus written both ways, {seeds} each "
+                  f"(same lines: {'yes' if oc['same_lines'] else 'no'}, same vocabulary: "
+                  f"{'yes' if oc['same_vocabulary'] else 'no'}):",
+                  _table(["line order", "HR@10 mean", "sd over seeds", "HR@10 per seed"], [
+                      [label, f"{oc[f'hr10_{key}_mean']:.4f}", f"{oc[f'hr10_{key}_sd']:.4f}",
+                       ", ".join(f"{v:.4f}" for v in oc[f"hr10_{key}"])]
+                      for label, key in (("users by hash partition (the export)", "export"),
+                                         ("global sort by user", "global_sort"))])]
     parts.append(_machine(r))
     return "\n\n".join(parts)
 

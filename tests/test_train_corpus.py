@@ -1,11 +1,12 @@
-"""Step 2's corpus export: Spark's text writer, part files joined in order, ids exact."""
+"""Step 2's corpus export: Spark's text writer, part files joined in order, the order independent
+of the input's partitioning, ids exact."""
 from __future__ import annotations
 
-import contextlib
 import datetime as dt_
 import urllib.parse
 
 import pytest
+from pyspark.sql import functions as F
 
 from embedlib import item2vec
 from embedlib.item2vec import TrainInputError
@@ -27,39 +28,46 @@ def sequence_rows(n: int = 60) -> list[tuple]:
     return rows
 
 
-@contextlib.contextmanager
-def several_partitions(spark):
-    """Keep the sort's partitions apart (adaptive execution would merge tiny ones into one)."""
-    key = "spark.sql.adaptive.coalescePartitions.enabled"
-    previous = spark.conf.get(key)
-    spark.conf.set(key, "false")
-    try:
-        yield
-    finally:
-        spark.conf.set(key, previous)
+def expected_order(spark, rows: list[tuple]) -> list[list[str]]:
+    """The non-empty sequences in corpus_lines' order: Spark's hash partition of the user
+    (pmod of Murmur3 ``hash``, as HashPartitioning computes it), then (user, start, session)."""
+    partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    users = sorted({r[0] for r in rows})
+    bucket = {r["u"]: r["b"] for r in spark.createDataFrame([(u,) for u in users], "u string")
+              .select("u", F.pmod(F.hash("u"), F.lit(partitions)).alias("b")).collect()}
+    ordered = sorted(rows, key=lambda r: (bucket[r[0]], r[0], r[4], r[1]))
+    return [r[2] for r in ordered if r[2] and r[2][0]]
 
 
-def test_parts_are_joined_in_sort_order_and_every_id_round_trips(spark, tmp_path):
+def test_parts_are_joined_in_order_and_every_id_round_trips(spark, tmp_path):
     rows = sequence_rows()
     df = spark.createDataFrame(rows, SEQ_SCHEMA).repartition(3)
-    with several_partitions(spark):
-        corpus = item2vec.export_corpus(df, tmp_path / "corpus.txt")
+    corpus = item2vec.export_corpus(df, tmp_path / "corpus.txt")
     assert corpus.parts > 1  # the order across part files is what is checked below
     text = corpus.path.read_bytes().decode("utf-8")
     assert text.endswith("\n")
     lines = text[:-1].split("\n")
-    expected = [r[2] for r in sorted(rows, key=lambda r: (r[0], r[4], r[1])) if r[2] and r[2][0]]
     assert [line.split() for line in lines] == [line.split(" ") for line in lines]  # as gensim splits
-    assert [[urllib.parse.unquote_plus(t) for t in line.split(" ")] for line in lines] == expected
+    assert [[urllib.parse.unquote_plus(t) for t in line.split(" ")] for line in lines] == \
+        expected_order(spark, rows)
     assert not list(tmp_path.glob("*.parts"))
+
+
+def test_corpus_does_not_depend_on_the_input_partitioning(spark, tmp_path):
+    rows = sequence_rows()
+    frames = {"one": spark.createDataFrame(rows, SEQ_SCHEMA).coalesce(1),
+              "five": spark.createDataFrame(rows[::-1], SEQ_SCHEMA).repartition(5),
+              "by_session": spark.createDataFrame(rows, SEQ_SCHEMA).repartition(7, "session_id")}
+    files = {name: item2vec.export_corpus(df, tmp_path / f"{name}.txt").path.read_bytes()
+             for name, df in frames.items()}
+    assert files["one"] == files["five"] == files["by_session"]
 
 
 def test_export_through_a_hadoop_uri_gives_the_same_file(spark, tmp_path):
     df = spark.createDataFrame(sequence_rows(), SEQ_SCHEMA)
-    with several_partitions(spark):
-        direct = item2vec.export_corpus(df, tmp_path / "direct.txt")
-        stage = (tmp_path / "stage").as_uri()
-        staged = item2vec.export_corpus(df, tmp_path / "staged.txt", stage_uri=stage)
+    direct = item2vec.export_corpus(df, tmp_path / "direct.txt")
+    stage = (tmp_path / "stage").as_uri()
+    staged = item2vec.export_corpus(df, tmp_path / "staged.txt", stage_uri=stage)
     assert staged.parts == direct.parts
     assert staged.path.read_bytes() == direct.path.read_bytes()
     assert not (tmp_path / "stage").exists()  # the staged parts are deleted once copied
