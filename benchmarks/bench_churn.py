@@ -90,9 +90,8 @@ def train_variant(spark, corpus, cfg, name: str, warm: WarmStart | None) -> tupl
 
 def linalg_frame(item: np.ndarray, context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The canonical pair of (item, context): what the stabilize step publishes for a root."""
-    t, w = item.astype(np.float64), context.astype(np.float64)
-    canon = linalg.low_rank_svd_transforms(linalg.cholesky_factor(t.T @ t).r, linalg.cholesky_factor(w.T @ w).r)
-    return t @ canon.m_t, w @ canon.m_w
+    canon = linalg.canonical_pair_transforms(item, context)
+    return item.astype(np.float64) @ canon.m_t, context.astype(np.float64) @ canon.m_w
 
 
 def publish(ids: np.ndarray, counts: np.ndarray, item: np.ndarray, context: np.ndarray, parent

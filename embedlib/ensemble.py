@@ -104,9 +104,7 @@ def align_and_average(items: Sequence[np.ndarray], contexts: Sequence[np.ndarray
         w = None if contexts is None else np.asarray(contexts[j], dtype=np.float64)
         a = b = np.eye(t.shape[1])
         if w is not None:
-            f_t = linalg.cholesky_factor(t.T @ t, rcond, "eigh", f"member {j} items")
-            f_w = linalg.cholesky_factor(w.T @ w, rcond, "eigh", f"member {j} context")
-            canon = linalg.low_rank_svd_transforms(f_t.r, f_w.r)
+            canon = linalg.canonical_pair_transforms(t, w, rcond, (f"member {j} items", f"member {j} context"))
             a, b = canon.m_t, canon.m_w
         framed.append((t @ a, None if w is None else w @ b, a, b))
     reference = framed[0][0]

@@ -488,6 +488,19 @@ def low_rank_svd_transforms(r_t: np.ndarray, r_w: np.ndarray, rtol: float = 1e-1
     return CanonicalTransforms(m_t, m_w, s[keep], rank)
 
 
+def canonical_pair_transforms(t: np.ndarray, w: np.ndarray, rcond: float = 1e-10,
+                              names: tuple[str, str] = ("items", "context")) -> CanonicalTransforms:
+    """``low_rank_svd_transforms`` for two matrices in memory (rows of T and W, not their Grams).
+
+    For a model held by one process (an ensemble member, a benchmark): the Gram matrices are
+    formed here in float64 and factored by ``cholesky_factor`` (eigh past ``rcond``).
+    """
+    t, w = np.asarray(t, dtype=np.float64), np.asarray(w, dtype=np.float64)
+    f_t = cholesky_factor(t.T @ t, rcond, "eigh", names[0])
+    f_w = cholesky_factor(w.T @ w, rcond, "eigh", names[1])
+    return low_rank_svd_transforms(f_t.r, f_w.r)
+
+
 def procrustes_rotation(cross: np.ndarray) -> np.ndarray:
     """The orthogonal O minimizing ||A O - B||_F, from the cross-Gram A^T B: O = U V^T.
 
