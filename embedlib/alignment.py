@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark import StorageLevel
+from pyspark.broadcast import Broadcast
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -73,12 +74,19 @@ class Stabilized:
     mode: str
     root_reason: str | None  # why this version is a root (no parent used), else None
     metrics: dict = field(default_factory=dict)
-    # (id, raw, stabilized) same-id cosines to the parent on shared item ids, persisted for
-    # the delta; None for a root. The caller unpersists it.
+    # (id, raw, stabilized) same-id cosines to the parent of the shared item ids that moved
+    # (1 - stabilized > moved_threshold), for the delta; None for a root.
     cosines_df: DataFrame | None = None
     # The ids of items_df / other_df read without the transform (a cheap plan for id joins).
     item_ids: DataFrame | None = None
     other_ids: DataFrame | None = None
+    # Frames persisted for the publication (under cosines_df): ``release`` unpersists them.
+    cached: list = field(default_factory=list)
+
+    def release(self) -> None:
+        """Unpersist what the stabilization kept cached for the publication."""
+        release(self.cached)
+        self.cached = []
 
 
 def vector_dim(df: DataFrame, name: str) -> int:
@@ -207,7 +215,8 @@ def join_previous(side: Side) -> DataFrame:
 
 
 def stabilize(items: Side, other: Side | None, cfg: StabilizeConfig,
-              prev_dim: int | None = None, phases: Phases | None = None) -> Stabilized:
+              prev_dim: int | None = None, phases: Phases | None = None,
+              moved_threshold: float = 0.0) -> Stabilized:
     """Canonicalize and/or align today's vectors to the parent version, with quality metrics.
 
     Parameters
@@ -221,7 +230,10 @@ def stabilize(items: Side, other: Side | None, cfg: StabilizeConfig,
         The parent version's vector length; a different e makes a root or raises
         (``on_dim_change``).
     phases : embedlib.log.Phases, optional
-        Gets the seconds of gram, join_cross_gram, score_sample, cosines and churn.
+        Gets the seconds of gram, join_cross_gram, score_sample and same_id (cosines and churn).
+    moved_threshold : float
+        ``cosines_df`` keeps the shared ids with 1 - stabilized cosine above it (the delta's
+        "moved" rows, publish.delta_cosine_threshold).
 
     Returns
     -------
@@ -258,10 +270,10 @@ def stabilize(items: Side, other: Side | None, cfg: StabilizeConfig,
             m_t, m_w, canon_metrics = canonical_transforms(g_t, g_w, cfg, (items.name, other.name))
             metrics.update(canon_metrics)
     root_reason = _root_reason(items, dim, prev_dim, mode, cfg)
-    o, joined = eye, None
+    o, joined, queries = eye, None, None
     if root_reason is None:
         with phases("join_cross_gram"):
-            o, joined, align_metrics = _align(items, other, m_t, m_w, g_t.n_rows, dim, cfg)
+            o, joined, queries, align_metrics = _align(items, other, m_t, m_w, g_t.n_rows, dim, cfg)
         metrics.update(align_metrics)
         if metrics.get("root_reason"):
             root_reason, o = metrics.pop("root_reason"), eye
@@ -271,23 +283,23 @@ def stabilize(items: Side, other: Side | None, cfg: StabilizeConfig,
         metrics.update(score_preservation(items.df, other.df if other else None, f_t, f_w, cfg))
     log.info("score preservation: max relative error %.3g over %d sampled pairs",
              metrics["score_max_rel_err"], metrics["score_pairs"])
+    cosines_df, cached = None, []
     if joined is not None and root_reason is None:
-        cosines_df, same_id = same_id_metrics(joined, f_t, dim, cfg, phases)
+        with phases("same_id"):
+            cosines_df, cached, same_id = same_id_metrics(joined, f_t, dim, cfg, queries, moved_threshold)
         metrics.update(same_id)
-    else:
-        cosines_df = None
     if joined is not None:
         joined.unpersist()
+    result = Stabilized(linalg.apply_transform(items.df, "vector", f_t),
+                        linalg.apply_transform(other.df, "vector", f_w) if other else None,
+                        f_t, f_w, mode, root_reason, metrics, cosines_df,
+                        items.df.select("id"), other.df.select("id") if other else None, cached)
     try:
         _check_gates(metrics, cfg)
     except StabilizeError:
-        if cosines_df is not None:
-            cosines_df.unpersist()
+        result.release()
         raise
-    return Stabilized(linalg.apply_transform(items.df, "vector", f_t),
-                      linalg.apply_transform(other.df, "vector", f_w) if other else None,
-                      f_t, f_w, mode, root_reason, metrics, cosines_df,
-                      items.df.select("id"), other.df.select("id") if other else None)
+    return result
 
 
 def _root_reason(items: Side, dim: int, prev_dim: int | None, mode: str, cfg) -> str | None:
@@ -305,8 +317,13 @@ def _root_reason(items: Side, dim: int, prev_dim: int | None, mode: str, cfg) ->
 
 
 def _align(items: Side, other: Side | None, m_t, m_w, n_items: int, dim: int, cfg) -> tuple:
-    joined = join_previous(items).persist(StorageLevel.MEMORY_AND_DISK)
-    cg = linalg.cross_gram(joined, "t", "b", dim, m_t)
+    """(rotation, the persisted join, the churn's query rows, metrics); one pass over the join
+    sums the cross-Gram and picks the queries (``query_order``'s first rows)."""
+    joined = join_previous(items)
+    joined = joined.withColumn(QUERY_KEY, query_key(joined))
+    joined = joined.persist(StorageLevel.MEMORY_AND_DISK)
+    top = linalg.TopRows(cfg.overlap_queries, QUERY_KEY) if cfg.overlap_queries > 0 else None
+    cg = linalg.cross_gram(joined, "t", "b", dim, m_t, top)
     needed = max(dim, int(np.ceil(cfg.min_overlap_share * n_items)))
     metrics = {"rows_joined": cg.n_rows, "overlap_share": cg.n_rows / n_items}
     if cg.n_invalid:
@@ -318,7 +335,7 @@ def _align(items: Side, other: Side | None, m_t, m_w, n_items: int, dim: int, cf
             joined.unpersist()
             raise StabilizeError(message + "; set stabilize.on_low_overlap=new_root to start a new chain")
         log.warning("%s: publishing a new root", message)
-        return np.eye(dim), joined, {**metrics, "root_reason": "low overlap"}
+        return np.eye(dim), joined, None, {**metrics, "root_reason": "low overlap"}
     cross = cg.cross.copy()
     if cfg.align_on == "items_and_other" and other is not None and other.prev_df is not None:
         og = linalg.cross_gram(join_previous(other), "t", "b", dim, m_w)
@@ -327,7 +344,7 @@ def _align(items: Side, other: Side | None, m_t, m_w, n_items: int, dim: int, cf
     o = linalg.procrustes_rotation(cross)
     metrics["alignment_residual"] = linalg.alignment_residual(cg.sq_norm_a, cg.cross, cg.sq_norm_b, o)
     log.info("aligned on %d shared ids: residual %.4g", cg.n_rows, metrics["alignment_residual"])
-    return o, joined, metrics
+    return o, joined, cg.top, metrics
 
 
 def score_preservation(items_df, other_df, f_t, f_w, cfg: StabilizeConfig) -> dict:
@@ -370,8 +387,10 @@ def _sample_matrix(df: DataFrame, n: int) -> np.ndarray:
 
 
 def same_id_metrics(joined: DataFrame, f_t: np.ndarray, dim: int, cfg: StabilizeConfig,
-                    phases: Phases | None = None) -> tuple:
+                    queries: pa.Table | None = None, moved_threshold: float = 0.0) -> tuple:
     """Same-id cosines to the parent, raw and stabilized, and the neighbour churn on shared ids.
+
+    One pass over ``joined`` (``same_id_pass``).
 
     Parameters
     ----------
@@ -382,59 +401,228 @@ def same_id_metrics(joined: DataFrame, f_t: np.ndarray, dim: int, cfg: Stabilize
     dim : int
     cfg : StabilizeConfig
         ``overlap_k``, ``overlap_queries``.
+    queries : pyarrow Table with columns id, t, b, optional
+        The churn's queries, in ``query_order`` (picked by the cross-Gram pass); None picks
+        them here (one more pass).
+    moved_threshold : float
+        See ``same_id_pass``.
 
     Returns
     -------
     cosines_df : DataFrame with columns id string, raw double, stabilized double
-        Persisted; the caller unpersists it.
+        The moved shared ids (see ``same_id_pass``).
+    cached : list
+        What ``cosines_df`` reads (a persisted frame, a broadcast): the caller ``release``s it.
     metrics : dict
         cosine_raw_mean, cosine_raw_median, cosine_raw_p5 and the same for stabilized
         (float); when more than ``overlap_k`` ids are shared, ``churn_metrics``' keys
         (neighbour_overlap_at_<k>, neighbour_churn_share, overlap_queries, most_changed).
     """
-    phases = phases if phases is not None else Phases()
-    cos_df = linalg.row_cosines(joined, "t", "b", dim, {"raw": None, "stabilized": f_t}, keep=["id"])
-    cos_df = cos_df.persist(StorageLevel.MEMORY_AND_DISK)
-    aggs = [F.count(F.lit(1)).alias("n")]
-    for c in ("raw", "stabilized"):
-        aggs += [F.mean(c).alias(f"{c}_mean"), F.percentile_approx(c, [0.5, 0.05], 10000).alias(f"{c}_q")]
-    with phases("cosines"):
-        row = cos_df.agg(*aggs).first()
-    metrics = {}
-    for c in ("raw", "stabilized"):
-        metrics[f"cosine_{c}_mean"] = row[f"{c}_mean"]
-        metrics[f"cosine_{c}_median"], metrics[f"cosine_{c}_p5"] = row[f"{c}_q"]
+    if queries is None:
+        queries = pick_queries(joined, cfg.overlap_queries)
+    result = same_id_pass(joined, f_t, dim, cfg.overlap_k, queries, moved_threshold)
+    metrics = dict(result.cosine_metrics)
     log.info("same-id cosine to parent: raw %.3f, stabilized %.3f (mean)",
              metrics["cosine_raw_mean"], metrics["cosine_stabilized_mean"])
-    if row["n"] > cfg.overlap_k:
-        with phases("churn"):
-            query_ids, before, after = neighbour_churn(joined, f_t, dim, cfg.overlap_k, cfg.overlap_queries)
-        metrics.update(churn_metrics(query_ids, before, after, cfg.overlap_k))
+    if result.shared > cfg.overlap_k and result.query_ids:
+        metrics.update(churn_metrics(result.query_ids, result.before, result.after, cfg.overlap_k))
         log.info("neighbour overlap@%d to parent over %d shared ids: %.3f for %d queries, %.1f%% of them "
-                 "kept less than half their neighbours", cfg.overlap_k, row["n"],
-                 metrics[f"neighbour_overlap_at_{cfg.overlap_k}"], len(query_ids),
+                 "kept less than half their neighbours", cfg.overlap_k, result.shared,
+                 metrics[f"neighbour_overlap_at_{cfg.overlap_k}"], len(result.query_ids),
                  100 * metrics["neighbour_churn_share"])
-    return cos_df, metrics
+    return result.cosines_df, result.cached, metrics
 
 
 # The queried items whose neighbourhoods changed most, kept in the metrics (and the report).
 MOST_CHANGED = 20
 _HASH_BITS = 53
+QUERY_KEY = "_query_key"
+# Cosine quantiles come from a histogram of this many equal bins over [-1, 1]: within 1e-4.
+COSINE_BINS = 20000
 
 
-def query_order(df: DataFrame) -> list:
-    """Sort keys whose first n rows are a count-weighted sample of ids, without replacement.
+def query_key(df: DataFrame):
+    """Spark Column: the Efraimidis-Spirakis key of each id; the largest keys are the queries.
 
-    Efraimidis-Spirakis: each id draws u in (0, 1) from its xxhash64 and gets the key
-    log(u) / count; the largest keys win, so an item seen w times is about w times as
-    likely to be queried, as it is w times as likely to be looked at. The draw depends on
-    the id only, so the same items are queried from day to day while their counts hold.
-    No ``count`` column (or a null count) weighs every id as 1: a uniform sample.
+    Each id draws u in (0, 1) from its xxhash64 and gets the key log(u) / count; the largest
+    keys win, so an item seen w times is about w times as likely to be queried, as it is w
+    times as likely to be looked at. The draw depends on the id only, so the same items are
+    queried from day to day while their counts hold. No ``count`` column (or a null count)
+    weighs every id as 1: a uniform sample.
     """
     u = ((F.xxhash64("id").bitwiseAND(F.lit((1 << _HASH_BITS) - 1))).cast("double") + 0.5) / float(1 << _HASH_BITS)
     weight = (F.greatest(F.coalesce(F.col("count").cast("double"), F.lit(1.0)), F.lit(1.0))
               if "count" in df.columns else F.lit(1.0))
-    return [(F.log(u) / weight).desc(), F.col("id")]
+    return F.log(u) / weight
+
+
+def query_order(df: DataFrame) -> list:
+    """Sort keys whose first n rows are a count-weighted sample of ids, without replacement
+    (``query_key`` descending, then id)."""
+    return [query_key(df).desc(), F.col("id")]
+
+
+def pick_queries(joined: DataFrame, n: int) -> pa.Table:
+    """The first ``n`` rows of ``joined`` in ``query_order``: a table with columns id, t, b."""
+    rows = joined.orderBy(*query_order(joined)).limit(n).select("id", "t", "b").collect() if n > 0 else []
+    vector = pa.list_(pa.float32())
+    return pa.table({"id": pa.array([r.id for r in rows], type=pa.string()),
+                     "t": pa.array([r.t for r in rows], type=vector), "b": pa.array([r.b for r in rows], type=vector)})
+
+
+@dataclass
+class SameIdPass:
+    """What ``same_id_pass`` gives.
+
+    Attributes
+    ----------
+    shared : int
+        Rows of the join.
+    cosine_metrics : dict
+        cosine_{raw,stabilized}_{mean,median,p5}.
+    cosines_df : DataFrame with columns id string, raw double, stabilized double
+        The moved ids, read from ``cached``.
+    cached : list
+        The pass's persisted output and the broadcast its plan reads: ``release`` them.
+    query_ids, before, after : list
+        As ``neighbour_churn`` returns them.
+    """
+
+    shared: int
+    cosine_metrics: dict
+    cosines_df: DataFrame
+    cached: list
+    query_ids: list
+    before: list
+    after: list
+
+
+def same_id_pass(joined: DataFrame, f_t: np.ndarray, dim: int, k: int, queries: pa.Table,
+                 moved_threshold: float = 0.0) -> SameIdPass:
+    """One pass over the shared ids: same-id cosines and each query's k nearest, both versions.
+
+    Per Arrow batch of ``joined``: the cosine of each id's raw and stabilized vector with the
+    parent's (0 where a vector is zero), summed and binned (``COSINE_BINS`` bins: quantiles
+    within 1e-4, exact means); the rows with 1 - stabilized cosine > ``moved_threshold`` are
+    kept; and the queries (broadcast, a few hundred rows) are scored against every row on
+    both sides (``knn.block_candidates``, the query's own row excluded), keeping each
+    partition's k best. The partitions' results are merged (``linalg.reduce_partials``) by
+    ``knn.merge_candidates``: score descending, then id ascending.
+
+    Parameters
+    ----------
+    joined : DataFrame with columns id string, t array<float>, b array<float> of length dim
+        ``join_previous``'s frame: ids unique, vectors valid.
+    f_t : ndarray, shape (dim, dim)
+        Stabilized = t @ f_t.
+    dim, k : int
+    queries : pyarrow Table with columns id string, t and b list<float> of length dim
+        In ``query_order``; may be empty.
+    moved_threshold : float
+
+    Returns
+    -------
+    SameIdPass
+        ``before`` / ``after``: per query, its min(k, shared - 1) nearest ids among the
+        parent's vectors ``b`` / today's stabilized ``t @ f_t``.
+    """
+    f = np.asarray(f_t, dtype=np.float64)
+    query_ids = queries.column("id").to_pylist()
+    shape = (2, len(query_ids), k)
+    q = np.zeros((2, 0, dim))
+    if query_ids:
+        q = np.stack([knn.unit_rows(np, linalg.batch_matrix(queries.column("t"), dim).astype(np.float64) @ f),
+                      knn.unit_rows(np, linalg.batch_matrix(queries.column("b"), dim))])
+    shared = joined.sparkSession.sparkContext.broadcast((query_ids, q))
+    names = ["id", "raw", "stabilized", "partial", "cand_ids"]
+
+    def partial(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        qids, qv = shared.value
+        best = (np.full(shape, -np.inf, dtype=np.float32), np.full(shape, None, dtype=object))
+        n, sums, hist = 0, np.zeros(2), np.zeros((2, COSINE_BINS), dtype=np.int64)
+        for batch in batches:
+            ids = batch.column("id")
+            t, b = (linalg.batch_matrix(batch.column(c), dim) for c in ("t", "b"))
+            if t is None or b is None:
+                raise ValueError(f"a vector of the joined frame is null or not of length {dim}")
+            t, b64 = t.astype(np.float64), b.astype(np.float64)
+            stab = t @ f
+            b_norm = np.linalg.norm(b64, axis=1)
+            cos = [_cosines(x, b64, b_norm) for x in (t, stab)]
+            n += len(cos[0])
+            for i, c in enumerate(cos):
+                sums[i] += c.sum()
+                hist[i] += np.bincount(np.clip(((c + 1.0) * (COSINE_BINS / 2)).astype(np.int64), 0, COSINE_BINS - 1),
+                                       minlength=COSINE_BINS)
+            moved = 1.0 - cos[1] > moved_threshold
+            m = int(moved.sum())
+            if m:
+                yield pa.record_batch([ids.filter(pa.array(moved)), pa.array(cos[0][moved]), pa.array(cos[1][moved]),
+                                       pa.nulls(m, pa.binary()), pa.nulls(m, pa.list_(pa.string()))], names=names)
+            if qids:
+                # Each query's own row in this batch, if it is here: never its own neighbour.
+                where = pc.index_in(pa.array(qids, type=ids.type), value_set=ids)
+                exclude = where.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+                id_values = ids.to_numpy(zero_copy_only=False)
+                found = [knn.block_candidates(qv[s], x, id_values, k, exclude) for s, x in enumerate((stab, b))]
+                best = knn.merge_candidates(np.concatenate([best[0], np.stack([c[0] for c in found])], axis=-1),
+                                            np.concatenate([best[1], np.stack([c[1] for c in found])], axis=-1), k)
+        blob = np.concatenate([[n], sums, hist.ravel(), best[0].ravel().astype(np.float64)]).tobytes()
+        yield pa.record_batch([pa.nulls(1, pa.string()), pa.nulls(1, pa.float64()), pa.nulls(1, pa.float64()),
+                               pa.array([blob]), pa.array([best[1].ravel().tolist()], type=pa.list_(pa.string()))],
+                              names=names)
+
+    def parse(r):
+        v = np.frombuffer(r.partial, dtype=np.float64)
+        h = 3 + 2 * COSINE_BINS
+        return (int(v[0]), v[1:3], v[3:h].reshape(2, COSINE_BINS),
+                v[h:].astype(np.float32).reshape(shape), np.array(r.cand_ids, dtype=object).reshape(shape))
+
+    def merge(a, b):
+        scores, cand = knn.merge_candidates(np.concatenate([a[3], b[3]], axis=-1),
+                                            np.concatenate([a[4], b[4]], axis=-1), k)
+        return a[0] + b[0], a[1] + b[1], a[2] + b[2], scores, cand
+
+    out = joined.select("id", "t", "b").mapInArrow(
+        partial, "id string, raw double, stabilized double, partial binary, cand_ids array<string>")
+    out = out.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        merged = linalg.reduce_partials(out.where(F.col("partial").isNotNull()), parse, merge)
+    except BaseException:
+        release([out, shared])
+        raise
+    if merged is None:
+        merged = (0, np.zeros(2), np.zeros((2, COSINE_BINS)), None, np.full(shape, None, dtype=object))
+    n, sums, hist, _, cand = merged
+    metrics = {}
+    for i, c in enumerate(("raw", "stabilized")):
+        metrics[f"cosine_{c}_mean"] = float(sums[i] / n) if n else None
+        metrics[f"cosine_{c}_median"] = _hist_quantile(hist[i], 0.5)
+        metrics[f"cosine_{c}_p5"] = _hist_quantile(hist[i], 0.05)
+    after, before = ([[x for x in row if x is not None] for row in side] for side in cand)
+    cosines_df = out.where(F.col("partial").isNull()).select("id", "raw", "stabilized")
+    # Reading the cache ships the pass's plan, broadcast included: both live until released.
+    return SameIdPass(n, metrics, cosines_df, [out, shared], query_ids, before, after)
+
+
+def release(cached: list) -> None:
+    """Unpersist the DataFrames and destroy the broadcasts in ``cached``."""
+    for x in cached:
+        x.destroy() if isinstance(x, Broadcast) else x.unpersist()
+
+
+def _cosines(x: np.ndarray, b: np.ndarray, b_norm: np.ndarray) -> np.ndarray:
+    denom = np.linalg.norm(x, axis=1) * b_norm
+    return np.divide(np.einsum("ij,ij->i", x, b), denom, out=np.zeros(len(denom)), where=denom > 0)
+
+
+def _hist_quantile(counts: np.ndarray, q: float) -> float | None:
+    """The centre of the bin that holds the q-quantile of the values ``same_id_pass`` binned."""
+    total = counts.sum()
+    if total == 0:
+        return None
+    i = int(np.searchsorted(np.cumsum(counts), q * total))
+    return float(-1.0 + (i + 0.5) * 2.0 / len(counts))
 
 
 def neighbour_churn(joined: DataFrame, f_t: np.ndarray, dim: int, k: int, n_queries: int) -> tuple:
@@ -442,13 +630,8 @@ def neighbour_churn(joined: DataFrame, f_t: np.ndarray, dim: int, k: int, n_quer
 
     The queries are ``n_queries`` shared ids drawn in proportion to today's counts by
     ``query_order`` (seeded by the id's hash, so the same items from one day to the next
-    while they stay).
-    Their vectors (a few hundred rows) are collected and broadcast; one pass over the
-    Arrow batches of ``joined`` scores them against every row on both sides
-    (``knn.block_candidates``, the query's own row excluded) and keeps each partition's k
-    best; the partitions' candidates are merged on the driver (a tree reduction on the
-    executors past ``linalg.FLAT_REDUCE_MAX_PARTITIONS``) by ``knn.merge_candidates``:
-    score descending, then id ascending. Nothing else of ``joined`` reaches the driver.
+    while they stay); the search is ``same_id_pass``'s. Of ``joined``, only the queries'
+    rows and each partition's candidates reach the driver.
 
     Parameters
     ----------
@@ -467,55 +650,12 @@ def neighbour_churn(joined: DataFrame, f_t: np.ndarray, dim: int, k: int, n_quer
     after : list of list of str
         The same among today's stabilized vectors ``t @ f_t``.
     """
-    rows = joined.orderBy(*query_order(joined)).limit(n_queries).select("id", "t", "b").collect()
-    query_ids = [r.id for r in rows]
-    if not rows:
+    queries = pick_queries(joined, n_queries)
+    if not queries.num_rows:
         return [], [], []
-    f = np.asarray(f_t, dtype=np.float64)
-    queries = np.stack([knn.unit_rows(np, np.array([r.t for r in rows], dtype=np.float32).astype(np.float64) @ f),
-                        knn.unit_rows(np, np.array([r.b for r in rows], dtype=np.float32))])
-    spark = joined.sparkSession
-    shared = spark.sparkContext.broadcast((query_ids, queries))
-
-    def partial(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        qids, q = shared.value
-        best = (np.full((2, len(qids), k), -np.inf, dtype=np.float32), np.full((2, len(qids), k), None, dtype=object))
-        for batch in batches:
-            ids = batch.column("id")
-            sides = [linalg.batch_matrix(batch.column(c), dim) for c in ("t", "b")]
-            if any(x is None for x in sides):
-                raise ValueError(f"a vector of the joined frame is null or not of length {dim}")
-            # Each query's own row in this batch, if it is here: never its own neighbour.
-            where = pc.index_in(pa.array(qids, type=ids.type), value_set=ids)
-            exclude = where.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-            id_values = ids.to_numpy(zero_copy_only=False)
-            found = [knn.block_candidates(q[s], x, id_values, k, exclude)
-                     for s, x in enumerate((sides[0].astype(np.float64) @ f, sides[1]))]
-            best = knn.merge_candidates(np.concatenate([best[0], np.stack([c[0] for c in found])], axis=-1),
-                                        np.concatenate([best[1], np.stack([c[1] for c in found])], axis=-1), k)
-        yield pa.record_batch([pa.array([best[1].ravel().tolist()], type=pa.list_(pa.string())),
-                               pa.array([best[0].tobytes()])], names=["ids", "scores"])
-
-    shape = (2, len(query_ids), k)
-
-    def parse(r):
-        return np.frombuffer(r.scores, dtype=np.float32).reshape(shape), np.array(r.ids, dtype=object).reshape(shape)
-
-    def merge(a, b):
-        return knn.merge_candidates(np.concatenate([a[0], b[0]], axis=-1), np.concatenate([a[1], b[1]], axis=-1), k)
-
-    partials = joined.select("id", "t", "b").mapInArrow(partial, "ids array<string>, scores binary")
-    try:
-        if partials.rdd.getNumPartitions() <= linalg.FLAT_REDUCE_MAX_PARTITIONS:
-            parts = [parse(r) for r in partials.collect()]
-            _, ids = knn.merge_candidates(np.concatenate([p[0] for p in parts], axis=-1),
-                                          np.concatenate([p[1] for p in parts], axis=-1), k)
-        else:
-            _, ids = partials.rdd.map(parse).treeReduce(merge, depth=2)
-    finally:
-        shared.destroy()
-    after, before = ([[x for x in row if x is not None] for row in side] for side in ids)
-    return query_ids, before, after
+    result = same_id_pass(joined, f_t, dim, k, queries, moved_threshold=2.0)
+    release(result.cached)
+    return result.query_ids, result.before, result.after
 
 
 def churn_metrics(query_ids, before, after, k: int, most_changed: int = MOST_CHANGED) -> dict:

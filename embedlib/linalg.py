@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import scipy.linalg
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -140,10 +141,62 @@ class CrossGram:
     sq_norm_b: float  # ||B||_F^2
     n_rows: int
     n_invalid: int
+    top: pa.Table | None = None  # the rows asked for by ``top``, best first
 
 
-def row_sums(df: DataFrame, cols: Sequence[str], dim: int, size: int, kernel) -> tuple[np.ndarray, int, int]:
-    """(sum of ``kernel`` over the valid rows of ``df``, valid rows, invalid rows).
+@dataclass
+class TopRows:
+    """Ask a row pass for the ``n`` rows with the largest ``key`` (ties: the smaller id).
+
+    Attributes
+    ----------
+    n : int
+    key_col : str
+        A double column of the frame, never null.
+    id_col : str
+    """
+
+    n: int
+    key_col: str
+    id_col: str = "id"
+
+
+def top_rows(table: pa.Table, top: TopRows) -> pa.Table:
+    """The ``top.n`` rows of ``table`` by ``top.key_col`` descending, then id ascending."""
+    order = pc.sort_indices(table, sort_keys=[(top.key_col, "descending"), (top.id_col, "ascending")])
+    return table.take(order[:top.n])
+
+
+def reduce_partials(partials: DataFrame, parse, merge):
+    """Combine the one-row-per-partition results of a pass: on the driver when there are at
+    most ``FLAT_REDUCE_MAX_PARTITIONS``, else by a tree reduction on the executors.
+
+    Parameters
+    ----------
+    partials : DataFrame
+        E.g. the output of a ``mapInArrow`` pass that yields one row per partition.
+    parse : callable
+        Row -> partial (picklable).
+    merge : callable
+        (partial, partial) -> partial, associative (picklable).
+
+    Returns
+    -------
+    The merged partial, or None when ``partials`` has no partition or no row.
+    """
+    n_parts = partials.rdd.getNumPartitions()
+    if n_parts == 0:
+        return None
+    if n_parts <= FLAT_REDUCE_MAX_PARTITIONS:
+        # Few partials: combining them on the driver saves the extra Python stage of a tree.
+        parsed = [parse(r) for r in partials.collect()]
+        return functools.reduce(merge, parsed) if parsed else None
+    return partials.rdd.map(parse).treeReduce(merge, depth=2)
+
+
+def row_sums(df: DataFrame, cols: Sequence[str], dim: int, size: int, kernel,
+             top: TopRows | None = None) -> tuple[np.ndarray, int, int, pa.Table | None]:
+    """(sum of ``kernel`` over the valid rows of ``df``, valid rows, invalid rows, top rows).
 
     A row is invalid when a vector in ``cols`` is null, not of length ``dim``, has a null
     element, or has a NaN/Inf.
@@ -160,17 +213,23 @@ def row_sums(df: DataFrame, cols: Sequence[str], dim: int, size: int, kernel) ->
         (a list, in the order of ``cols``) to a flat float64 array of shape (size,): a sum over
         the rows that is non-finite when a row has a NaN/Inf (true of any sum of squares), so
         rows are scanned for them only then. It runs on the executors (picklable).
+    top : TopRows, optional
+        Also keep, in the same pass, the valid rows with the largest key (what
+        ``df.orderBy(key desc, id).limit(n)`` would give), with columns id, key and ``cols``.
 
     Returns
     -------
     sums : ndarray, shape (size,), float64
         Zeros when ``df`` has no partition.
     n_rows, n_invalid : int
+    top_table : pyarrow Table or None
+        The top rows, best first; None without ``top``.
     """
     cols = list(cols)
+    picked = [top.id_col, top.key_col] if top else []
 
     def partial(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        acc, n, n_bad = np.zeros(size), 0, 0
+        acc, n, n_bad, best = np.zeros(size), 0, 0, None
         for batch in batches:
             blocks = [batch_matrix(batch.column(c), dim) for c in cols]
             if any(b is None for b in blocks):  # rare: filter row by row only then
@@ -184,29 +243,45 @@ def row_sums(df: DataFrame, cols: Sequence[str], dim: int, size: int, kernel) ->
                 finite = np.logical_and.reduce([np.isfinite(b).all(axis=1) for b in blocks])
                 n_bad += int((~finite).sum())
                 blocks = [b[finite] for b in blocks]
+                batch = batch.filter(pa.array(finite))
                 out = kernel(blocks)
             acc += out
             n += blocks[0].shape[0]
-        yield pa.record_batch([pa.array([n]), pa.array([n_bad]), pa.array([acc.tobytes()])],
-                              names=["n", "n_bad", "acc"])
-
-    partials = df.select(*cols).mapInArrow(partial, "n long, n_bad long, acc binary")
-    n_parts = partials.rdd.getNumPartitions()
-    if n_parts == 0:
-        return np.zeros(size), 0, 0
+            if top:
+                rows = pa.Table.from_batches([batch.select(picked + cols)])
+                best = top_rows(rows if best is None else pa.concat_tables([best, rows]), top)
+        yield pa.record_batch([pa.array([n]), pa.array([n_bad]), pa.array([acc.tobytes()]),
+                               pa.array([_ipc_bytes(best)], type=pa.binary())],
+                              names=["n", "n_bad", "acc", "top"])
 
     def parse(r):
-        return r.n, r.n_bad, np.frombuffer(r.acc, dtype=np.float64)
+        return r.n, r.n_bad, np.frombuffer(r.acc, dtype=np.float64), _from_ipc(r.top)
 
     def add(a, b):
-        return a[0] + b[0], a[1] + b[1], a[2] + b[2]
+        best = [t for t in (a[3], b[3]) if t is not None]
+        best = top_rows(pa.concat_tables(best), top) if len(best) > 1 else (best[0] if best else None)
+        return a[0] + b[0], a[1] + b[1], a[2] + b[2], best
 
-    if n_parts <= FLAT_REDUCE_MAX_PARTITIONS:
-        # Few partials: summing them on the driver saves the extra Python stage of a tree.
-        n, n_bad, flat = functools.reduce(add, map(parse, partials.collect()))
-    else:
-        n, n_bad, flat = partials.rdd.map(parse).treeReduce(add, depth=2)
-    return flat.copy(), n, n_bad
+    selected = df.select(*dict.fromkeys(picked + cols))
+    merged = reduce_partials(selected.mapInArrow(partial, "n long, n_bad long, acc binary, top binary"),
+                             parse, add)
+    if merged is None:
+        return np.zeros(size), 0, 0, None
+    n, n_bad, flat, best = merged
+    return flat.copy(), n, n_bad, best
+
+
+def _ipc_bytes(table: pa.Table | None) -> bytes | None:
+    if table is None:
+        return None
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _from_ipc(data: bytes | None) -> pa.Table | None:
+    return None if data is None else pa.ipc.open_stream(data).read_all()
 
 
 def gram(df: DataFrame, col_name: str, dim: int) -> Gram:
@@ -223,12 +298,12 @@ def gram(df: DataFrame, col_name: str, dim: int) -> Gram:
     -------
     Gram
     """
-    flat, n, n_bad = row_sums(df, [col_name], dim, dim * dim, lambda b: (b[0].T @ b[0]).ravel())
+    flat, n, n_bad, _ = row_sums(df, [col_name], dim, dim * dim, lambda b: (b[0].T @ b[0]).ravel())
     return Gram(flat.reshape(dim, dim), n, n_bad, dim)
 
 
 def cross_gram(df: DataFrame, col_a: str, col_b: str, dim: int,
-               transform_a: np.ndarray | None = None) -> CrossGram:
+               transform_a: np.ndarray | None = None, top: TopRows | None = None) -> CrossGram:
     """A^T B and the squared norms of A and B over joined rows, A = col_a @ transform_a.
 
     Per batch: X^T Y, X^T X and sum(Y^2) of the raw columns X, Y. The transform M is applied
@@ -244,6 +319,8 @@ def cross_gram(df: DataFrame, col_a: str, col_b: str, dim: int,
     dim : int
     transform_a : ndarray, shape (dim, dim), optional
         M; the identity when None.
+    top : TopRows, optional
+        Also pick these rows (columns id, key, col_a, col_b) in the same pass (``row_sums``).
 
     Returns
     -------
@@ -255,10 +332,10 @@ def cross_gram(df: DataFrame, col_a: str, col_b: str, dim: int,
         x, y = blocks
         return np.concatenate([(x.T @ y).ravel(), (x.T @ x).ravel(), [np.einsum("ij,ij->", y, y)]])
 
-    flat, n, n_bad = row_sums(df, [col_a, col_b], dim, 2 * e2 + 1, kernel)
+    flat, n, n_bad, best = row_sums(df, [col_a, col_b], dim, 2 * e2 + 1, kernel, top)
     xy, xx = flat[:e2].reshape(dim, dim), flat[e2:2 * e2].reshape(dim, dim)
     m = np.eye(dim) if transform_a is None else np.asarray(transform_a, dtype=np.float64)
-    return CrossGram(m.T @ xy, float(np.einsum("ij,ij->", m, xx @ m)), float(flat[-1]), n, n_bad)
+    return CrossGram(m.T @ xy, float(np.einsum("ij,ij->", m, xx @ m)), float(flat[-1]), n, n_bad, best)
 
 
 def _valid_rows(batch: pa.RecordBatch, cols: Sequence[str], dim: int) -> np.ndarray:

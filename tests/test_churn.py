@@ -107,6 +107,51 @@ def test_distributed_churn_equals_the_numpy_reference(spark, rng, monkeypatch, s
         assert m["overlap"] == share[i] and (m["before"], m["after"]) == (ref["before"][i], ref["after"][i])
 
 
+@pytest.mark.parametrize("reduce", ["driver", "tree"])
+def test_cross_gram_pass_picks_the_queries_of_query_order(spark, rng, monkeypatch, small_batches, reduce):
+    if reduce == "tree":
+        monkeypatch.setattr(linalg, "FLAT_REDUCE_MAX_PARTITIONS", 1)
+    df, ids, t, b, f_t = joined_frame(spark, rng)
+    df = df.withColumn("count", (F.xxhash64("id") % 50 + 1).cast("long"))
+    keyed = df.withColumn(alignment.QUERY_KEY, alignment.query_key(df))
+    cg = linalg.cross_gram(keyed, "t", "b", t.shape[1], None, linalg.TopRows(60, alignment.QUERY_KEY))
+    assert cg.top.column("id").to_pylist() == weighted_draw(df, 60)
+    row_of = {i: r for r, i in enumerate(ids)}
+    picked = [row_of[i] for i in cg.top.column("id").to_pylist()]
+    np.testing.assert_array_equal(linalg.batch_matrix(cg.top.column("t"), t.shape[1]), t[picked])
+    np.testing.assert_array_equal(linalg.batch_matrix(cg.top.column("b"), t.shape[1]), b[picked])
+    np.testing.assert_allclose(cg.cross, t.astype(np.float64).T @ b.astype(np.float64), rtol=1e-10)
+
+
+@pytest.mark.parametrize("reduce", ["driver", "tree"])
+def test_same_id_pass_cosines_and_moved_rows(spark, rng, monkeypatch, small_batches, reduce):
+    if reduce == "tree":
+        monkeypatch.setattr(linalg, "FLAT_REDUCE_MAX_PARTITIONS", 1)
+    df, ids, t, b, f_t = joined_frame(spark, rng)
+    b64 = b.astype(np.float64)
+    cos = {}
+    for name, x in (("raw", t.astype(np.float64)), ("stabilized", t.astype(np.float64) @ f_t)):
+        cos[name] = np.einsum("ij,ij->i", x, b64) / (np.linalg.norm(x, axis=1) * np.linalg.norm(b64, axis=1))
+    threshold = float(np.median(1.0 - cos["stabilized"]))
+    moved = {i: c for i, c in zip(ids, cos["stabilized"]) if 1.0 - c > threshold}
+    assert 0 < len(moved) < len(ids)
+    queries = alignment.pick_queries(df, 30)
+    result = alignment.same_id_pass(df, f_t, t.shape[1], K, queries, moved_threshold=threshold)
+    try:
+        for name, c in cos.items():
+            assert result.cosine_metrics[f"cosine_{name}_mean"] == pytest.approx(c.mean(), abs=1e-12)
+            for q, key in ((0.5, "median"), (0.05, "p5")):  # a bin's centre: within 1e-4 of a rank-q value
+                lo, hi = np.quantile(c, q, method="lower"), np.quantile(c, q, method="higher")
+                assert lo - 1e-4 <= result.cosine_metrics[f"cosine_{name}_{key}"] <= hi + 1e-4
+        got = {r.id: r.stabilized for r in result.cosines_df.collect()}
+        assert got.keys() == moved.keys()
+        np.testing.assert_allclose([got[i] for i in moved], list(moved.values()), atol=1e-12)
+        assert result.shared == len(ids) and result.query_ids == queries.column("id").to_pylist()
+    finally:
+        alignment.release(result.cached)
+    assert not result.cached[0].is_cached
+
+
 def test_queries_are_all_shared_ids_when_fewer_and_neighbours_are_the_others(spark, rng):
     df, ids, t, b, f_t = joined_frame(spark, rng, n=K + 1, partitions=3)
     query_ids, before, after = neighbour_churn(df, f_t, t.shape[1], K, 500)

@@ -47,7 +47,7 @@ def test_root_then_chained_version_recovers_the_same_space(spark, cfg_factory, t
     # parent's phases).
     assert {"extract", "gram", "score_sample", "write_item", "write_user", "delta", "register"} <= set(
         s1["phase_seconds"]) and "join_cross_gram" not in s1["phase_seconds"]
-    assert {"join_cross_gram", "cosines", "churn"} <= set(s2["phase_seconds"])
+    assert {"join_cross_gram", "same_id"} <= set(s2["phase_seconds"])
     assert all(v >= 0 for v in s2["phase_seconds"].values())
     assert sum(s2["phase_seconds"].values()) <= s2["seconds"] + 1e-6
     assert s2["spark_jobs"] > s1["spark_jobs"] > 5

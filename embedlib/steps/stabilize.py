@@ -112,7 +112,8 @@ def _trainer(spark: SparkSession, cfg: Config, dt: str) -> dict:
 
 def transform(inputs: Inputs, cfg: Config, phases: Phases | None = None) -> Stabilized:
     parent_dim = inputs.parent["item"].dim if inputs.parent else None
-    result = stabilize(inputs.items, inputs.other, cfg.stabilize, parent_dim, phases)
+    result = stabilize(inputs.items, inputs.other, cfg.stabilize, parent_dim, phases,
+                       moved_threshold=cfg.publish.delta_cosine_threshold)
     if inputs.parent_dt is None and result.root_reason:
         result.root_reason = inputs.no_parent_reason or result.root_reason
     return result
@@ -131,8 +132,7 @@ def run(spark: SparkSession, cfg: Config, dt: str) -> dict:
             records = publish.run(spark, cfg, dt, result, inputs.parent_dt, inputs.parent, parent_frames,
                                   inputs.trainer, phases)
         finally:
-            if result.cosines_df is not None:
-                result.cosines_df.unpersist()
+            result.release()
     item = records[0]
     return {**item.metrics, "parent_dt": item.parent_dt, "root_reason": result.root_reason,
             "rows": {r.side: r.n_rows for r in records}, "carried": {r.side: r.n_carried for r in records},
