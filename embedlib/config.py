@@ -67,10 +67,15 @@ class TablesConfig:
     # interrupted rerun) are deleted by the next write once the dt is registered, or once
     # they are older than this many hours.
     keep_orphan_runs_hours: float = 24.0
+    # Who writes the Parquet files of the published vector tables (embeddings, deltas):
+    # "arrow", pyarrow in the executors (about half the time; falls back to Spark's writer,
+    # with an INFO line, where pyarrow cannot open the filesystem), or "spark", Spark's writer.
+    vector_io: str = "arrow"
 
     def __post_init__(self):
         if self.keep_orphan_runs_hours < 0:
             raise ConfigError("tables.keep_orphan_runs_hours must be >= 0")
+        check_choice("tables.vector_io", self.vector_io, ("arrow", "spark"))
 
 
 @dataclass

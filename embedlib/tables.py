@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DoubleType, FloatType, StringType, StructField, StructType
 
+from embedlib import arrow_io
 from embedlib.config import InputConfig, TablesConfig
 from embedlib.errors import EmbedlibError
 from embedlib.log import get_logger
@@ -130,12 +132,20 @@ def read_partition(spark: SparkSession, table: str, dt: str) -> DataFrame:
 
 
 def write_partition(spark: SparkSession, df: DataFrame, table: str, dt: str,
-                    keep: Sequence[str] = (), grace_hours: float = 0.0) -> str:
+                    keep: Sequence[str] = (), grace_hours: float = 0.0,
+                    batch_fn: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
+                    arrow: bool = False) -> str:
     """Replace partition ``dt`` of ``table`` with ``df``, atomically; returns its folder.
 
     Afterwards the dt's other run folders are deleted, except the one replaced (readers in
     flight), those in ``keep`` (e.g. the locations the registry points at) and those
     younger than ``grace_hours``.
+
+    ``batch_fn``: applied to each Arrow record batch of ``df`` as it is written (same
+    columns out; e.g. vectors times a matrix), in the same pass. ``arrow``: the Parquet
+    files are written by pyarrow in the tasks (``arrow_io.write_parts``: about half the
+    time of Spark's writer for vector columns) where pyarrow can open the table's
+    filesystem; elsewhere, and without ``arrow``, by Spark's writer.
     """
     _dt.date.fromisoformat(dt)
     if PARTITION_COL in df.columns:
@@ -145,10 +155,18 @@ def write_partition(spark: SparkSession, df: DataFrame, table: str, dt: str,
         spark.sql(f"CREATE DATABASE IF NOT EXISTS {database}")
     root = _ensure_table(spark, df, table)
     run_dir = f"{root}/{PARTITION_COL}={dt}/run={_run_id()}"
-    writer = df.write.mode("errorifexists")
-    for key, value in _parquet_column_options(spark, df).items():
-        writer = writer.option(key, value)
-    writer.parquet(run_dir)
+    if arrow and arrow_io.filesystem(run_dir) is None:
+        log.info("%s: pyarrow cannot open %s, so Spark's Parquet writer writes it", table, run_dir)
+        arrow = False
+    if arrow:
+        arrow_io.write_parts(df, run_dir, batch_fn)
+    else:
+        if batch_fn is not None:
+            df = df.mapInArrow(lambda batches: map(batch_fn, batches), df.schema)
+        writer = df.write.mode("errorifexists")
+        for key, value in _parquet_column_options(spark, df).items():
+            writer = writer.option(key, value)
+        writer.parquet(run_dir)
     spec = f"PARTITION ({PARTITION_COL}='{dt}')"
     previous = partition_location(spark, table, dt)
     if previous is not None:

@@ -51,7 +51,8 @@ def run(spark: SparkSession, cfg: Config, dt: str, result: Stabilized, parent_dt
         with phases(f"write_{side}"):
             location = tables.write_partition(spark, pub_df, tables.embeddings_table(cfg.tables, side), dt,
                                               keep=[registered.get(side)],
-                                              grace_hours=cfg.tables.keep_orphan_runs_hours)
+                                              grace_hours=cfg.tables.keep_orphan_runs_hours,
+                                              arrow=cfg.tables.vector_io == "arrow")
         pub_df = spark.read.parquet(location)
         with phases(f"count_{side}"):
             counts = pub_df.agg(F.count(F.lit(1)).alias("n"), F.sum(F.col("carried").cast("int")).alias("c"),
@@ -64,7 +65,8 @@ def run(spark: SparkSession, cfg: Config, dt: str, result: Stabilized, parent_dt
                                      n_new=m["rows_items"] - n_shared if known else None,
                                      n_evicted=n_unshared - (counts.c or 0) if known else None)
     with phases("delta"):
-        delta_location = tables.write_partition(spark, delta_df, tables.table_name(cfg.tables, "deltas"), dt)
+        delta_location = tables.write_partition(spark, delta_df, tables.table_name(cfg.tables, "deltas"), dt,
+                                                arrow=cfg.tables.vector_io == "arrow")
         changes = {f"{r.side}_{r.change}": r["count"]
                    for r in spark.read.parquet(delta_location).groupBy("side", "change").count().collect()}
     metrics = {**result.metrics, "delta": changes}
