@@ -16,6 +16,7 @@ from pyspark import StorageLevel
 from pyspark.broadcast import Broadcast
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import BinaryType
 
 from embedlib import knn, linalg
 from embedlib.config import StabilizeConfig
@@ -41,11 +42,18 @@ class Side:
         Today's raw vectors.
     prev_df : DataFrame with columns id string, vector array<float>, optional
         The parent version's published vectors.
+    source : linalg.FileSource, optional
+        ``df``'s rows as Parquet files the tasks read with pyarrow (columns id, vector and,
+        where there is one, count): the Gram pass and the join read them.
+    prev_source : linalg.FileSource, optional
+        The same for ``prev_df`` (id, vector).
     """
 
     name: str
     df: DataFrame
     prev_df: DataFrame | None = None
+    source: linalg.FileSource | None = None
+    prev_source: linalg.FileSource | None = None
 
 
 @dataclass
@@ -138,7 +146,7 @@ def checked_gram(side: Side, dim: int, cfg: StabilizeConfig) -> tuple[Side, lina
     StabilizeError
         Bad vectors under "error" (the message gives example ids), or no valid vector.
     """
-    g = linalg.gram(side.df, "vector", dim)
+    g = linalg.gram(side.df, "vector", dim, side.source)
     if g.n_invalid:
         examples = [r.id for r in side.df.where(linalg.invalid_vector("vector", dim)).select("id").limit(3).collect()]
         message = (f"{side.name}: {g.n_invalid} of {g.n_rows + g.n_invalid} vectors are null, not of "
@@ -146,7 +154,8 @@ def checked_gram(side: Side, dim: int, cfg: StabilizeConfig) -> tuple[Side, lina
         if cfg.on_invalid_vectors == "error":
             raise StabilizeError(message + "; set stabilize.on_invalid_vectors=drop to drop them")
         log.warning("%s: dropped", message)
-        side = Side(side.name, side.df.where(~linalg.invalid_vector("vector", dim)), side.prev_df)
+        side = Side(side.name, side.df.where(~linalg.invalid_vector("vector", dim)), side.prev_df,
+                    prev_source=side.prev_source)
         g = linalg.gram(side.df, "vector", dim)
     if g.n_rows == 0:
         raise StabilizeError(f"{side.name}: no valid vector to stabilize")
@@ -195,23 +204,34 @@ def canonical_transforms(g_t, g_w, cfg: StabilizeConfig, names=("items", "other"
     return canon.m_t, canon.m_w, metrics
 
 
-def join_previous(side: Side) -> DataFrame:
+def join_previous(side: Side, dim: int | None = None) -> DataFrame:
     """Today's raw vectors ``t`` next to the parent's published vectors ``b``, on shared ids.
+
+    Where both sides have a ``FileSource`` (and ``dim`` is given) the tasks read the files
+    with pyarrow and the vectors travel as binary (``FileSource.binary_vectors``): the
+    shuffle, the cache and the passes then move each vector as one block.
 
     Parameters
     ----------
     side : Side
         With ``prev_df``; ids unique on both sides.
+    dim : int, optional
 
     Returns
     -------
-    DataFrame with columns id string, t array<float>, b array<float>, count long
+    DataFrame with columns id string, t, b, count long
+        t and b array<float> (or binary, see above; ``linalg.batch_matrix`` reads both).
         Inner join on id; ``count`` is today's (null when the source has none). Lazy.
     """
-    prev = side.prev_df.select("id", F.col("vector").alias("b"))
-    count = F.col("count").cast("long") if "count" in side.df.columns else F.lit(None).cast("long")
-    return (side.df.select("id", F.col("vector").alias("t"), count.alias("count"))
-            .join(prev, on="id", how="inner"))
+    if dim and side.source is not None and side.prev_source is not None and "id" in side.source.columns:
+        spark = side.df.sparkSession
+        today = side.source.binary_vectors(spark, dim, "t")
+        prev = side.prev_source.binary_vectors(spark, dim, "b").select("id", "b")
+    else:
+        today = side.df.select("id", F.col("vector").alias("t"), *(["count"] if "count" in side.df.columns else []))
+        prev = side.prev_df.select("id", F.col("vector").alias("b"))
+    count = F.col("count").cast("long") if "count" in today.columns else F.lit(None).cast("long")
+    return today.select("id", "t", count.alias("count")).join(prev, on="id", how="inner")
 
 
 def stabilize(items: Side, other: Side | None, cfg: StabilizeConfig,
@@ -319,7 +339,7 @@ def _root_reason(items: Side, dim: int, prev_dim: int | None, mode: str, cfg) ->
 def _align(items: Side, other: Side | None, m_t, m_w, n_items: int, dim: int, cfg) -> tuple:
     """(rotation, the persisted join, the churn's query rows, metrics); one pass over the join
     sums the cross-Gram and picks the queries (``query_order``'s first rows)."""
-    joined = join_previous(items)
+    joined = join_previous(items, dim)
     joined = joined.withColumn(QUERY_KEY, query_key(joined))
     joined = joined.persist(StorageLevel.MEMORY_AND_DISK)
     top = linalg.TopRows(cfg.overlap_queries, QUERY_KEY) if cfg.overlap_queries > 0 else None
@@ -338,7 +358,7 @@ def _align(items: Side, other: Side | None, m_t, m_w, n_items: int, dim: int, cf
         return np.eye(dim), joined, None, {**metrics, "root_reason": "low overlap"}
     cross = cg.cross.copy()
     if cfg.align_on == "items_and_other" and other is not None and other.prev_df is not None:
-        og = linalg.cross_gram(join_previous(other), "t", "b", dim, m_w)
+        og = linalg.cross_gram(join_previous(other, dim), "t", "b", dim, m_w)
         cross += cfg.other_weight * og.cross
         metrics["rows_joined_other"] = og.n_rows
     o = linalg.procrustes_rotation(cross)
@@ -465,9 +485,10 @@ def query_order(df: DataFrame) -> list:
 def pick_queries(joined: DataFrame, n: int) -> pa.Table:
     """The first ``n`` rows of ``joined`` in ``query_order``: a table with columns id, t, b."""
     rows = joined.orderBy(*query_order(joined)).limit(n).select("id", "t", "b").collect() if n > 0 else []
-    vector = pa.list_(pa.float32())
+    types = {f.name: pa.binary() if isinstance(f.dataType, BinaryType) else pa.list_(pa.float32())
+             for f in joined.schema.fields if f.name in ("t", "b")}
     return pa.table({"id": pa.array([r.id for r in rows], type=pa.string()),
-                     "t": pa.array([r.t for r in rows], type=vector), "b": pa.array([r.b for r in rows], type=vector)})
+                     **{c: pa.array([r[c] for r in rows], type=types[c]) for c in ("t", "b")}})
 
 
 @dataclass

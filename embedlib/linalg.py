@@ -20,10 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import scipy.linalg
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from embedlib import arrow_io
 from embedlib.errors import EmbedlibError
 
 
@@ -37,7 +39,9 @@ def batch_matrix(arr: pa.Array, dim: int) -> np.ndarray | None:
 
     Parameters
     ----------
-    arr : pyarrow Array or ChunkedArray of list, large_list or fixed_size_list of float, length n
+    arr : pyarrow Array or ChunkedArray, length n
+        list, large_list or fixed_size_list of float; or binary: each value the dim float32
+        of one vector, native byte order (``FileSource.binary_vectors``).
     dim : int
 
     Returns
@@ -51,6 +55,14 @@ def batch_matrix(arr: pa.Array, dim: int) -> np.ndarray | None:
         arr = pa.concat_arrays(arr.chunks)
     if arr.null_count:
         return None
+    if pa.types.is_binary(arr.type):
+        offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset:arr.offset + len(arr) + 1]
+        if len(arr) and not np.all(np.diff(offsets) == 4 * dim):
+            return None
+        if not len(arr):
+            return np.zeros((0, dim), dtype=np.float32)
+        raw = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
+        return raw.view(np.float32).reshape(len(arr), dim)
     if pa.types.is_fixed_size_list(arr.type):
         if arr.type.list_size != dim:
             return None
@@ -144,6 +156,96 @@ class CrossGram:
     top: pa.Table | None = None  # the rows asked for by ``top``, best first
 
 
+@dataclass(frozen=True)
+class FileSource:
+    """The rows of a frame as Parquet files that the tasks read with pyarrow (``arrow_io``).
+
+    A pass over a FileSource skips Spark's Parquet reader and its row-to-Arrow conversion
+    of the vectors (most of a pass's time); the frame it stands for has the same rows.
+
+    Attributes
+    ----------
+    splits : tuple of arrow_io.Split
+    columns : dict of str to str
+        The frame's column name -> the file's column name.
+    """
+
+    splits: tuple
+    columns: dict
+
+    @classmethod
+    def of(cls, location: str, columns: dict, optional: Sequence[str] = ()) -> FileSource | None:
+        """The source of the Parquet data at ``location``, or None where a pass must use the
+        frame: pyarrow cannot open the location, or its first file lacks a column (those
+        named in ``optional`` are left out instead), or a column other than ``id`` and
+        ``count`` is not a list of float or double."""
+        try:
+            found = arrow_io.splits(location)
+            if not found:
+                return None
+            fs, path = arrow_io.filesystem(found[0].path)
+            schema = pq.read_schema(path, filesystem=fs)
+        except (OSError, ValueError, pa.ArrowException):
+            return None
+        columns = {name: column for name, column in columns.items()
+                   if name not in optional or schema.get_field_index(column) >= 0}
+        for name, column in columns.items():
+            if schema.get_field_index(column) < 0:
+                return None
+            kind = schema.field(column).type
+            listed = pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+            if name not in ("id", "count") and not (listed and pa.types.is_floating(kind.value_type)):
+                return None
+        return cls(tuple(found), dict(columns))
+
+    def binary_vectors(self, spark, dim: int, vector_name: str) -> DataFrame:
+        """A frame of the files' rows: id string, ``vector_name`` binary (the vector's dim
+        float32, null where it is null, not of length dim or has a null element), and count
+        long when the source maps one.
+
+        Spark moves (shuffles, caches) a binary value as one block, where an array<float>
+        is converted element by element between the JVM and Python.
+        """
+        names = ["id", "vector"] + (["count"] if "count" in self.columns else [])
+        fields = [pa.field("id", pa.string()), pa.field(vector_name, pa.binary())]
+        fields += [pa.field("count", pa.int64())] if "count" in self.columns else []
+        schema = pa.schema(fields)
+
+        def encode(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            for batch in batches:
+                vec = batch.column("vector")
+                x, keep = batch_matrix(vec, dim), None
+                if x is None:  # rare: bad rows become nulls, counted as invalid by the passes
+                    keep = _valid_rows(batch, ["vector"], dim)
+                    x = np.zeros((batch.num_rows, dim), dtype=np.float32)
+                    x[keep] = batch_matrix(vec.filter(pa.array(keep)), dim)
+                x = np.ascontiguousarray(x, dtype=np.float32)
+                offsets = pa.py_buffer((np.arange(batch.num_rows + 1, dtype=np.int32) * 4 * dim).tobytes())
+                encoded = pa.Array.from_buffers(pa.binary(), batch.num_rows, [None, offsets, pa.py_buffer(x)])
+                if keep is not None:
+                    encoded = pc.if_else(pa.array(keep), encoded, pa.nulls(batch.num_rows, pa.binary()))
+                out = [pc.cast(batch.column("id"), pa.string()), encoded]
+                out += [pc.cast(batch.column("count"), pa.int64())] if "count" in self.columns else []
+                yield pa.RecordBatch.from_arrays(out, schema=schema)
+
+        ddl = f"id string, `{vector_name}` binary" + (", count long" if "count" in self.columns else "")
+        return self.map_batches(spark, encode, names, ddl)
+
+    def batches(self, index_batches: Iterator[pa.RecordBatch], cols: Sequence[str]) -> Iterator[pa.RecordBatch]:
+        """The record batches of the splits whose indexes arrive in ``index_batches`` (the
+        one column of ``spark.range``), columns ``cols`` named as in the frame."""
+        cols = list(cols)
+        for index_batch in index_batches:
+            for i in index_batch.column(0).to_pylist():
+                for batch in arrow_io.read_split(self.splits[i], [self.columns[c] for c in cols]):
+                    yield pa.RecordBatch.from_arrays(batch.columns, names=cols)
+
+    def map_batches(self, spark, fn, cols: Sequence[str], schema: str) -> DataFrame:
+        """``fn`` over the batches of every split, one Spark task per split, as ``mapInArrow``."""
+        tasks = spark.range(len(self.splits), numPartitions=max(1, len(self.splits)))
+        return tasks.mapInArrow(lambda index_batches: fn(self.batches(index_batches, cols)), schema)
+
+
 @dataclass
 class TopRows:
     """Ask a row pass for the ``n`` rows with the largest ``key`` (ties: the smaller id).
@@ -195,7 +297,8 @@ def reduce_partials(partials: DataFrame, parse, merge):
 
 
 def row_sums(df: DataFrame, cols: Sequence[str], dim: int, size: int, kernel,
-             top: TopRows | None = None) -> tuple[np.ndarray, int, int, pa.Table | None]:
+             top: TopRows | None = None,
+             source: FileSource | None = None) -> tuple[np.ndarray, int, int, pa.Table | None]:
     """(sum of ``kernel`` over the valid rows of ``df``, valid rows, invalid rows, top rows).
 
     A row is invalid when a vector in ``cols`` is null, not of length ``dim``, has a null
@@ -216,6 +319,8 @@ def row_sums(df: DataFrame, cols: Sequence[str], dim: int, size: int, kernel,
     top : TopRows, optional
         Also keep, in the same pass, the valid rows with the largest key (what
         ``df.orderBy(key desc, id).limit(n)`` would give), with columns id, key and ``cols``.
+    source : FileSource, optional
+        The same rows as ``df``, read by the tasks with pyarrow instead of through Spark.
 
     Returns
     -------
@@ -262,9 +367,13 @@ def row_sums(df: DataFrame, cols: Sequence[str], dim: int, size: int, kernel,
         best = top_rows(pa.concat_tables(best), top) if len(best) > 1 else (best[0] if best else None)
         return a[0] + b[0], a[1] + b[1], a[2] + b[2], best
 
-    selected = df.select(*dict.fromkeys(picked + cols))
-    merged = reduce_partials(selected.mapInArrow(partial, "n long, n_bad long, acc binary, top binary"),
-                             parse, add)
+    schema = "n long, n_bad long, acc binary, top binary"
+    wanted = list(dict.fromkeys(picked + cols))
+    if source is not None:
+        partials = source.map_batches(df.sparkSession, partial, wanted, schema)
+    else:
+        partials = df.select(*wanted).mapInArrow(partial, schema)
+    merged = reduce_partials(partials, parse, add)
     if merged is None:
         return np.zeros(size), 0, 0, None
     n, n_bad, flat, best = merged
@@ -284,7 +393,7 @@ def _from_ipc(data: bytes | None) -> pa.Table | None:
     return None if data is None else pa.ipc.open_stream(data).read_all()
 
 
-def gram(df: DataFrame, col_name: str, dim: int) -> Gram:
+def gram(df: DataFrame, col_name: str, dim: int, source: FileSource | None = None) -> Gram:
     """X^T X of the vector column (one BLAS syrk per Arrow batch, float64).
 
     Parameters
@@ -293,12 +402,14 @@ def gram(df: DataFrame, col_name: str, dim: int) -> Gram:
         Invalid vectors (null, wrong length, NaN/Inf) are counted in ``n_invalid``, not summed.
     col_name : str
     dim : int
+    source : FileSource, optional
+        The same rows read by the tasks with pyarrow (see ``row_sums``).
 
     Returns
     -------
     Gram
     """
-    flat, n, n_bad, _ = row_sums(df, [col_name], dim, dim * dim, lambda b: (b[0].T @ b[0]).ravel())
+    flat, n, n_bad, _ = row_sums(df, [col_name], dim, dim * dim, lambda b: (b[0].T @ b[0]).ravel(), source=source)
     return Gram(flat.reshape(dim, dim), n, n_bad, dim)
 
 
@@ -343,6 +454,9 @@ def _valid_rows(batch: pa.RecordBatch, cols: Sequence[str], dim: int) -> np.ndar
     for c in cols:
         arr = batch.column(c)
         keep &= ~arr.is_null().to_numpy(zero_copy_only=False)
+        if pa.types.is_binary(arr.type):  # null elements cannot be encoded: nulls and lengths only
+            keep &= pc.binary_length(arr).fill_null(-1).to_numpy() == 4 * dim
+            continue
         lengths = arr.value_lengths().fill_null(-1).to_numpy()
         keep &= lengths == dim
         for i in np.flatnonzero(keep):

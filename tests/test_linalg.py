@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import scipy.linalg
+from pyspark.sql import functions as F
 
 from embedlib import linalg
 
@@ -125,3 +126,49 @@ def test_procrustes_matches_scipy_and_recovers_rotation(rng):
     np.testing.assert_allclose(o @ o.T, np.eye(8), atol=1e-12)
     res = linalg.alignment_residual(np.sum(a ** 2), a.T @ b, np.sum(b ** 2), o)
     assert res == pytest.approx(np.linalg.norm(a @ o - b) / np.linalg.norm(b), rel=1e-8)
+
+
+def test_gram_from_files_equals_the_frame(spark, tmp_path, rng):
+    """A FileSource pass (pyarrow in the tasks) sums the same rows as the frame's, invalid ones
+    counted, for list<double> files too; a missing column or a non-float column gives no source."""
+    x = rng.normal(size=(700, 6))
+    rows = [None if k == 5 else v for k, v in enumerate(x.tolist())]
+    rows[9] = [1.0] * 5  # wrong length
+    rows[11] = [float("nan")] * 6
+    path = str(tmp_path / "v")
+    spark.createDataFrame([(f"i{k}", v) for k, v in enumerate(rows)], "id string, vec array<double>") \
+        .repartition(3).write.parquet(path)
+    df = spark.read.parquet(path).select("id", F.col("vec").cast("array<float>").alias("vector"))
+    source = linalg.FileSource.of("file:" + path, {"vector": "vec"})
+    assert source is not None and len(source.splits) == 3
+    from_files, from_frame = linalg.gram(df, "vector", 6, source), linalg.gram(df, "vector", 6)
+    assert (from_files.n_rows, from_files.n_invalid) == (from_frame.n_rows, from_frame.n_invalid) == (697, 3)
+    np.testing.assert_allclose(from_files.matrix, from_frame.matrix, rtol=1e-12)
+    assert linalg.FileSource.of(path, {"vector": "nope"}) is None
+    assert linalg.FileSource.of(path, {"vector": "id"}) is None
+    assert linalg.FileSource.of("nosuchscheme://x/y", {"vector": "vec"}) is None
+
+
+def test_binary_vectors_read_back_as_the_matrix(spark, tmp_path, rng):
+    """FileSource.binary_vectors: one float32 block per vector, nulls where a vector is bad;
+    batch_matrix reads the blocks back, cross_gram counts the nulls as invalid."""
+    x = rng.normal(size=(50, 4)).astype(np.float32)
+    rows = [(f"i{k}", v, k) for k, v in enumerate(x.tolist())]
+    rows[3] = ("i3", [1.0, 2.0], 3)
+    rows[7] = ("i7", None, 7)
+    path = str(tmp_path / "v")
+    spark.createDataFrame(rows, "id string, vector array<float>, count long").coalesce(2).write.parquet(path)
+    source = linalg.FileSource.of(path, {"id": "id", "vector": "vector", "count": "count"})
+    df = source.binary_vectors(spark, 4, "t")
+    assert [f.dataType.simpleString() for f in df.schema.fields] == ["string", "binary", "bigint"]
+    got = {r.id: r for r in df.collect()}
+    assert got["i3"].t is None and got["i7"].t is None and got["i9"]["count"] == 9
+    import pyarrow as pa
+    blocks = pa.array([got[f"i{k}"].t for k in (0, 1, 2)], type=pa.binary())
+    np.testing.assert_array_equal(linalg.batch_matrix(blocks, 4), x[:3])
+    assert linalg.batch_matrix(blocks, 3) is None  # wrong length
+    joined = df.join(df.withColumnRenamed("t", "b").select("id", "b"), "id")
+    cg = linalg.cross_gram(joined, "t", "b", 4)
+    keep = [k for k in range(50) if k not in (3, 7)]
+    assert (cg.n_rows, cg.n_invalid) == (48, 2)
+    np.testing.assert_allclose(cg.cross, f32(x[keep]).T @ f32(x[keep]), rtol=1e-10)

@@ -53,6 +53,31 @@ def test_root_then_chained_version_recovers_the_same_space(spark, cfg_factory, t
     assert s2["spark_jobs"] > s1["spark_jobs"] > 5
 
 
+def test_arrow_and_spark_vector_io_give_the_same_version(spark, cfg_factory, tmp_path, rng):
+    """tables.vector_io=arrow (the tasks read the files with pyarrow, the join moves binary
+    vectors) and =spark (Spark's reader, array<float> throughout) publish the same thing."""
+    t, w = rng.normal(size=(300, 8)) * np.linspace(3, 1, 8), rng.normal(size=(200, 8))
+    a = rng.normal(size=(8, 8))
+    t2, w2 = t @ a + 0.1 * rng.normal(size=t.shape), w @ np.linalg.inv(a).T
+    summaries, vectors = {}, {}
+    for io in ("arrow", "spark"):
+        cfg = cfg_factory(**two_tower(tmp_path, f"{io}1", t, w), tables={"vector_io": io})
+        step.run(spark, cfg, D1)
+        cfg2 = cfg_factory(**two_tower(tmp_path, f"{io}2", t2, w2), tables={"vector_io": io})
+        cfg2.tables = cfg.tables
+        inputs = step.extract(spark, cfg2, D2)
+        files = [inputs.items.source, inputs.items.prev_source, inputs.other.source, inputs.other.prev_source]
+        assert all(f is not None for f in files) if io == "arrow" else all(f is None for f in files)
+        summaries[io] = step.run(spark, cfg2, D2)
+        vectors[io] = matrix(published(spark, cfg2, D2), 300)
+    np.testing.assert_allclose(vectors["arrow"], vectors["spark"], atol=1e-6 * np.abs(vectors["spark"]).max())
+    keys = ["cosine_raw_mean", "cosine_stabilized_mean", "cosine_stabilized_median", "alignment_residual",
+            "score_max_rel_err", "rows_joined", "neighbour_overlap_at_10", "neighbour_churn_share"]
+    for key in keys:
+        assert summaries["arrow"][key] == pytest.approx(summaries["spark"][key], rel=1e-6, abs=1e-9), key
+    assert summaries["arrow"]["most_changed"] == summaries["spark"]["most_changed"]
+
+
 def test_align_only_recovers_rotation_and_keeps_cosines(spark, cfg_factory, tmp_path, rng):
     a = rng.normal(size=(400, 6))
     q, _ = np.linalg.qr(rng.normal(size=(6, 6)))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from embedlib import integrity, registry, tables
+from embedlib import integrity, linalg, registry, tables
 from embedlib.alignment import Side, Stabilized, StabilizeError, stabilize
 from embedlib.config import Config, VectorSourceConfig
 from embedlib.log import Phases, get_logger, step
@@ -56,23 +56,37 @@ def read_vector_source(spark: SparkSession, src: VectorSourceConfig, name: str) 
     return df
 
 
-def _today(spark: SparkSession, cfg: Config, dt: str, side: str, src) -> DataFrame | None:
+def _today(spark: SparkSession, cfg: Config, dt: str, side: str, src) -> tuple:
+    """(today's vectors of ``side`` or None, their linalg.FileSource or None)."""
     if src is not None:
-        return read_vector_source(spark, src, "items" if side == "item" else "other")
-    df = tables.find_partition(spark, tables.embeddings_table(cfg.tables, side, raw=True), dt)
-    return None if df is None else df.select("id", "vector", "count")
+        df = read_vector_source(spark, src, "items" if side == "item" else "other")
+        location, vector_col = (src.path, src.vector_col) if src.format == "parquet" else (None, None)
+    else:
+        table = tables.embeddings_table(cfg.tables, side, raw=True)
+        df = tables.find_partition(spark, table, dt)
+        if df is None:
+            return None, None
+        df = df.select("id", "vector", "count")
+        location, vector_col = tables.partition_location(spark, table, dt), "vector"
+    source = None
+    if location and cfg.tables.vector_io == "arrow":
+        id_col = src.id_col if src is not None else "id"
+        source = linalg.FileSource.of(location, {"id": id_col, "vector": vector_col, "count": "count"},
+                                      optional=("count",))
+    return df, source
 
 
 def extract(spark: SparkSession, cfg: Config, dt: str) -> Inputs:
     s = cfg.stabilize
-    items_df = _today(spark, cfg, dt, "item", s.items)
+    items_df, items_source = _today(spark, cfg, dt, "item", s.items)
     if items_df is None:
         raw_items = tables.embeddings_table(cfg.tables, "item", raw=True)
         raise StabilizeError(f"no item vectors for dt={dt}: {raw_items} has no partition for it "
                              "(run train_item2vec first) and stabilize.items is not set")
-    other_df = _today(spark, cfg, dt, s.other_side, s.other) if s.other or s.other_side == "context" else None
+    other_df, other_source = (_today(spark, cfg, dt, s.other_side, s.other)
+                              if s.other or s.other_side == "context" else (None, None))
     parent_dt, reason = registry.previous_dt(spark, cfg, dt)
-    prev_items = prev_other = None
+    prev_items = prev_other = (None, None)
     parent = {}
     if parent_dt is not None:
         try:
@@ -87,20 +101,29 @@ def extract(spark: SparkSession, cfg: Config, dt: str) -> Inputs:
         log.info("parent version: %s (dim %d)", parent_dt, parent["item"].dim)
     else:
         log.info("no parent version (%s): this version is a root", reason)
-    return Inputs(Side("items", items_df, prev_items),
-                  Side(s.other_side, other_df, prev_other) if other_df is not None else None,
+    return Inputs(Side("items", items_df, prev_items[0], items_source, prev_items[1]),
+                  Side(s.other_side, other_df, prev_other[0], other_source, prev_other[1])
+                  if other_df is not None else None,
                   parent_dt, parent, reason, _trainer(spark, cfg, dt))
 
 
 def _read_parent(spark: SparkSession, cfg: Config, parent_dt: str, with_other: bool):
     """(registry records, item vectors, other side's vectors or None) of the parent, each
-    side checked against its registry row."""
+    side checked against its registry row; the vectors as (DataFrame, linalg.FileSource or None)."""
     parent = registry.read_version(spark, cfg, parent_dt)
-    prev_items = registry.read_published(spark, cfg, parent_dt, "item", parent)[0]
+
+    def published(side):
+        df = registry.read_published(spark, cfg, parent_dt, side, parent)[0]
+        source = None
+        if cfg.tables.vector_io == "arrow":
+            source = linalg.FileSource.of(parent[side].location, {"id": "id", "vector": "vector"})
+        return df, source
+
+    prev_items = published("item")
     other_side = cfg.stabilize.other_side
-    prev_other = None
+    prev_other = (None, None)
     if with_other and other_side in parent:
-        prev_other = registry.read_published(spark, cfg, parent_dt, other_side, parent)[0]
+        prev_other = published(other_side)
     return parent, prev_items, prev_other
 
 
