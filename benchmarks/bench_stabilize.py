@@ -1,14 +1,16 @@
 """Stabilization speed: the Gram pass three ways, and the whole job against one process.
 
 1. Gram of N x 128 float32 vectors from Parquet (default 500k), in one run: embedlib.linalg
-   (Arrow batches, one BLAS call each); the per-row approach (df.rdd.mapPartitions summing
-   np.outer per row, as published reference code does); pyarrow + numpy in one process.
+   as the job runs it (a linalg.FileSource: one Spark task per split of the file, read with
+   pyarrow; one BLAS call per Arrow batch), and the same through Spark's Parquet reader
+   (``module_spark_reader``); the per-row approach (df.rdd.mapPartitions summing np.outer
+   per row, as published reference code does); pyarrow + numpy in one process.
 2. The stabilize job (items + users, 128 dims, read -> canonicalize -> align to a registered
    parent -> write, with its metrics, the neighbour churn over all shared ids included) at
    several sizes per side, against a single-process pyarrow + numpy script doing the same
-   maths and I/O, after one untimed small run. Job and script run alternately, twice per
-   size up to 1M rows (once above), best of each kept; every time is in the results, with
-   the best job run's seconds per phase and its number of Spark jobs.
+   maths and I/O, after one untimed small run. Job and script run alternately, three times
+   per size up to 1M rows (once above); the ratios are of the medians, every time is in the
+   results, with the median job run's seconds per phase and its number of Spark jobs.
 
 Usage: python benchmarks/bench_stabilize.py [--gram-rows 500000] [--sizes 250000,1000000,4000000]
 """
@@ -94,23 +96,28 @@ def bench_gram(spark, rows: int, repeats: int = 5) -> dict:
     after one untimed run of each (JVM JIT, Python workers, file cache)."""
     path = write_matrix(WORK / "gram.parquet", "i",
                         np.random.default_rng(0).standard_normal((rows, DIM), dtype=np.float32))
+    source = linalg.FileSource.of(path, {"vector": "vector"})
+    linalg.gram(spark.read.parquet(path), "vector", DIM, source)
     linalg.gram(spark.read.parquet(path), "vector", DIM)
     gram_single_process(path)
-    times: dict = {"module": [], "single_process": []}
+    times: dict = {"module": [], "module_spark_reader": [], "single_process": []}
     for _ in range(repeats):
-        t, g_module = timed(lambda: linalg.gram(spark.read.parquet(path), "vector", DIM).matrix)
+        t, g_module = timed(lambda: linalg.gram(spark.read.parquet(path), "vector", DIM, source).matrix)
         times["module"].append(t)
+        t, g_reader = timed(lambda: linalg.gram(spark.read.parquet(path), "vector", DIM).matrix)
+        times["module_spark_reader"].append(t)
         t, g_single = timed(gram_single_process, path)
         times["single_process"].append(t)
     t_row, g_row = timed(gram_per_row, spark, path)
     best = {k: min(v) for k, v in times.items()}
-    err = max(np.abs(g - g_single).max() for g in (g_module, g_row)) / np.abs(g_single).max()
+    err = max(np.abs(g - g_single).max() for g in (g_module, g_reader, g_row)) / np.abs(g_single).max()
     log.info("gram %d x %d: module %.2fs, per-row %.2fs, single process %.2fs",
              rows, DIM, best["module"], t_row, best["single_process"])
     return {"gram_rows": rows, "gram_seconds": {**best, "per_row": t_row}, "gram_all_seconds": times,
             "gram_max_rel_diff": float(err),
             "gram_speedup_vs_per_row": t_row / best["module"],
-            "gram_time_vs_single_process": best["module"] / best["single_process"]}
+            "gram_time_vs_single_process": best["module"] / best["single_process"],
+            "gram_spark_reader_vs_single_process": best["module_spark_reader"] / best["single_process"]}
 
 
 # --------------------------------------------------------------------------- whole job
@@ -208,7 +215,7 @@ def single_process_job(t_path: str, w_path: str, parent_path: str, out: Path,
 
 def bench_job(spark, n: int, keep: bool, repeats: int = 1) -> dict:
     """Root run on version 1, then the aligned run on version 2 and the single-process script,
-    alternately ``repeats`` times (a rerun of the same dt replaces its partition); best of each."""
+    alternately ``repeats`` times (a rerun of the same dt replaces its partition); medians."""
     from embedlib import registry
     from embedlib.steps import stabilize as step
 
@@ -228,9 +235,9 @@ def bench_job(spark, n: int, keep: bool, repeats: int = 1) -> dict:
         t, single = timed(single_process_job, paths["t2"], paths["w2"], parent, folder / "single_out",
                           cfg.stabilize.overlap_k, cfg.stabilize.overlap_queries)
         single_times.append(t)
-    t_job, t_single = min(job_times), min(single_times)
-    summary = summaries[int(np.argmin(job_times))]  # the best run's phases
-    log.info("stabilize %d rows/side: job %.1fs, single process %.1fs (best of %d; root run %.1fs); "
+    t_job, t_single = float(np.median(job_times)), float(np.median(single_times))
+    summary = summaries[int(np.argsort(job_times)[(len(job_times) - 1) // 2])]  # the median run's phases
+    log.info("stabilize %d rows/side: job %.1fs, single process %.1fs (median of %d; root run %.1fs); "
              "job phases %s, %s Spark jobs", n, t_job, t_single, repeats, t_root,
              {k: round(v, 2) for k, v in summary["phase_seconds"].items()}, summary["spark_jobs"])
     if not keep:
@@ -252,8 +259,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--warmup-rows", type=int, default=20_000, help="rows per side of the untimed warm-up job")
     parser.add_argument("--driver-memory", default="8g")
     parser.add_argument("--keep-data", action="store_true", help="keep the generated Parquet in benchmarks/work")
-    parser.add_argument("--repeats", type=int, default=2,
-                        help="timed runs of job and script per size, best kept (noise only slows things down)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed runs of job and script per size, alternately; the medians are compared")
     parser.add_argument("--repeat-max-rows", type=int, default=1_000_000,
                         help="sizes above this run once (each run takes minutes)")
     args = parser.parse_args(argv)

@@ -90,6 +90,10 @@ class Stabilized:
     other_ids: DataFrame | None = None
     # Frames persisted for the publication (under cosines_df): ``release`` unpersists them.
     cached: list = field(default_factory=list)
+    # Today's valid raw vectors (items_df / other_df before the transform): the publication
+    # writes them with the transform applied as it writes (linalg.transform_batches).
+    raw_items: DataFrame | None = None
+    raw_other: DataFrame | None = None
 
     def release(self) -> None:
         """Unpersist what the stabilization kept cached for the publication."""
@@ -313,7 +317,8 @@ def stabilize(items: Side, other: Side | None, cfg: StabilizeConfig,
     result = Stabilized(linalg.apply_transform(items.df, "vector", f_t),
                         linalg.apply_transform(other.df, "vector", f_w) if other else None,
                         f_t, f_w, mode, root_reason, metrics, cosines_df,
-                        items.df.select("id"), other.df.select("id") if other else None, cached)
+                        items.df.select("id"), other.df.select("id") if other else None, cached,
+                        items.df, other.df if other else None)
     try:
         _check_gates(metrics, cfg)
     except StabilizeError:
@@ -341,7 +346,7 @@ def _align(items: Side, other: Side | None, m_t, m_w, n_items: int, dim: int, cf
     sums the cross-Gram and picks the queries (``query_order``'s first rows)."""
     joined = join_previous(items, dim)
     joined = joined.withColumn(QUERY_KEY, query_key(joined))
-    joined = joined.persist(StorageLevel.MEMORY_AND_DISK)
+    joined = joined.persist(StorageLevel.DISK_ONLY)
     top = linalg.TopRows(cfg.overlap_queries, QUERY_KEY) if cfg.overlap_queries > 0 else None
     cg = linalg.cross_gram(joined, "t", "b", dim, m_t, top)
     needed = max(dim, int(np.ceil(cfg.min_overlap_share * n_items)))

@@ -485,17 +485,32 @@ def apply_transform(df: DataFrame, col_name: str, matrix: np.ndarray) -> DataFra
     ValueError
         In the Spark task, when an action computes it: a vector is null or not of length e.
     """
+    fn = transform_batches(matrix, col_name)
+    return df.mapInArrow(lambda batches: map(fn, batches), df.schema)
+
+
+def transform_batches(matrix: np.ndarray, col_name: str, keep_col: str | None = None):
+    """A function of one Arrow record batch: ``col_name`` replaced by (vector @ matrix) as
+    float32, except in the rows where boolean column ``keep_col`` is true (kept as they are).
+
+    For a writer that transforms as it writes (``tables.write_partition``'s ``batch_fn``),
+    and for ``apply_transform``. Picklable; it raises ValueError on a null vector or one not
+    of length e (transformed rows).
+    """
     m = np.asarray(matrix, dtype=np.float64)
-    dim = m.shape[0]
+    return functools.partial(_transform_batch, m, col_name, keep_col)
 
-    def apply(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            idx = batch.schema.get_field_index(col_name)
-            y = _checked_matrix(batch, col_name, dim).astype(np.float64) @ m
-            yield batch.set_column(idx, batch.schema.field(idx),
-                                   list_column(y, batch.schema.field(idx).type))
 
-    return df.mapInArrow(apply, df.schema)
+def _transform_batch(m: np.ndarray, col_name: str, keep_col: str | None, batch: pa.RecordBatch) -> pa.RecordBatch:
+    idx = batch.schema.get_field_index(col_name)
+    field = batch.schema.field(idx)
+    if keep_col is None:
+        y = _checked_matrix(batch, col_name, m.shape[0]).astype(np.float64) @ m
+    else:
+        todo = ~batch.column(keep_col).fill_null(False).to_numpy(zero_copy_only=False).astype(bool)
+        y = _checked_matrix(batch, col_name, m.shape[0]).astype(np.float64)
+        y[todo] = y[todo] @ m
+    return batch.set_column(idx, field, list_column(y, field.type))
 
 
 def row_cosines(df: DataFrame, col_a: str, col_b: str, dim: int,

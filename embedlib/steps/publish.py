@@ -10,7 +10,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from embedlib import integrity, publication, registry, tables
+from embedlib import integrity, linalg, publication, registry, tables
 from embedlib.alignment import Stabilized
 from embedlib.config import Config
 from embedlib.log import Phases, get_logger
@@ -25,7 +25,8 @@ def run(spark: SparkSession, cfg: Config, dt: str, result: Stabilized, parent_dt
 
     ``parent``: the parent's registry records by side (empty for a root); ``parent_frames``:
     the parent's published vectors by side, None where the parent has no such side.
-    ``phases`` gets the seconds of write_<side> (transform, carried rows, Parquet),
+    ``phases`` gets the seconds of write_<side> (today's raw rows and the carried ones, the
+    transform applied to today's as they are written),
     count_<side> (rows, carried, fingerprint of what was written), delta and register.
     """
     phases = phases if phases is not None else Phases()
@@ -33,10 +34,10 @@ def run(spark: SparkSession, cfg: Config, dt: str, result: Stabilized, parent_dt
     m = result.metrics
     # The ids shared with the parent, where the alignment counted them: with the parent's
     # row count, the carried, new and evicted counts follow without an ids join.
-    sides = [("item", result.items_df, result.item_ids, result.transform_items, parent_frames.get("item"),
+    sides = [("item", result.raw_items, result.item_ids, result.transform_items, parent_frames.get("item"),
               m.get("rows_joined"))]
     if result.other_df is not None:
-        sides.append((cfg.stabilize.other_side, result.other_df, result.other_ids, result.transform_other,
+        sides.append((cfg.stabilize.other_side, result.raw_other, result.other_ids, result.transform_other,
                       parent_frames.get(cfg.stabilize.other_side), m.get("rows_joined_other")))
     written = []
     # A rerun of a registered dt must not delete what the registry points at until the new
@@ -52,7 +53,10 @@ def run(spark: SparkSession, cfg: Config, dt: str, result: Stabilized, parent_dt
             location = tables.write_partition(spark, pub_df, tables.embeddings_table(cfg.tables, side), dt,
                                               keep=[registered.get(side)],
                                               grace_hours=cfg.tables.keep_orphan_runs_hours,
-                                              arrow=cfg.tables.vector_io == "arrow")
+                                              arrow=cfg.tables.vector_io == "arrow",
+                                              # today's raw rows are transformed as they are written
+                                              batch_fn=linalg.transform_batches(transform_matrix, "vector",
+                                                                                keep_col="carried"))
         pub_df = spark.read.parquet(location)
         with phases(f"count_{side}"):
             counts = pub_df.agg(F.count(F.lit(1)).alias("n"), F.sum(F.col("carried").cast("int")).alias("c"),
