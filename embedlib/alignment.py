@@ -94,6 +94,9 @@ class Stabilized:
     # writes them with the transform applied as it writes (linalg.transform_batches).
     raw_items: DataFrame | None = None
     raw_other: DataFrame | None = None
+    # Their files where the tasks can read them (Side.source), for the same write.
+    items_source: linalg.FileSource | None = None
+    other_source: linalg.FileSource | None = None
 
     def release(self) -> None:
         """Unpersist what the stabilization kept cached for the publication."""
@@ -318,7 +321,7 @@ def stabilize(items: Side, other: Side | None, cfg: StabilizeConfig,
                         linalg.apply_transform(other.df, "vector", f_w) if other else None,
                         f_t, f_w, mode, root_reason, metrics, cosines_df,
                         items.df.select("id"), other.df.select("id") if other else None, cached,
-                        items.df, other.df if other else None)
+                        items.df, other.df if other else None, items.source, other.source if other else None)
     try:
         _check_gates(metrics, cfg)
     except StabilizeError:

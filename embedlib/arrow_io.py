@@ -136,7 +136,8 @@ def _writer_options(schema: StructType) -> dict:
             "use_dictionary": [f.name for f in schema.fields if not is_vector(f)]}
 
 
-def write_parts(df: DataFrame, run_dir: str, batch_fn: BatchFn | None = None) -> int:
+def write_parts(df: DataFrame, run_dir: str, batch_fn: BatchFn | None = None,
+                schema: StructType | None = None) -> int:
     """Write ``df`` as Parquet files in ``run_dir``, one per non-empty Spark partition.
 
     Parameters
@@ -149,6 +150,9 @@ def write_parts(df: DataFrame, run_dir: str, batch_fn: BatchFn | None = None) ->
         Applied to each Arrow RecordBatch of ``df`` in the task before it is written, e.g. to
         multiply the vectors by a matrix in the same pass; must return a batch of ``df``'s
         columns (types may differ by nullability, or be cast safely). Pickled to the tasks.
+    schema : StructType, optional
+        The schema of the rows ``batch_fn`` returns when it differs from ``df``'s (e.g. a
+        binary vector column decoded to array<float>); the files' schema. Default: ``df``'s.
 
     Returns
     -------
@@ -164,9 +168,10 @@ def write_parts(df: DataFrame, run_dir: str, batch_fn: BatchFn | None = None) ->
     if fs.get_file_info(base).type != pafs.FileType.NotFound:
         raise FileExistsError(f"{run_dir} already exists")
     job = uuid.uuid4().hex
-    schema = arrow_schema(df.schema, df.sparkSession.conf.get("spark.sql.session.timeZone", "UTC"))
+    spark_schema = df.schema if schema is None else schema
+    schema = arrow_schema(spark_schema, df.sparkSession.conf.get("spark.sql.session.timeZone", "UTC"))
     task = functools.partial(_write_task, run_dir=run_dir, job=job, schema=schema, batch_fn=batch_fn,
-                             options=_writer_options(df.schema))
+                             options=_writer_options(spark_schema))
     try:
         results = df.mapInArrow(task, "path string, rows long").collect()
         names = {}
@@ -180,7 +185,7 @@ def write_parts(df: DataFrame, run_dir: str, batch_fn: BatchFn | None = None) ->
         if not names:
             fs.create_dir(base, recursive=True)
             pq.write_table(schema.empty_table(), f"{base}/part-00000-{job}.parquet", filesystem=fs,
-                           **_writer_options(df.schema))
+                           **_writer_options(spark_schema))
         _delete_dir(fs, f"{base}/{TEMPORARY}")
         with fs.open_output_stream(f"{base}/_SUCCESS"):
             pass

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 import scipy.linalg
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import BinaryType, StructField, StructType
 
 from embedlib import arrow_io
 from embedlib.errors import EmbedlibError
@@ -177,8 +178,8 @@ class FileSource:
     def of(cls, location: str, columns: dict, optional: Sequence[str] = ()) -> FileSource | None:
         """The source of the Parquet data at ``location``, or None where a pass must use the
         frame: pyarrow cannot open the location, or its first file lacks a column (those
-        named in ``optional`` are left out instead), or a column other than ``id`` and
-        ``count`` is not a list of float or double."""
+        named in ``optional`` are left out instead), or a column has another type than
+        ``id``: string or integer, ``count``: integer, the others: a list of float or double."""
         try:
             found = arrow_io.splits(location)
             if not found:
@@ -194,7 +195,13 @@ class FileSource:
                 return None
             kind = schema.field(column).type
             listed = pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
-            if name not in ("id", "count") and not (listed and pa.types.is_floating(kind.value_type)):
+            if name == "id":  # cast to string by pyarrow as Spark would: strings and integers only
+                ok = pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)
+            elif name == "count":
+                ok = pa.types.is_integer(kind)
+            else:
+                ok = listed and pa.types.is_floating(kind.value_type)
+            if not ok:
                 return None
         return cls(tuple(found), dict(columns))
 
@@ -213,17 +220,7 @@ class FileSource:
 
         def encode(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             for batch in batches:
-                vec = batch.column("vector")
-                x, keep = batch_matrix(vec, dim), None
-                if x is None:  # rare: bad rows become nulls, counted as invalid by the passes
-                    keep = _valid_rows(batch, ["vector"], dim)
-                    x = np.zeros((batch.num_rows, dim), dtype=np.float32)
-                    x[keep] = batch_matrix(vec.filter(pa.array(keep)), dim)
-                x = np.ascontiguousarray(x, dtype=np.float32)
-                offsets = pa.py_buffer((np.arange(batch.num_rows + 1, dtype=np.int32) * 4 * dim).tobytes())
-                encoded = pa.Array.from_buffers(pa.binary(), batch.num_rows, [None, offsets, pa.py_buffer(x)])
-                if keep is not None:
-                    encoded = pc.if_else(pa.array(keep), encoded, pa.nulls(batch.num_rows, pa.binary()))
+                encoded = encode_vectors(batch, "vector", dim)
                 out = [pc.cast(batch.column("id"), pa.string()), encoded]
                 out += [pc.cast(batch.column("count"), pa.int64())] if "count" in self.columns else []
                 yield pa.RecordBatch.from_arrays(out, schema=schema)
@@ -244,6 +241,37 @@ class FileSource:
         """``fn`` over the batches of every split, one Spark task per split, as ``mapInArrow``."""
         tasks = spark.range(len(self.splits), numPartitions=max(1, len(self.splits)))
         return tasks.mapInArrow(lambda index_batches: fn(self.batches(index_batches, cols)), schema)
+
+
+def encode_vectors(batch: pa.RecordBatch, col_name: str, dim: int) -> pa.Array:
+    """Column ``col_name`` of ``batch`` (list of float) as binary: each vector's dim float32
+    in one value, null where the vector is null, not of length dim or has a null element."""
+    vec = batch.column(col_name)
+    x, keep = batch_matrix(vec, dim), None
+    if x is None:  # rare: bad rows become nulls, counted as invalid by the passes
+        keep = _valid_rows(batch, [col_name], dim)
+        x = np.zeros((batch.num_rows, dim), dtype=np.float32)
+        x[keep] = batch_matrix(vec.filter(pa.array(keep)), dim)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    offsets = pa.py_buffer((np.arange(batch.num_rows + 1, dtype=np.int32) * 4 * dim).tobytes())
+    encoded = pa.Array.from_buffers(pa.binary(), batch.num_rows, [None, offsets, pa.py_buffer(x)])
+    if keep is not None:
+        encoded = pc.if_else(pa.array(keep), encoded, pa.nulls(batch.num_rows, pa.binary()))
+    return encoded
+
+
+def binary_frame(df: DataFrame, col_name: str, dim: int) -> DataFrame:
+    """``df`` with vector column ``col_name`` (array<float>) as binary (``encode_vectors``)."""
+    schema = StructType([StructField(f.name, BinaryType()) if f.name == col_name else f for f in df.schema.fields])
+    idx = df.columns.index(col_name)
+
+    def encode(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            columns = list(batch.columns)
+            columns[idx] = encode_vectors(batch, col_name, dim)
+            yield pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+
+    return df.mapInArrow(encode, schema)
 
 
 @dataclass
@@ -494,8 +522,8 @@ def transform_batches(matrix: np.ndarray, col_name: str, keep_col: str | None = 
     float32, except in the rows where boolean column ``keep_col`` is true (kept as they are).
 
     For a writer that transforms as it writes (``tables.write_partition``'s ``batch_fn``),
-    and for ``apply_transform``. Picklable; it raises ValueError on a null vector or one not
-    of length e (transformed rows).
+    and for ``apply_transform``. A binary ``col_name`` (``encode_vectors``) comes out as a
+    list of float. Picklable; it raises ValueError on a null vector or one not of length e.
     """
     m = np.asarray(matrix, dtype=np.float64)
     return functools.partial(_transform_batch, m, col_name, keep_col)
@@ -504,6 +532,8 @@ def transform_batches(matrix: np.ndarray, col_name: str, keep_col: str | None = 
 def _transform_batch(m: np.ndarray, col_name: str, keep_col: str | None, batch: pa.RecordBatch) -> pa.RecordBatch:
     idx = batch.schema.get_field_index(col_name)
     field = batch.schema.field(idx)
+    if pa.types.is_binary(field.type):  # binary blocks in (encode_vectors): a list of float out
+        field = pa.field(col_name, pa.list_(pa.float32()))
     if keep_col is None:
         y = _checked_matrix(batch, col_name, m.shape[0]).astype(np.float64) @ m
     else:

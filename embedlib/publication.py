@@ -29,13 +29,16 @@ def rows_of_ids(vectors_df: DataFrame, ids_df: DataFrame, max_ids: int | None = 
 
 
 def as_published(df: DataFrame, dt: str) -> DataFrame:
-    """Today's vectors (id, vector, count) in the published contract."""
-    return df.select("id", "vector", "count", F.lit(False).alias("carried"),
+    """Today's vectors (id, vector, count) in the published contract (count null where ``df``
+    has none)."""
+    count = F.col("count").cast("long") if "count" in df.columns else F.lit(None).cast("long")
+    return df.select("id", "vector", count.alias("count"), F.lit(False).alias("carried"),
                      F.lit(dt).alias("trained_dt")).select(*PUBLISHED_COLS)
 
 
 def union_carried(today_df: DataFrame, parent_df: DataFrame, dt: str, ttl_days: int,
-                 today_ids: DataFrame | None = None, max_carried: int | None = None) -> DataFrame:
+                 today_ids: DataFrame | None = None, max_carried: int | None = None,
+                 encode=None) -> DataFrame:
     """Today's rows plus the parent's rows absent today, last trained at most ``ttl_days`` ago.
 
     Both frames are in the published contract; ``id`` is unique in each. ``today_ids``: the
@@ -44,6 +47,8 @@ def union_carried(today_df: DataFrame, parent_df: DataFrame, dt: str, ttl_days: 
     ``max_carried``: an upper bound on the carried rows when the caller knows one (parent
     rows minus the ids both versions share); otherwise the carried ids are counted first
     (an ids-only job). With none to carry the parent's vectors are not read at all.
+    ``encode``: applied to the carried rows before the union, when today's vectors are in
+    another encoding (``linalg.binary_frame``).
     """
     today_ids = today_df.select("id") if today_ids is None else today_ids.select("id")
     # Ids first: the carried ids (items that dropped out of today's vocabulary, usually a
@@ -63,7 +68,7 @@ def union_carried(today_df: DataFrame, parent_df: DataFrame, dt: str, ttl_days: 
         .withColumn("carried", F.lit(True))
         .select(*PUBLISHED_COLS)
     )
-    return today_df.unionByName(carried_df)
+    return today_df.unionByName(carried_df if encode is None else encode(carried_df))
 
 
 def delta(side: str, published_df: DataFrame, parent_df: DataFrame | None,

@@ -134,7 +134,7 @@ def read_partition(spark: SparkSession, table: str, dt: str) -> DataFrame:
 def write_partition(spark: SparkSession, df: DataFrame, table: str, dt: str,
                     keep: Sequence[str] = (), grace_hours: float = 0.0,
                     batch_fn: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
-                    arrow: bool = False) -> str:
+                    arrow: bool = False, schema: StructType | None = None) -> str:
     """Replace partition ``dt`` of ``table`` with ``df``, atomically; returns its folder.
 
     Afterwards the dt's other run folders are deleted, except the one replaced (readers in
@@ -145,24 +145,26 @@ def write_partition(spark: SparkSession, df: DataFrame, table: str, dt: str,
     columns out; e.g. vectors times a matrix), in the same pass. ``arrow``: the Parquet
     files are written by pyarrow in the tasks (``arrow_io.write_parts``: about half the
     time of Spark's writer for vector columns) where pyarrow can open the table's
-    filesystem; elsewhere, and without ``arrow``, by Spark's writer.
+    filesystem; elsewhere, and without ``arrow``, by Spark's writer. ``schema``: the rows'
+    schema after ``batch_fn`` when it changes column types (the table's); default ``df``'s.
     """
     _dt.date.fromisoformat(dt)
-    if PARTITION_COL in df.columns:
+    schema = df.schema if schema is None else schema
+    if PARTITION_COL in schema.fieldNames():
         raise TableError(f"cannot write {table}: the frame already has a {PARTITION_COL!r} column")
     database, _, _name = table.partition(".")
     if not spark.catalog.databaseExists(database):
         spark.sql(f"CREATE DATABASE IF NOT EXISTS {database}")
-    root = _ensure_table(spark, df, table)
+    root = _ensure_table(spark, schema, table)
     run_dir = f"{root}/{PARTITION_COL}={dt}/run={_run_id()}"
     if arrow and arrow_io.filesystem(run_dir) is None:
         log.info("%s: pyarrow cannot open %s, so Spark's Parquet writer writes it", table, run_dir)
         arrow = False
     if arrow:
-        arrow_io.write_parts(df, run_dir, batch_fn)
+        arrow_io.write_parts(df, run_dir, batch_fn, schema)
     else:
         if batch_fn is not None:
-            df = df.mapInArrow(lambda batches: map(batch_fn, batches), df.schema)
+            df = df.mapInArrow(lambda batches: map(batch_fn, batches), schema)
         writer = df.write.mode("errorifexists")
         for key, value in _parquet_column_options(spark, df).items():
             writer = writer.option(key, value)
@@ -214,9 +216,9 @@ def table_location(spark: SparkSession, table: str) -> str | None:
     return next((r.data_type for r in rows if r.col_name == "Location"), None)
 
 
-def _ensure_table(spark: SparkSession, df: DataFrame, table: str) -> str:
-    """Create ``table`` from ``df``'s schema if missing, else check the schema; its root."""
-    wanted = [(f.name, f.dataType.simpleString()) for f in df.schema.fields]
+def _ensure_table(spark: SparkSession, schema: StructType, table: str) -> str:
+    """Create ``table`` with ``schema`` if missing, else check its schema; its root."""
+    wanted = [(f.name, f.dataType.simpleString()) for f in schema.fields]
     if table_exists(spark, table):
         found = [(f.name, f.dataType.simpleString())
                  for f in spark.table(table).schema.fields if f.name != PARTITION_COL]

@@ -7,6 +7,8 @@ version exists from that write on (embedlib/registry.py). Run by the stabilize j
 """
 from __future__ import annotations
 
+import functools
+
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -34,21 +36,30 @@ def run(spark: SparkSession, cfg: Config, dt: str, result: Stabilized, parent_dt
     m = result.metrics
     # The ids shared with the parent, where the alignment counted them: with the parent's
     # row count, the carried, new and evicted counts follow without an ids join.
-    sides = [("item", result.raw_items, result.item_ids, result.transform_items, parent_frames.get("item"),
-              m.get("rows_joined"))]
+    sides = [("item", result.raw_items, result.items_source, result.item_ids, result.transform_items,
+              parent_frames.get("item"), m.get("rows_joined"))]
     if result.other_df is not None:
-        sides.append((cfg.stabilize.other_side, result.raw_other, result.other_ids, result.transform_other,
-                      parent_frames.get(cfg.stabilize.other_side), m.get("rows_joined_other")))
+        sides.append((cfg.stabilize.other_side, result.raw_other, result.other_source, result.other_ids,
+                      result.transform_other, parent_frames.get(cfg.stabilize.other_side), m.get("rows_joined_other")))
     written = []
     # A rerun of a registered dt must not delete what the registry points at until the new
     # version is registered (registry.register removes the orphans then).
     registered = registry.registered_locations(spark, cfg, dt)
-    for side, df, ids_df, transform_matrix, parent_df, n_shared in sides:
+    dim = m["dim"]
+    for side, df, source, ids_df, transform_matrix, parent_df, n_shared in sides:
+        schema = publication.as_published(df, dt).schema  # the table's
+        encode = None
+        if source is not None and cfg.tables.vector_io == "arrow":
+            # The tasks read today's files and move each vector to the writer as one binary
+            # block; carried rows are encoded likewise (publication.union_carried).
+            df = source.binary_vectors(spark, dim, "vector")
+            encode = functools.partial(linalg.binary_frame, col_name="vector", dim=dim)
         pub_df = publication.as_published(df, dt)
         chained_side = chained and parent_df is not None
         n_unshared = parent[side].n_rows - n_shared if chained_side and n_shared is not None else None
         if chained_side:
-            pub_df = publication.union_carried(pub_df, parent_df, dt, cfg.publish.ttl_days, ids_df, n_unshared)
+            pub_df = publication.union_carried(pub_df, parent_df, dt, cfg.publish.ttl_days, ids_df, n_unshared,
+                                               encode)
         with phases(f"write_{side}"):
             location = tables.write_partition(spark, pub_df, tables.embeddings_table(cfg.tables, side), dt,
                                               keep=[registered.get(side)],
@@ -56,7 +67,8 @@ def run(spark: SparkSession, cfg: Config, dt: str, result: Stabilized, parent_dt
                                               arrow=cfg.tables.vector_io == "arrow",
                                               # today's raw rows are transformed as they are written
                                               batch_fn=linalg.transform_batches(transform_matrix, "vector",
-                                                                                keep_col="carried"))
+                                                                                keep_col="carried"),
+                                              schema=schema)
         pub_df = spark.read.parquet(location)
         with phases(f"count_{side}"):
             counts = pub_df.agg(F.count(F.lit(1)).alias("n"), F.sum(F.col("carried").cast("int")).alias("c"),
