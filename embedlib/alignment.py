@@ -238,7 +238,9 @@ def join_previous(side: Side, dim: int | None = None) -> DataFrame:
         today = side.df.select("id", F.col("vector").alias("t"), *(["count"] if "count" in side.df.columns else []))
         prev = side.prev_df.select("id", F.col("vector").alias("b"))
     count = F.col("count").cast("long") if "count" in today.columns else F.lit(None).cast("long")
-    return today.select("id", "t", count.alias("count")).join(prev, on="id", how="inner")
+    # A shuffle join, always: Spark cannot size a frame read by tasks (it would guess a few
+    # rows and broadcast the parent's vectors through the driver).
+    return today.select("id", "t", count.alias("count")).join(prev.hint("shuffle_hash"), on="id", how="inner")
 
 
 def stabilize(items: Side, other: Side | None, cfg: StabilizeConfig,
