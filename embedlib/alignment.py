@@ -579,7 +579,7 @@ def same_id_pass(joined: DataFrame, f_t: np.ndarray, dim: int, k: int, queries: 
             t, b64 = t.astype(np.float64), b.astype(np.float64)
             stab = t @ f
             b_norm = np.linalg.norm(b64, axis=1)
-            cos = [_cosines(x, b64, b_norm) for x in (t, stab)]
+            cos = [linalg.paired_cosines(x, b64, b_norm) for x in (t, stab)]
             n += len(cos[0])
             for i, c in enumerate(cos):
                 sums[i] += c.sum()
@@ -640,11 +640,6 @@ def release(cached: list) -> None:
     """Unpersist the DataFrames and destroy the broadcasts in ``cached``."""
     for x in cached:
         x.destroy() if isinstance(x, Broadcast) else x.unpersist()
-
-
-def _cosines(x: np.ndarray, b: np.ndarray, b_norm: np.ndarray) -> np.ndarray:
-    denom = np.linalg.norm(x, axis=1) * b_norm
-    return np.divide(np.einsum("ij,ij->i", x, b), denom, out=np.zeros(len(denom)), where=denom > 0)
 
 
 def _hist_quantile(counts: np.ndarray, q: float) -> float | None:

@@ -577,17 +577,19 @@ def row_cosines(df: DataFrame, col_a: str, col_b: str, dim: int,
             a = _checked_matrix(batch, col_a, dim).astype(np.float64)
             b = _checked_matrix(batch, col_b, dim).astype(np.float64)
             b_norm = np.linalg.norm(b, axis=1)
-            out = []
-            for m in mats.values():
-                am = a if m is None else a @ m
-                denom = np.linalg.norm(am, axis=1) * b_norm
-                out.append(pa.array(np.divide(np.einsum("ij,ij->i", am, b), denom,
-                                              out=np.zeros(len(denom)), where=denom > 0)))
+            out = [pa.array(paired_cosines(a if m is None else a @ m, b, b_norm)) for m in mats.values()]
             yield pa.record_batch([batch.column(c) for c in keep] + out, names=keep + list(mats))
 
     kept = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in df.select(*keep).schema.fields)
     schema = ", ".join(([kept] if kept else []) + [f"{k} double" for k in mats])
     return df.select(*dict.fromkeys([*keep, col_a, col_b])).mapInArrow(cosines, schema)
+
+
+def paired_cosines(a: np.ndarray, b: np.ndarray, b_norm: np.ndarray | None = None) -> np.ndarray:
+    """Row i: cos(a[i], b[i]), 0 where either row is zero. ``b_norm``: b's row norms, when known."""
+    b_norm = np.linalg.norm(b, axis=1) if b_norm is None else b_norm
+    denom = np.linalg.norm(a, axis=1) * b_norm
+    return np.divide(np.einsum("ij,ij->i", a, b), denom, out=np.zeros(len(denom)), where=denom > 0)
 
 
 def _checked_matrix(batch: pa.RecordBatch, col_name: str, dim: int) -> np.ndarray:
