@@ -1,7 +1,7 @@
 """Stabilization speed: the Gram pass three ways, and the whole job against one process.
 
 1. Gram of N x 128 float32 vectors from Parquet (default 500k), in one run: embedlib.linalg
-   as the job runs it (a linalg.FileSource: one Spark task per split of the file, read with
+   as the job runs it (a vector_files.FileSource: one Spark task per split of the file, read with
    pyarrow; one BLAS call per Arrow batch), and the same through Spark's Parquet reader
    (``module_spark_reader``); the per-row approach (df.rdd.mapPartitions summing np.outer
    per row, as published reference code does); pyarrow + numpy in one process.
@@ -29,9 +29,10 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import WORK, timed, write_results  # noqa: E402
 
-from embedlib import linalg  # noqa: E402
+from embedlib import linalg, spark_passes, vector_codec  # noqa: E402
 from embedlib.config import config_from_dict  # noqa: E402
 from embedlib.log import get_logger  # noqa: E402
+from embedlib.vector_files import FileSource  # noqa: E402
 
 log = get_logger("bench_stabilize")
 DIM = 128
@@ -42,7 +43,7 @@ VECTOR_TYPE = pa.list_(pa.float32())
 def write_matrix(path: Path, prefix: str, x: np.ndarray) -> str:
     n = len(x)
     ids = pc.binary_join_element_wise(prefix, pc.cast(pa.array(np.arange(n)), pa.string()), "")
-    vec = linalg.list_column(x, VECTOR_TYPE)
+    vec = vector_codec.list_column(x, VECTOR_TYPE)
     pq.write_table(pa.table({"id": ids, "vector": vec}), path, row_group_size=65536)
     return str(path)
 
@@ -96,15 +97,15 @@ def bench_gram(spark, rows: int, repeats: int = 5) -> dict:
     after one untimed run of each (JVM JIT, Python workers, file cache)."""
     path = write_matrix(WORK / "gram.parquet", "i",
                         np.random.default_rng(0).standard_normal((rows, DIM), dtype=np.float32))
-    source = linalg.FileSource.of(path, {"vector": "vector"})
-    linalg.gram(spark.read.parquet(path), "vector", DIM, source)
-    linalg.gram(spark.read.parquet(path), "vector", DIM)
+    source = FileSource.of(path, {"vector": "vector"})
+    spark_passes.gram(spark.read.parquet(path), "vector", DIM, source)
+    spark_passes.gram(spark.read.parquet(path), "vector", DIM)
     gram_single_process(path)
     times: dict = {"module": [], "module_spark_reader": [], "single_process": []}
     for _ in range(repeats):
-        t, g_module = timed(lambda: linalg.gram(spark.read.parquet(path), "vector", DIM, source).matrix)
+        t, g_module = timed(lambda: spark_passes.gram(spark.read.parquet(path), "vector", DIM, source).matrix)
         times["module"].append(t)
-        t, g_reader = timed(lambda: linalg.gram(spark.read.parquet(path), "vector", DIM).matrix)
+        t, g_reader = timed(lambda: spark_passes.gram(spark.read.parquet(path), "vector", DIM).matrix)
         times["module_spark_reader"].append(t)
         t, g_single = timed(gram_single_process, path)
         times["single_process"].append(t)
@@ -141,7 +142,7 @@ def _write_published(path: Path, ids: pa.Array, x: np.ndarray, f: np.ndarray, dt
     for c in _chunks(len(x)):
         out[c] = x[c].astype(np.float64) @ f
     n = len(out)
-    vec = linalg.list_column(out, VECTOR_TYPE)
+    vec = vector_codec.list_column(out, VECTOR_TYPE)
     del out
     pq.write_table(pa.table({"id": ids, "vector": vec, "count": pa.nulls(n, pa.int64()),
                              "carried": pa.array(np.zeros(n, dtype=bool)),
@@ -158,7 +159,7 @@ def single_process_job(t_path: str, w_path: str, parent_path: str, out: Path,
     ``overlap_k`` nearest among all shared ids on both sides (knn.nearest_neighbors).
     """
     from embedlib import knn
-    from embedlib.alignment import churn_metrics
+    from embedlib.churn import churn_metrics
 
     ids_t, t = read_matrix(t_path)
     ids_w, w = read_matrix(w_path)

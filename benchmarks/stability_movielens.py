@@ -1,4 +1,4 @@
-"""Stabilization quality on the real MovieLens log (../shared/data/movielens-latest-small).
+"""Stabilization quality on the real MovieLens log (common.MOVIELENS, beside the repository).
 
 Sequences come from conf/movielens.yaml (dt 2018-09-24, the whole history); the last 10% of
 sequences by start time are the next-item hold-out. Two pairs of versions, each trained with
@@ -25,18 +25,12 @@ import numpy as np
 from pyspark.sql import functions as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_results  # noqa: E402
+from common import movielens_sequences, neighbour_overlap, write_results  # noqa: E402
 
 from embedlib import evaluate, item2vec  # noqa: E402
-from embedlib.alignment import Side, neighbour_overlap, stabilize  # noqa: E402
-from embedlib.config import load_config  # noqa: E402
+from embedlib.alignment import TodayAndParent, stabilize  # noqa: E402
 from embedlib.log import get_logger  # noqa: E402
-from embedlib.sequences import build_sequences  # noqa: E402
-from embedlib.tables import read_input  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-MOVIELENS = REPO.parent / "shared" / "data" / "movielens-latest-small" / "ratings.csv"
-DT = "2018-09-24"
 WINDOW_DAYS = 90
 log = get_logger("stability_movielens")
 
@@ -59,21 +53,21 @@ def mean_cosine(a, b):
 
 def compare(spark, cfg, parent, child, holdout) -> dict:
     """Publish ``parent`` as a root, stabilize ``child`` against it in each mode; the figures."""
-    ctx = lambda run: Side("context", run.context_df) if run.context_df is not None else None  # noqa: E731
-    root = stabilize(Side("items", parent.item_df), ctx(parent), cfg.stabilize)
-    p_ids, p_vec = to_numpy(root.items_df)
+    ctx = lambda run: TodayAndParent("context", run.context_df) if run.context_df is not None else None  # noqa: E731
+    root = stabilize(TodayAndParent("items", parent.item_df), ctx(parent), cfg.stabilize)
+    p_ids, p_vec = to_numpy(root.published())
     c_ids, c_vec = to_numpy(child.item_df)
     a_raw, b = joined(c_ids, c_vec, p_ids, p_vec)
     lstsq = np.linalg.lstsq(a_raw, b, rcond=None)[0]
     out = {"joined_ids": len(b), "raw_cosine": mean_cosine(a_raw, b),
            "best_linear_cosine": mean_cosine(a_raw @ lstsq, b),
            "hr10_raw": evaluate.next_item_metrics(c_ids, c_vec, holdout, 10)["hr"]}
-    prev_df = root.items_df.select("id", "vector")
+    prev_df = root.published().select("id", "vector")
     for mode in ("canonicalize_align", "align"):
         cfg.stabilize.mode = mode
-        res = stabilize(Side("items", child.item_df, prev_df), ctx(child), cfg.stabilize,
+        res = stabilize(TodayAndParent("items", child.item_df, prev_df), ctx(child), cfg.stabilize,
                         prev_dim=p_vec.shape[1])
-        s_ids, s_vec = to_numpy(res.items_df)
+        s_ids, s_vec = to_numpy(res.published())
         a, b2 = joined(s_ids, s_vec, p_ids, p_vec)
         out[mode] = {"stabilized_cosine": mean_cosine(a, b2),
                      "cosine_median": res.metrics.get("cosine_stabilized_median"),
@@ -90,16 +84,10 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    if not MOVIELENS.exists():
-        print(f"skipped: {MOVIELENS} is absent")
+    loaded = movielens_sequences("stability_movielens", args.overrides)
+    if loaded is None:
         return {}
-    from embedlib.spark import get_spark
-
-    cfg = load_config(REPO / "conf" / "movielens.yaml",
-                      [f"input.path={MOVIELENS}", "spark.warehouse_dir=benchmarks/work/movielens_wh",
-                       *args.overrides])
-    spark = get_spark(cfg.spark, "stability_movielens")
-    seq_df = build_sequences(read_input(spark, cfg.input), cfg.input, cfg.sequences, DT).sequences_df.persist()
+    cfg, spark, seq_df = loaded
     holdout = evaluate.temporal_holdout(seq_df, cfg.evaluate)
     cut = _dt.datetime.fromisoformat(holdout.cut_time)
     train_df = holdout.train_df.persist()

@@ -1,27 +1,24 @@
-"""Step 3 maths on DataFrames: canonicalize (low-rank SVD of T W^T), align (Procrustes), measure.
+"""Step 3 on DataFrames: canonicalize (low-rank SVD of T W^T), align (Procrustes), gate.
 
 Frames are (id string, vector array<float>, ...). Only e x e matrices reach the driver,
-plus small samples for the score-preservation metric and the neighbour-churn queries (their
-vectors and their k nearest ids).
+plus a small sample for the score-preservation metric. The passes over the vectors are in
+``spark_passes``, the driver maths in ``linalg``, the same-id cosines and neighbour churn
+in ``churn``; docs/stabilization.md derives them and says what each metric means.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark import StorageLevel
-from pyspark.broadcast import Broadcast
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import BinaryType
 
-from embedlib import knn, linalg
+from embedlib import churn, linalg, spark_passes
 from embedlib.config import StabilizeConfig
 from embedlib.errors import EmbedlibError
 from embedlib.log import Phases, get_logger
+from embedlib.vector_files import FileSource
 
 log = get_logger(__name__)
 
@@ -31,8 +28,8 @@ class StabilizeError(EmbedlibError):
 
 
 @dataclass
-class Side:
-    """One matrix: today's raw vectors and, when there is one, the parent version's.
+class TodayAndParent:
+    """One matrix (items, or the context/user side): today's raw vectors and the parent's.
 
     Attributes
     ----------
@@ -41,66 +38,71 @@ class Side:
     df : DataFrame with columns id string, vector array<float>
         Today's raw vectors.
     prev_df : DataFrame with columns id string, vector array<float>, optional
-        The parent version's published vectors.
-    source : linalg.FileSource, optional
+        The parent version's published vectors; None for a root.
+    source : FileSource, optional
         ``df``'s rows as Parquet files the tasks read with pyarrow (columns id, vector and,
         where there is one, count): the Gram pass and the join read them.
-    prev_source : linalg.FileSource, optional
+    prev_source : FileSource, optional
         The same for ``prev_df`` (id, vector).
     """
 
     name: str
     df: DataFrame
     prev_df: DataFrame | None = None
-    source: linalg.FileSource | None = None
-    prev_source: linalg.FileSource | None = None
+    source: FileSource | None = None
+    prev_source: FileSource | None = None
 
 
 @dataclass
 class Stabilized:
-    """What ``stabilize`` gives: the transformed frames, the transforms and the metrics.
+    """What ``stabilize`` gives: today's valid raw vectors, the transforms, the metrics.
+
+    The published vectors are the raw ones times the transform (``published``), written by
+    the publication as it writes (``spark_passes.transform_batches``).
 
     Attributes
     ----------
-    items_df : DataFrame
-        The items' columns, ``vector`` replaced by vector @ transform_items (float32). Lazy.
-    other_df : DataFrame or None
-        The same for the other side, by transform_other.
+    raw_items : DataFrame
+        Today's valid raw item vectors (columns of the input, invalid rows dropped if so
+        configured).
+    raw_other : DataFrame or None
+        The same for the other side.
     transform_items : ndarray, shape (e, e), float64
+        published item vector = raw @ transform_items.
     transform_other : ndarray, shape (e, e), float64, or None
     mode : {"canonicalize_align", "align", "none"}
     root_reason : str or None
+        Why this version is a root (no parent used), else None.
     metrics : dict of str to float, int or str
     cosines_df : DataFrame with columns id string, raw double, stabilized double, or None
-    item_ids, other_ids : DataFrame with column id string, or None
+        Same-id cosines to the parent of the shared item ids that moved (1 - stabilized >
+        moved_threshold), for the delta; None for a root.
+    items_source, other_source : FileSource or None
+        The raw rows' files where the tasks can read them, for the publication's write.
+    cached : list
+        Frames and broadcasts kept for the publication (under cosines_df): ``release``.
     """
 
-    items_df: DataFrame
-    other_df: DataFrame | None
-    transform_items: np.ndarray  # (e, e): published = raw @ transform_items
+    raw_items: DataFrame
+    raw_other: DataFrame | None
+    transform_items: np.ndarray
     transform_other: np.ndarray | None
     mode: str
-    root_reason: str | None  # why this version is a root (no parent used), else None
+    root_reason: str | None
     metrics: dict = field(default_factory=dict)
-    # (id, raw, stabilized) same-id cosines to the parent of the shared item ids that moved
-    # (1 - stabilized > moved_threshold), for the delta; None for a root.
     cosines_df: DataFrame | None = None
-    # The ids of items_df / other_df read without the transform (a cheap plan for id joins).
-    item_ids: DataFrame | None = None
-    other_ids: DataFrame | None = None
-    # Frames persisted for the publication (under cosines_df): ``release`` unpersists them.
+    items_source: FileSource | None = None
+    other_source: FileSource | None = None
     cached: list = field(default_factory=list)
-    # Today's valid raw vectors (items_df / other_df before the transform): the publication
-    # writes them with the transform applied as it writes (linalg.transform_batches).
-    raw_items: DataFrame | None = None
-    raw_other: DataFrame | None = None
-    # Their files where the tasks can read them (Side.source), for the same write.
-    items_source: linalg.FileSource | None = None
-    other_source: linalg.FileSource | None = None
+
+    def published(self, side: str = "items") -> DataFrame:
+        """The published vectors of ``side`` ("items" or "other"): raw rows x transform. Lazy."""
+        raw, m = (self.raw_items, self.transform_items) if side == "items" else (self.raw_other, self.transform_other)
+        return spark_passes.apply_transform(raw, "vector", m)
 
     def release(self) -> None:
         """Unpersist what the stabilization kept cached for the publication."""
-        release(self.cached)
+        spark_passes.release(self.cached)
         self.cached = []
 
 
@@ -130,12 +132,12 @@ def vector_dim(df: DataFrame, name: str) -> int:
     return int(row.n)
 
 
-def checked_gram(side: Side, dim: int, cfg: StabilizeConfig) -> tuple[Side, linalg.Gram]:
+def checked_gram(side: TodayAndParent, dim: int, cfg: StabilizeConfig) -> tuple[TodayAndParent, spark_passes.Gram]:
     """Gram of a side; bad vectors (null, wrong length, NaN/Inf) stop the job or are dropped.
 
     Parameters
     ----------
-    side : Side
+    side : TodayAndParent
         ``side.df`` with columns id string, vector array<float> of length dim.
     dim : int
     cfg : StabilizeConfig
@@ -143,9 +145,9 @@ def checked_gram(side: Side, dim: int, cfg: StabilizeConfig) -> tuple[Side, lina
 
     Returns
     -------
-    side : Side
+    side : TodayAndParent
         ``side``, without its bad rows when they were dropped.
-    gram : linalg.Gram
+    gram : spark_passes.Gram
         Of the valid vectors.
 
     Raises
@@ -153,17 +155,18 @@ def checked_gram(side: Side, dim: int, cfg: StabilizeConfig) -> tuple[Side, lina
     StabilizeError
         Bad vectors under "error" (the message gives example ids), or no valid vector.
     """
-    g = linalg.gram(side.df, "vector", dim, side.source)
+    g = spark_passes.gram(side.df, "vector", dim, side.source)
     if g.n_invalid:
-        examples = [r.id for r in side.df.where(linalg.invalid_vector("vector", dim)).select("id").limit(3).collect()]
+        bad_df = side.df.where(spark_passes.invalid_vector("vector", dim))
+        examples = [r.id for r in bad_df.select("id").limit(3).collect()]
         message = (f"{side.name}: {g.n_invalid} of {g.n_rows + g.n_invalid} vectors are null, not of "
                    f"length {dim}, or have NaN/Inf (e.g. ids {examples})")
         if cfg.on_invalid_vectors == "error":
             raise StabilizeError(message + "; set stabilize.on_invalid_vectors=drop to drop them")
         log.warning("%s: dropped", message)
-        side = Side(side.name, side.df.where(~linalg.invalid_vector("vector", dim)), side.prev_df,
+        side = TodayAndParent(side.name, side.df.where(~spark_passes.invalid_vector("vector", dim)), side.prev_df,
                     prev_source=side.prev_source)
-        g = linalg.gram(side.df, "vector", dim)
+        g = spark_passes.gram(side.df, "vector", dim)
     if g.n_rows == 0:
         raise StabilizeError(f"{side.name}: no valid vector to stabilize")
     log.info("%s: Gram pass over %d vectors (dim %d)", side.name, g.n_rows, dim)
@@ -175,7 +178,7 @@ def canonical_transforms(g_t, g_w, cfg: StabilizeConfig, names=("items", "other"
 
     Parameters
     ----------
-    g_t, g_w : linalg.Gram
+    g_t, g_w : spark_passes.Gram
         T^T T and W^T W, both of dimension e.
     cfg : StabilizeConfig
         ``gram_rcond`` and ``on_rank_deficient``.
@@ -211,7 +214,7 @@ def canonical_transforms(g_t, g_w, cfg: StabilizeConfig, names=("items", "other"
     return canon.m_t, canon.m_w, metrics
 
 
-def join_previous(side: Side, dim: int | None = None) -> DataFrame:
+def join_previous(side: TodayAndParent, dim: int | None = None) -> DataFrame:
     """Today's raw vectors ``t`` next to the parent's published vectors ``b``, on shared ids.
 
     Where both sides have a ``FileSource`` (and ``dim`` is given) the tasks read the files
@@ -220,14 +223,14 @@ def join_previous(side: Side, dim: int | None = None) -> DataFrame:
 
     Parameters
     ----------
-    side : Side
+    side : TodayAndParent
         With ``prev_df``; ids unique on both sides.
     dim : int, optional
 
     Returns
     -------
     DataFrame with columns id string, t, b, count long
-        t and b array<float> (or binary, see above; ``linalg.batch_matrix`` reads both).
+        t and b array<float> (or binary, see above; ``vector_codec.batch_matrix`` reads both).
         Inner join on id; ``count`` is today's (null when the source has none). Lazy.
     """
     if dim and side.source is not None and side.prev_source is not None and "id" in side.source.columns:
@@ -243,16 +246,16 @@ def join_previous(side: Side, dim: int | None = None) -> DataFrame:
     return today.select("id", "t", count.alias("count")).join(prev.hint("shuffle_hash"), on="id", how="inner")
 
 
-def stabilize(items: Side, other: Side | None, cfg: StabilizeConfig,
+def stabilize(items: TodayAndParent, other: TodayAndParent | None, cfg: StabilizeConfig,
               prev_dim: int | None = None, phases: Phases | None = None,
               moved_threshold: float = 0.0) -> Stabilized:
     """Canonicalize and/or align today's vectors to the parent version, with quality metrics.
 
     Parameters
     ----------
-    items : Side
+    items : TodayAndParent
         Item vectors; ``prev_df`` the parent version's published ones, None for a root.
-    other : Side, optional
+    other : TodayAndParent, optional
         The second matrix (Item2Vec context or two-tower user vectors), same length e.
     cfg : StabilizeConfig
     prev_dim : int, optional
@@ -286,23 +289,13 @@ def stabilize(items: Side, other: Side | None, cfg: StabilizeConfig,
         raise StabilizeError("stabilize.mode=canonicalize_align needs a second matrix "
                              "(Item2Vec context vectors or two-tower user vectors); use mode=align")
     phases = phases if phases is not None else Phases()
-    with phases("gram"):
-        items, g_t = checked_gram(items, dim, cfg)
-    metrics: dict = {"dim": dim, "rows_items": g_t.n_rows, "mode": mode}
+    items, other, m_t, m_w, metrics = _canonicalized(items, other, dim, mode, cfg, phases)
     eye = np.eye(dim)
-    m_t, m_w = eye, (eye if other is not None else None)
-    if other is not None:
-        with phases("gram"):
-            other, g_w = checked_gram(other, dim, cfg)
-        metrics["rows_other"] = g_w.n_rows
-        if mode == "canonicalize_align":
-            m_t, m_w, canon_metrics = canonical_transforms(g_t, g_w, cfg, (items.name, other.name))
-            metrics.update(canon_metrics)
     root_reason = _root_reason(items, dim, prev_dim, mode, cfg)
     o, joined, queries = eye, None, None
     if root_reason is None:
         with phases("join_cross_gram"):
-            o, joined, queries, align_metrics = _align(items, other, m_t, m_w, g_t.n_rows, dim, cfg)
+            o, joined, queries, align_metrics = _align(items, other, m_t, m_w, metrics["rows_items"], dim, cfg)
         metrics.update(align_metrics)
         if metrics.get("root_reason"):
             root_reason, o = metrics.pop("root_reason"), eye
@@ -315,15 +308,12 @@ def stabilize(items: Side, other: Side | None, cfg: StabilizeConfig,
     cosines_df, cached = None, []
     if joined is not None and root_reason is None:
         with phases("same_id"):
-            cosines_df, cached, same_id = same_id_metrics(joined, f_t, dim, cfg, queries, moved_threshold)
+            cosines_df, cached, same_id = churn.same_id_metrics(joined, f_t, dim, cfg, queries, moved_threshold)
         metrics.update(same_id)
     if joined is not None:
         joined.unpersist()
-    result = Stabilized(linalg.apply_transform(items.df, "vector", f_t),
-                        linalg.apply_transform(other.df, "vector", f_w) if other else None,
-                        f_t, f_w, mode, root_reason, metrics, cosines_df,
-                        items.df.select("id"), other.df.select("id") if other else None, cached,
-                        items.df, other.df if other else None, items.source, other.source if other else None)
+    result = Stabilized(items.df, other.df if other else None, f_t, f_w, mode, root_reason, metrics, cosines_df,
+                        items.source, other.source if other else None, cached)
     try:
         _check_gates(metrics, cfg)
     except StabilizeError:
@@ -332,7 +322,27 @@ def stabilize(items: Side, other: Side | None, cfg: StabilizeConfig,
     return result
 
 
-def _root_reason(items: Side, dim: int, prev_dim: int | None, mode: str, cfg) -> str | None:
+def _canonicalized(items: TodayAndParent, other: TodayAndParent | None, dim: int, mode: str,
+                   cfg: StabilizeConfig, phases: Phases) -> tuple:
+    """(items, other, M_T, M_W, metrics): both sides' checked Grams (bad rows dropped or an
+    error, ``checked_gram``) and, under canonicalize_align, the canonical transforms (the
+    identity otherwise; M_W None without a second matrix)."""
+    with phases("gram"):
+        items, g_t = checked_gram(items, dim, cfg)
+    metrics: dict = {"dim": dim, "rows_items": g_t.n_rows, "mode": mode}
+    eye = np.eye(dim)
+    m_t, m_w = eye, (eye if other is not None else None)
+    if other is not None:
+        with phases("gram"):
+            other, g_w = checked_gram(other, dim, cfg)
+        metrics["rows_other"] = g_w.n_rows
+        if mode == "canonicalize_align":
+            m_t, m_w, canon_metrics = canonical_transforms(g_t, g_w, cfg, (items.name, other.name))
+            metrics.update(canon_metrics)
+    return items, other, m_t, m_w, metrics
+
+
+def _root_reason(items: TodayAndParent, dim: int, prev_dim: int | None, mode: str, cfg) -> str | None:
     if mode == "none":
         return "mode none"
     if items.prev_df is None:
@@ -346,14 +356,14 @@ def _root_reason(items: Side, dim: int, prev_dim: int | None, mode: str, cfg) ->
     return None
 
 
-def _align(items: Side, other: Side | None, m_t, m_w, n_items: int, dim: int, cfg) -> tuple:
+def _align(items: TodayAndParent, other: TodayAndParent | None, m_t, m_w, n_items: int, dim: int, cfg) -> tuple:
     """(rotation, the persisted join, the churn's query rows, metrics); one pass over the join
     sums the cross-Gram and picks the queries (``query_order``'s first rows)."""
     joined = join_previous(items, dim)
-    joined = joined.withColumn(QUERY_KEY, query_key(joined))
+    joined = joined.withColumn(churn.QUERY_KEY, churn.query_key(joined))
     joined = joined.persist(StorageLevel.DISK_ONLY)
-    top = linalg.TopRows(cfg.overlap_queries, QUERY_KEY) if cfg.overlap_queries > 0 else None
-    cg = linalg.cross_gram(joined, "t", "b", dim, m_t, top)
+    top = spark_passes.TopRowsRequest(cfg.overlap_queries, churn.QUERY_KEY) if cfg.overlap_queries > 0 else None
+    cg = spark_passes.cross_gram(joined, "t", "b", dim, m_t, top)
     needed = max(dim, int(np.ceil(cfg.min_overlap_share * n_items)))
     metrics = {"rows_joined": cg.n_rows, "overlap_share": cg.n_rows / n_items}
     if cg.n_invalid:
@@ -368,7 +378,7 @@ def _align(items: Side, other: Side | None, m_t, m_w, n_items: int, dim: int, cf
         return np.eye(dim), joined, None, {**metrics, "root_reason": "low overlap"}
     cross = cg.cross.copy()
     if cfg.align_on == "items_and_other" and other is not None and other.prev_df is not None:
-        og = linalg.cross_gram(join_previous(other, dim), "t", "b", dim, m_w)
+        og = spark_passes.cross_gram(join_previous(other, dim), "t", "b", dim, m_w)
         cross += cfg.other_weight * og.cross
         metrics["rows_joined_other"] = og.n_rows
     o = linalg.procrustes_rotation(cross)
@@ -414,328 +424,6 @@ def _sample_matrix(df: DataFrame, n: int) -> np.ndarray:
     # instead of every vector.
     rows = df.select("vector").limit(n).collect()
     return np.array([r.vector for r in rows], dtype=np.float64)
-
-
-def same_id_metrics(joined: DataFrame, f_t: np.ndarray, dim: int, cfg: StabilizeConfig,
-                    queries: pa.Table | None = None, moved_threshold: float = 0.0) -> tuple:
-    """Same-id cosines to the parent, raw and stabilized, and the neighbour churn on shared ids.
-
-    One pass over ``joined`` (``same_id_pass``).
-
-    Parameters
-    ----------
-    joined : DataFrame with columns id string, t array<float>, b array<float> of length dim
-        ``join_previous``'s frame; valid vectors.
-    f_t : ndarray, shape (dim, dim)
-        Stabilized = t @ f_t.
-    dim : int
-    cfg : StabilizeConfig
-        ``overlap_k``, ``overlap_queries``.
-    queries : pyarrow Table with columns id, t, b, optional
-        The churn's queries, in ``query_order`` (picked by the cross-Gram pass); None picks
-        them here (one more pass).
-    moved_threshold : float
-        See ``same_id_pass``.
-
-    Returns
-    -------
-    cosines_df : DataFrame with columns id string, raw double, stabilized double
-        The moved shared ids (see ``same_id_pass``).
-    cached : list
-        What ``cosines_df`` reads (a persisted frame, a broadcast): the caller ``release``s it.
-    metrics : dict
-        cosine_raw_mean, cosine_raw_median, cosine_raw_p5 and the same for stabilized
-        (float); when more than ``overlap_k`` ids are shared, ``churn_metrics``' keys
-        (neighbour_overlap_at_<k>, neighbour_churn_share, overlap_queries, most_changed).
-    """
-    if queries is None:
-        queries = pick_queries(joined, cfg.overlap_queries)
-    result = same_id_pass(joined, f_t, dim, cfg.overlap_k, queries, moved_threshold)
-    metrics = dict(result.cosine_metrics)
-    log.info("same-id cosine to parent: raw %.3f, stabilized %.3f (mean)",
-             metrics["cosine_raw_mean"], metrics["cosine_stabilized_mean"])
-    if result.shared > cfg.overlap_k and result.query_ids:
-        metrics.update(churn_metrics(result.query_ids, result.before, result.after, cfg.overlap_k))
-        log.info("neighbour overlap@%d to parent over %d shared ids: %.3f for %d queries, %.1f%% of them "
-                 "kept less than half their neighbours", cfg.overlap_k, result.shared,
-                 metrics[f"neighbour_overlap_at_{cfg.overlap_k}"], len(result.query_ids),
-                 100 * metrics["neighbour_churn_share"])
-    return result.cosines_df, result.cached, metrics
-
-
-# The queried items whose neighbourhoods changed most, kept in the metrics (and the report).
-MOST_CHANGED = 20
-_HASH_BITS = 53
-QUERY_KEY = "_query_key"
-# Cosine quantiles come from a histogram of this many equal bins over [-1, 1]: within 1e-4.
-COSINE_BINS = 20000
-
-
-def query_key(df: DataFrame):
-    """Spark Column: the Efraimidis-Spirakis key of each id; the largest keys are the queries.
-
-    Each id draws u in (0, 1) from its xxhash64 and gets the key log(u) / count; the largest
-    keys win, so an item seen w times is about w times as likely to be queried, as it is w
-    times as likely to be looked at. The draw depends on the id only, so the same items are
-    queried from day to day while their counts hold. No ``count`` column (or a null count)
-    weighs every id as 1: a uniform sample.
-    """
-    u = ((F.xxhash64("id").bitwiseAND(F.lit((1 << _HASH_BITS) - 1))).cast("double") + 0.5) / float(1 << _HASH_BITS)
-    weight = (F.greatest(F.coalesce(F.col("count").cast("double"), F.lit(1.0)), F.lit(1.0))
-              if "count" in df.columns else F.lit(1.0))
-    return F.log(u) / weight
-
-
-def query_order(df: DataFrame) -> list:
-    """Sort keys whose first n rows are a count-weighted sample of ids, without replacement
-    (``query_key`` descending, then id)."""
-    return [query_key(df).desc(), F.col("id")]
-
-
-def pick_queries(joined: DataFrame, n: int) -> pa.Table:
-    """The first ``n`` rows of ``joined`` in ``query_order``: a table with columns id, t, b."""
-    rows = joined.orderBy(*query_order(joined)).limit(n).select("id", "t", "b").collect() if n > 0 else []
-    types = {f.name: pa.binary() if isinstance(f.dataType, BinaryType) else pa.list_(pa.float32())
-             for f in joined.schema.fields if f.name in ("t", "b")}
-    return pa.table({"id": pa.array([r.id for r in rows], type=pa.string()),
-                     **{c: pa.array([r[c] for r in rows], type=types[c]) for c in ("t", "b")}})
-
-
-@dataclass
-class SameIdPass:
-    """What ``same_id_pass`` gives.
-
-    Attributes
-    ----------
-    shared : int
-        Rows of the join.
-    cosine_metrics : dict
-        cosine_{raw,stabilized}_{mean,median,p5}.
-    cosines_df : DataFrame with columns id string, raw double, stabilized double
-        The moved ids, read from ``cached``.
-    cached : list
-        The pass's persisted output and the broadcast its plan reads: ``release`` them.
-    query_ids, before, after : list
-        As ``neighbour_churn`` returns them.
-    """
-
-    shared: int
-    cosine_metrics: dict
-    cosines_df: DataFrame
-    cached: list
-    query_ids: list
-    before: list
-    after: list
-
-
-def same_id_pass(joined: DataFrame, f_t: np.ndarray, dim: int, k: int, queries: pa.Table,
-                 moved_threshold: float = 0.0) -> SameIdPass:
-    """One pass over the shared ids: same-id cosines and each query's k nearest, both versions.
-
-    Per Arrow batch of ``joined``: the cosine of each id's raw and stabilized vector with the
-    parent's (0 where a vector is zero), summed and binned (``COSINE_BINS`` bins: quantiles
-    within 1e-4, exact means); the rows with 1 - stabilized cosine > ``moved_threshold`` are
-    kept; and the queries (broadcast, a few hundred rows) are scored against every row on
-    both sides (``knn.block_candidates``, the query's own row excluded), keeping each
-    partition's k best. The partitions' results are merged (``linalg.reduce_partials``) by
-    ``knn.merge_candidates``: score descending, then id ascending.
-
-    Parameters
-    ----------
-    joined : DataFrame with columns id string, t array<float>, b array<float> of length dim
-        ``join_previous``'s frame: ids unique, vectors valid.
-    f_t : ndarray, shape (dim, dim)
-        Stabilized = t @ f_t.
-    dim, k : int
-    queries : pyarrow Table with columns id string, t and b list<float> of length dim
-        In ``query_order``; may be empty.
-    moved_threshold : float
-
-    Returns
-    -------
-    SameIdPass
-        ``before`` / ``after``: per query, its min(k, shared - 1) nearest ids among the
-        parent's vectors ``b`` / today's stabilized ``t @ f_t``.
-    """
-    f = np.asarray(f_t, dtype=np.float64)
-    query_ids = queries.column("id").to_pylist()
-    shape = (2, len(query_ids), k)
-    q = np.zeros((2, 0, dim))
-    if query_ids:
-        q = np.stack([knn.unit_rows(np, linalg.batch_matrix(queries.column("t"), dim).astype(np.float64) @ f),
-                      knn.unit_rows(np, linalg.batch_matrix(queries.column("b"), dim))])
-    shared = joined.sparkSession.sparkContext.broadcast((query_ids, q))
-    names = ["id", "raw", "stabilized", "partial", "cand_ids"]
-
-    def partial(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        qids, qv = shared.value
-        best = (np.full(shape, -np.inf, dtype=np.float32), np.full(shape, None, dtype=object))
-        n, sums, hist = 0, np.zeros(2), np.zeros((2, COSINE_BINS), dtype=np.int64)
-        for batch in batches:
-            ids = batch.column("id")
-            t, b = (linalg.batch_matrix(batch.column(c), dim) for c in ("t", "b"))
-            if t is None or b is None:
-                raise ValueError(f"a vector of the joined frame is null or not of length {dim}")
-            t, b64 = t.astype(np.float64), b.astype(np.float64)
-            stab = t @ f
-            b_norm = np.linalg.norm(b64, axis=1)
-            cos = [linalg.paired_cosines(x, b64, b_norm) for x in (t, stab)]
-            n += len(cos[0])
-            for i, c in enumerate(cos):
-                sums[i] += c.sum()
-                hist[i] += np.bincount(np.clip(((c + 1.0) * (COSINE_BINS / 2)).astype(np.int64), 0, COSINE_BINS - 1),
-                                       minlength=COSINE_BINS)
-            moved = 1.0 - cos[1] > moved_threshold
-            m = int(moved.sum())
-            if m:
-                yield pa.record_batch([ids.filter(pa.array(moved)), pa.array(cos[0][moved]), pa.array(cos[1][moved]),
-                                       pa.nulls(m, pa.binary()), pa.nulls(m, pa.list_(pa.string()))], names=names)
-            if qids:
-                # Each query's own row in this batch, if it is here: never its own neighbour.
-                where = pc.index_in(pa.array(qids, type=ids.type), value_set=ids)
-                exclude = where.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-                id_values = ids.to_numpy(zero_copy_only=False)
-                found = [knn.block_candidates(qv[s], x, id_values, k, exclude) for s, x in enumerate((stab, b))]
-                best = knn.merge_candidates(np.concatenate([best[0], np.stack([c[0] for c in found])], axis=-1),
-                                            np.concatenate([best[1], np.stack([c[1] for c in found])], axis=-1), k)
-        blob = np.concatenate([[n], sums, hist.ravel(), best[0].ravel().astype(np.float64)]).tobytes()
-        yield pa.record_batch([pa.nulls(1, pa.string()), pa.nulls(1, pa.float64()), pa.nulls(1, pa.float64()),
-                               pa.array([blob]), pa.array([best[1].ravel().tolist()], type=pa.list_(pa.string()))],
-                              names=names)
-
-    def parse(r):
-        v = np.frombuffer(r.partial, dtype=np.float64)
-        h = 3 + 2 * COSINE_BINS
-        return (int(v[0]), v[1:3], v[3:h].reshape(2, COSINE_BINS),
-                v[h:].astype(np.float32).reshape(shape), np.array(r.cand_ids, dtype=object).reshape(shape))
-
-    def merge(a, b):
-        scores, cand = knn.merge_candidates(np.concatenate([a[3], b[3]], axis=-1),
-                                            np.concatenate([a[4], b[4]], axis=-1), k)
-        return a[0] + b[0], a[1] + b[1], a[2] + b[2], scores, cand
-
-    out = joined.select("id", "t", "b").mapInArrow(
-        partial, "id string, raw double, stabilized double, partial binary, cand_ids array<string>")
-    out = out.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        merged = linalg.reduce_partials(out.where(F.col("partial").isNotNull()), parse, merge)
-    except BaseException:
-        release([out, shared])
-        raise
-    if merged is None:
-        merged = (0, np.zeros(2), np.zeros((2, COSINE_BINS)), None, np.full(shape, None, dtype=object))
-    n, sums, hist, _, cand = merged
-    metrics = {}
-    for i, c in enumerate(("raw", "stabilized")):
-        metrics[f"cosine_{c}_mean"] = float(sums[i] / n) if n else None
-        metrics[f"cosine_{c}_median"] = _hist_quantile(hist[i], 0.5)
-        metrics[f"cosine_{c}_p5"] = _hist_quantile(hist[i], 0.05)
-    after, before = ([[x for x in row if x is not None] for row in side] for side in cand)
-    cosines_df = out.where(F.col("partial").isNull()).select("id", "raw", "stabilized")
-    # Reading the cache ships the pass's plan, broadcast included: both live until released.
-    return SameIdPass(n, metrics, cosines_df, [out, shared], query_ids, before, after)
-
-
-def release(cached: list) -> None:
-    """Unpersist the DataFrames and destroy the broadcasts in ``cached``."""
-    for x in cached:
-        x.destroy() if isinstance(x, Broadcast) else x.unpersist()
-
-
-def _hist_quantile(counts: np.ndarray, q: float) -> float | None:
-    """The centre of the bin that holds the q-quantile of the values ``same_id_pass`` binned."""
-    total = counts.sum()
-    if total == 0:
-        return None
-    i = int(np.searchsorted(np.cumsum(counts), q * total))
-    return float(-1.0 + (i + 0.5) * 2.0 / len(counts))
-
-
-def neighbour_churn(joined: DataFrame, f_t: np.ndarray, dim: int, k: int, n_queries: int) -> tuple:
-    """Each query's k nearest shared ids by cosine, today (stabilized) and in the parent.
-
-    The queries are ``n_queries`` shared ids drawn in proportion to today's counts by
-    ``query_order`` (seeded by the id's hash, so the same items from one day to the next
-    while they stay); the search is ``same_id_pass``'s. Of ``joined``, only the queries'
-    rows and each partition's candidates reach the driver.
-
-    Parameters
-    ----------
-    joined : DataFrame with columns id string, t array<float>, b array<float> of length dim
-        ``join_previous``'s frame: ids unique, vectors valid.
-    f_t : ndarray, shape (dim, dim)
-        Stabilized = t @ f_t.
-    dim, k, n_queries : int
-
-    Returns
-    -------
-    query_ids : list of str
-        In ``query_order``.
-    before : list of list of str
-        Per query, its min(k, shared - 1) nearest ids among the parent's vectors ``b``.
-    after : list of list of str
-        The same among today's stabilized vectors ``t @ f_t``.
-    """
-    queries = pick_queries(joined, n_queries)
-    if not queries.num_rows:
-        return [], [], []
-    result = same_id_pass(joined, f_t, dim, k, queries, moved_threshold=2.0)
-    release(result.cached)
-    return result.query_ids, result.before, result.after
-
-
-def churn_metrics(query_ids, before, after, k: int, most_changed: int = MOST_CHANGED) -> dict:
-    """Neighbour overlap@k and churn of queried items from their neighbours in two versions.
-
-    Parameters
-    ----------
-    query_ids : sequence of str, length q
-    before, after : sequence of q sequences of str
-        Each query's nearest ids in the parent and today, nearest first.
-    k : int
-        For the key name.
-    most_changed : int
-        How many of the most changed queries are listed.
-
-    Returns
-    -------
-    dict
-        neighbour_overlap_at_<k> (mean share of a query's neighbours kept), neighbour_churn_share
-        (share of queries that kept less than half), overlap_queries (q), most_changed (the
-        ``most_changed`` queries with the lowest overlap, ties by id: {id, overlap, before,
-        after}). Empty when q is 0.
-    """
-    if not len(query_ids):
-        return {}
-    share = knn.shared_share(before, after)
-    order = sorted(range(len(query_ids)), key=lambda i: (share[i], query_ids[i]))[:most_changed]
-    return {f"neighbour_overlap_at_{k}": float(share.mean()),
-            "neighbour_churn_share": float((share < 0.5).mean()),
-            "overlap_queries": len(query_ids),
-            "most_changed": [{"id": query_ids[i], "overlap": float(share[i]),
-                              "before": list(before[i]), "after": list(after[i])} for i in order]}
-
-
-def neighbour_overlap(a: np.ndarray, b: np.ndarray, k: int, n_queries: int) -> float:
-    """Mean share of the k cosine nearest neighbours (self excluded) that a and b agree on.
-
-    For matrices in memory (benchmarks); the pipeline runs ``neighbour_churn`` on Spark.
-
-    Parameters
-    ----------
-    a, b : ndarray, shape (n, e), float
-        The same ids, row for row, in two versions.
-    k : int
-        At most n - 1 neighbours are used.
-    n_queries : int
-        The first min(n_queries, n) rows are the queries.
-
-    Returns
-    -------
-    float, in [0, 1]
-    """
-    q = np.arange(min(n_queries, a.shape[0]))
-    return float(knn.shared_share(knn.nearest_neighbors(a, q, k), knn.nearest_neighbors(b, q, k)).mean())
 
 
 def _check_gates(metrics: dict, cfg: StabilizeConfig) -> None:

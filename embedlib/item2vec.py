@@ -37,7 +37,7 @@ from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from embedlib import ensemble, linalg
+from embedlib import ensemble, vector_codec
 from embedlib.config import TrainConfig
 from embedlib.errors import EmbedlibError
 from embedlib.log import get_logger
@@ -404,7 +404,7 @@ def embeddings_frame(spark: SparkSession, ids: np.ndarray, vectors: np.ndarray,
     counts : ndarray of int, shape (n,)
     """
     table = pa.table({"id": pa.array(list(ids), pa.string()),
-                      "vector": linalg.list_column(vectors, pa.list_(pa.float32())),
+                      "vector": vector_codec.list_column(vectors, pa.list_(pa.float32())),
                       "count": pa.array(np.asarray(counts, dtype=np.int64))})
     return spark.createDataFrame(table).select(*EMBEDDING_COLS)
 

@@ -48,7 +48,7 @@ def union_carried(today_df: DataFrame, parent_df: DataFrame, dt: str, ttl_days: 
     rows minus the ids both versions share); otherwise the carried ids are counted first
     (an ids-only job). With none to carry the parent's vectors are not read at all.
     ``encode``: applied to the carried rows before the union, when today's vectors are in
-    another encoding (``linalg.binary_frame``).
+    another encoding (``vector_files.binary_frame``).
     """
     today_ids = today_df.select("id") if today_ids is None else today_ids.select("id")
     # Ids first: the carried ids (items that dropped out of today's vocabulary, usually a

@@ -16,7 +16,7 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from embedlib import linalg, registry, run_stats, tables
+from embedlib import registry, run_stats, spark_passes, tables
 from embedlib.config import Config
 from embedlib.log import get_logger, step
 from embedlib.registry import VersionRecord, json_safe
@@ -106,12 +106,12 @@ def cosine_figures(spark: SparkSession, cfg: Config, dt: str, current: dict | No
 def cosine_histogram(vectors_df: DataFrame, parent_df: DataFrame, dim: int, bins: int) -> dict:
     """Histogram over [-1, 1] (``bins`` bins) and mean of cos(vector, parent vector) on shared ids.
 
-    The cosines are computed on Arrow batches (linalg.row_cosines) and binned on Spark: only
+    The cosines are computed on Arrow batches (spark_passes.row_cosines) and binned on Spark: only
     the bin counts and sums reach the driver, whatever the number of items.
     """
     joined_df = (vectors_df.select("id", F.col("vector").alias("a"))
                  .join(parent_df.select("id", F.col("vector").alias("b")), on="id", how="inner"))
-    cos_df = linalg.row_cosines(joined_df, "a", "b", dim, {"cosine": None})
+    cos_df = spark_passes.row_cosines(joined_df, "a", "b", dim, {"cosine": None})
     bin_col = F.least(F.greatest(F.floor((F.col("cosine") + 1) / 2 * bins), F.lit(0)), F.lit(bins - 1))
     rows = (cos_df.groupBy(bin_col.cast("int").alias("bin"))
             .agg(F.count(F.lit(1)).alias("n"), F.sum("cosine").alias("total")).collect())
@@ -136,7 +136,7 @@ def trend_figures(versions: dict[str, dict[str, VersionRecord]], overlap_k: int)
 
 
 def churn_figures(versions: dict[str, dict[str, VersionRecord]], dt: str, overlap_k: int) -> dict:
-    """dt's neighbour churn to its parent, from its registry metrics (alignment.churn_metrics):
+    """dt's neighbour churn to its parent, from its registry metrics (churn.churn_metrics):
     overlap@k, the share of queried items that kept less than half their neighbours, and the
     items whose neighbourhoods changed most, with their neighbours before and after. The
     trend over past versions is in ``trend_figures``."""

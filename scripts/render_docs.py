@@ -91,7 +91,7 @@ def _stabilize_phases(phases: dict) -> str:
 
 def bench_stabilize(r: dict) -> str:
     g = r["gram_seconds"]
-    ways = [["`embedlib.linalg.gram` as the job runs it (files read by the tasks with pyarrow)",
+    ways = [["`embedlib.spark_passes.gram` as the job runs it (files read by the tasks with pyarrow)",
              _n(g["module"], 2), "1"]]
     if "module_spark_reader" in g:
         ways.append(["the same through Spark's Parquet reader", _n(g["module_spark_reader"], 2),

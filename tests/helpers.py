@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import embedlib
-from embedlib import provenance, tables
+from embedlib import churn, provenance, spark_passes, tables
 from embedlib.config import Config, config_from_dict
 from embedlib.evaluate import vectors_to_numpy
 
@@ -197,3 +197,15 @@ def read_raw_side(spark, cfg, side: str, dt: str = TRAIN_DT) -> tuple[np.ndarray
     order = np.argsort(ids)
     counts = {r.id: r["count"] for r in df.select("id", "count").collect()}
     return ids[order], vectors[order], counts
+
+
+def neighbour_churn(joined, f_t, dim: int, k: int, n_queries: int) -> tuple:
+    """(query_ids, before, after) of ``churn.same_id_pass`` on its own, for the churn tests:
+    ``n_queries`` shared ids in ``churn.query_order``, each query's k nearest shared ids in the
+    parent (``b``) and today (``t @ f_t``). The pipeline runs the same pass with the cosines."""
+    queries = churn.pick_queries(joined, n_queries)
+    if not queries.num_rows:
+        return [], [], []
+    result = churn.same_id_pass(joined, f_t, dim, k, queries, moved_threshold=2.0)
+    spark_passes.release(result.cached)
+    return result.query_ids, result.before, result.after

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from embedlib import alignment, knn, linalg, pipeline, report
-from embedlib.alignment import churn_metrics, neighbour_churn
+from embedlib import churn, knn, pipeline, report, spark_passes, vector_codec
+from embedlib.churn import churn_metrics
+from tests.helpers import neighbour_churn
 
 K = 10
 
@@ -75,7 +76,7 @@ def small_batches(spark):
 @pytest.mark.parametrize("reduce", ["driver", "tree"])
 def test_distributed_churn_equals_the_numpy_reference(spark, rng, monkeypatch, small_batches, reduce):
     if reduce == "tree":  # past this many partitions the candidates merge on the executors
-        monkeypatch.setattr(linalg, "FLAT_REDUCE_MAX_PARTITIONS", 1)
+        monkeypatch.setattr(spark_passes, "FLAT_REDUCE_MAX_PARTITIONS", 1)
     df, ids, t, b, f_t = joined_frame(spark, rng)
     assert df.rdd.getNumPartitions() == 4
     query_ids, before, after = neighbour_churn(df, f_t, t.shape[1], K, 60)
@@ -110,23 +111,23 @@ def test_distributed_churn_equals_the_numpy_reference(spark, rng, monkeypatch, s
 @pytest.mark.parametrize("reduce", ["driver", "tree"])
 def test_cross_gram_pass_picks_the_queries_of_query_order(spark, rng, monkeypatch, small_batches, reduce):
     if reduce == "tree":
-        monkeypatch.setattr(linalg, "FLAT_REDUCE_MAX_PARTITIONS", 1)
+        monkeypatch.setattr(spark_passes, "FLAT_REDUCE_MAX_PARTITIONS", 1)
     df, ids, t, b, f_t = joined_frame(spark, rng)
     df = df.withColumn("count", (F.xxhash64("id") % 50 + 1).cast("long"))
-    keyed = df.withColumn(alignment.QUERY_KEY, alignment.query_key(df))
-    cg = linalg.cross_gram(keyed, "t", "b", t.shape[1], None, linalg.TopRows(60, alignment.QUERY_KEY))
+    keyed = df.withColumn(churn.QUERY_KEY, churn.query_key(df))
+    cg = spark_passes.cross_gram(keyed, "t", "b", t.shape[1], None, spark_passes.TopRowsRequest(60, churn.QUERY_KEY))
     assert cg.top.column("id").to_pylist() == weighted_draw(df, 60)
     row_of = {i: r for r, i in enumerate(ids)}
     picked = [row_of[i] for i in cg.top.column("id").to_pylist()]
-    np.testing.assert_array_equal(linalg.batch_matrix(cg.top.column("t"), t.shape[1]), t[picked])
-    np.testing.assert_array_equal(linalg.batch_matrix(cg.top.column("b"), t.shape[1]), b[picked])
+    np.testing.assert_array_equal(vector_codec.batch_matrix(cg.top.column("t"), t.shape[1]), t[picked])
+    np.testing.assert_array_equal(vector_codec.batch_matrix(cg.top.column("b"), t.shape[1]), b[picked])
     np.testing.assert_allclose(cg.cross, t.astype(np.float64).T @ b.astype(np.float64), rtol=1e-10)
 
 
 @pytest.mark.parametrize("reduce", ["driver", "tree"])
 def test_same_id_pass_cosines_and_moved_rows(spark, rng, monkeypatch, small_batches, reduce):
     if reduce == "tree":
-        monkeypatch.setattr(linalg, "FLAT_REDUCE_MAX_PARTITIONS", 1)
+        monkeypatch.setattr(spark_passes, "FLAT_REDUCE_MAX_PARTITIONS", 1)
     df, ids, t, b, f_t = joined_frame(spark, rng)
     b64 = b.astype(np.float64)
     cos = {}
@@ -135,8 +136,8 @@ def test_same_id_pass_cosines_and_moved_rows(spark, rng, monkeypatch, small_batc
     threshold = float(np.median(1.0 - cos["stabilized"]))
     moved = {i: c for i, c in zip(ids, cos["stabilized"]) if 1.0 - c > threshold}
     assert 0 < len(moved) < len(ids)
-    queries = alignment.pick_queries(df, 30)
-    result = alignment.same_id_pass(df, f_t, t.shape[1], K, queries, moved_threshold=threshold)
+    queries = churn.pick_queries(df, 30)
+    result = churn.same_id_pass(df, f_t, t.shape[1], K, queries, moved_threshold=threshold)
     try:
         for name, c in cos.items():
             assert result.cosine_metrics[f"cosine_{name}_mean"] == pytest.approx(c.mean(), abs=1e-12)
@@ -148,7 +149,7 @@ def test_same_id_pass_cosines_and_moved_rows(spark, rng, monkeypatch, small_batc
         np.testing.assert_allclose([got[i] for i in moved], list(moved.values()), atol=1e-12)
         assert result.shared == len(ids) and result.query_ids == queries.column("id").to_pylist()
     finally:
-        alignment.release(result.cached)
+        spark_passes.release(result.cached)
     assert not result.cached[0].is_cached
 
 
@@ -243,12 +244,12 @@ def test_queries_are_drawn_in_proportion_to_counts(spark, rng):
     counts = np.where(np.arange(n) < 100, 50, 1)
     rows = [(f"c{j:04d}", int(c)) for j, c in enumerate(counts)]
     df = spark.createDataFrame(rows, "id string, count long")
-    picked = [r.id for r in df.orderBy(*alignment.query_order(df)).limit(100).collect()]
+    picked = [r.id for r in df.orderBy(*churn.query_order(df)).limit(100).collect()]
     assert picked == weighted_draw(df, 100)
     heavy = sum(int(i[1:]) < 100 for i in picked)
     # expected share of heavy ids among the first draws: 100*50 / (100*50 + 1900) = 0.72
     assert 55 <= heavy <= 90
     plain = df.select("id")
-    uniform = [r.id for r in plain.orderBy(*alignment.query_order(plain)).limit(100).collect()]
+    uniform = [r.id for r in plain.orderBy(*churn.query_order(plain)).limit(100).collect()]
     assert uniform == weighted_draw(plain, 100)
     assert sum(int(i[1:]) < 100 for i in uniform) <= 15

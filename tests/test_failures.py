@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from embedlib.alignment import Side, stabilize
+from embedlib.alignment import TodayAndParent, stabilize
 from embedlib.config import StabilizeConfig
 from tests.helpers import REPO, error_lines, job, write_vectors
 
@@ -76,13 +76,13 @@ def test_injected_task_failures_give_the_clean_result(spark, tmp_path, rng):
     t = read(write_vectors(tmp_path / "t.parquet", x))
     prev = read(write_vectors(tmp_path / "p.parquet", y))
     cfg = StabilizeConfig(mode="align")
-    clean = stabilize(Side("items", t, prev), None, cfg, 6)
-    noisy = stabilize(Side("items", flaky(t), flaky(prev)), None, cfg, 6)
+    clean = stabilize(TodayAndParent("items", t, prev), None, cfg, 6)
+    noisy = stabilize(TodayAndParent("items", flaky(t), flaky(prev)), None, cfg, 6)
     np.testing.assert_allclose(noisy.transform_items, clean.transform_items, atol=1e-12)
     # The churn's most-changed list (ids and neighbour lists) must match exactly, the figures within float noise.
     assert noisy.metrics.pop("most_changed") == clean.metrics.pop("most_changed")
     assert noisy.metrics == pytest.approx(clean.metrics)
-    rows = lambda r: sorted((a.id, tuple(a.vector)) for a in r.items_df.collect())  # noqa: E731
+    rows = lambda r: sorted((a.id, tuple(a.vector)) for a in r.published().collect())  # noqa: E731
     assert rows(noisy) == rows(clean)
 
 

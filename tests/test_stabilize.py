@@ -172,7 +172,7 @@ def test_parent_data_deleted_but_registered_is_a_clear_error(spark, cfg_factory,
 
 
 def test_neighbour_overlap_is_one_under_rotation_and_low_for_unrelated_vectors(rng):
-    from embedlib.alignment import neighbour_overlap
+    from benchmarks.common import neighbour_overlap
 
     a = rng.normal(size=(300, 8))
     q, _ = np.linalg.qr(rng.normal(size=(8, 8)))

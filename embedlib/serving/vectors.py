@@ -2,7 +2,7 @@
 
 A published version is a Parquet folder with columns ``id string`` and ``vector
 array<float>`` (other columns are ignored). The list column becomes an (n, e) matrix through
-``linalg.batch_matrix``, the one Arrow list -> matrix converter (no per-row Python).
+``vector_codec.batch_matrix``, the one Arrow list -> matrix converter (no per-row Python).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
 from embedlib.errors import EmbedlibError
-from embedlib.linalg import batch_matrix
+from embedlib.vector_codec import batch_matrix
 
 ID_COL, VECTOR_COL = "id", "vector"
 
@@ -99,7 +99,7 @@ def arrays_from_arrow(table: pa.Table | pa.RecordBatch, id_col: str = ID_COL,
 
 
 def _why_not_a_matrix(lists: pa.Array, ids: np.ndarray, dim: int) -> str:
-    """Why linalg.batch_matrix refused ``lists``: the first bad row, named by its id."""
+    """Why vector_codec.batch_matrix refused ``lists``: the first bad row, named by its id."""
     if lists.null_count:
         return f"id {ids[_first(lists.is_null())]!r} has a null vector"
     lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)

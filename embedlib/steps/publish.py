@@ -12,7 +12,7 @@ import functools
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from embedlib import integrity, linalg, publication, registry, tables
+from embedlib import integrity, publication, registry, spark_passes, tables, vector_files
 from embedlib.alignment import Stabilized
 from embedlib.config import Config
 from embedlib.log import Phases, get_logger
@@ -36,10 +36,10 @@ def run(spark: SparkSession, cfg: Config, dt: str, result: Stabilized, parent_dt
     m = result.metrics
     # The ids shared with the parent, where the alignment counted them: with the parent's
     # row count, the carried, new and evicted counts follow without an ids join.
-    sides = [("item", result.raw_items, result.items_source, result.item_ids, result.transform_items,
+    sides = [("item", result.raw_items, result.items_source, result.raw_items.select("id"), result.transform_items,
               parent_frames.get("item"), m.get("rows_joined"))]
-    if result.other_df is not None:
-        sides.append((cfg.stabilize.other_side, result.raw_other, result.other_source, result.other_ids,
+    if result.raw_other is not None:
+        sides.append((cfg.stabilize.other_side, result.raw_other, result.other_source, result.raw_other.select("id"),
                       result.transform_other, parent_frames.get(cfg.stabilize.other_side), m.get("rows_joined_other")))
     written = []
     # A rerun of a registered dt must not delete what the registry points at until the new
@@ -53,7 +53,7 @@ def run(spark: SparkSession, cfg: Config, dt: str, result: Stabilized, parent_dt
             # The tasks read today's files and move each vector to the writer as one binary
             # block; carried rows are encoded likewise (publication.union_carried).
             df = source.binary_vectors(spark, dim, "vector")
-            encode = functools.partial(linalg.binary_frame, col_name="vector", dim=dim)
+            encode = functools.partial(vector_files.binary_frame, col_name="vector", dim=dim)
         pub_df = publication.as_published(df, dt)
         chained_side = chained and parent_df is not None
         n_unshared = parent[side].n_rows - n_shared if chained_side and n_shared is not None else None
@@ -66,7 +66,7 @@ def run(spark: SparkSession, cfg: Config, dt: str, result: Stabilized, parent_dt
                                               grace_hours=cfg.tables.keep_orphan_runs_hours,
                                               arrow=cfg.tables.vector_io == "arrow",
                                               # today's raw rows are transformed as they are written
-                                              batch_fn=linalg.transform_batches(transform_matrix, "vector",
+                                              batch_fn=spark_passes.transform_batches(transform_matrix, "vector",
                                                                                 keep_col="carried"),
                                               schema=schema)
         pub_df = spark.read.parquet(location)

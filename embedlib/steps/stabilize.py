@@ -2,7 +2,7 @@
 
 Reads: the raw embedding tables of dt (or user-supplied sources, stabilize.items/other), the
 registry and the parent's published vectors (checked against the registry), the train_runs
-row of dt when there is one. The maths is in embedlib/alignment.py; writing the published
+row of dt when there is one. The maths is in embedlib/alignment.py (and churn.py); writing the published
 tables, the delta and the registry row is step 4, embedlib/steps/publish.py.
 """
 from __future__ import annotations
@@ -12,19 +12,20 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from embedlib import integrity, linalg, registry, tables
-from embedlib.alignment import Side, Stabilized, StabilizeError, stabilize
+from embedlib import integrity, registry, tables
+from embedlib.alignment import Stabilized, StabilizeError, TodayAndParent, stabilize
 from embedlib.config import Config, VectorSourceConfig
 from embedlib.log import Phases, get_logger, step
 from embedlib.steps import publish
+from embedlib.vector_files import FileSource
 
 log = get_logger(__name__)
 
 
 @dataclass
 class Inputs:
-    items: Side
-    other: Side | None
+    items: TodayAndParent
+    other: TodayAndParent | None
     parent_dt: str | None
     parent: dict  # {side: registry.VersionRecord} of the parent version; empty for a root
     no_parent_reason: str | None
@@ -57,7 +58,7 @@ def read_vector_source(spark: SparkSession, src: VectorSourceConfig, name: str) 
 
 
 def _today(spark: SparkSession, cfg: Config, dt: str, side: str, src) -> tuple:
-    """(today's vectors of ``side`` or None, their linalg.FileSource or None)."""
+    """(today's vectors of ``side`` or None, their FileSource or None)."""
     if src is not None:
         df = read_vector_source(spark, src, "items" if side == "item" else "other")
         location, vector_col = (src.path, src.vector_col) if src.format == "parquet" else (None, None)
@@ -71,7 +72,7 @@ def _today(spark: SparkSession, cfg: Config, dt: str, side: str, src) -> tuple:
     source = None
     if location and cfg.tables.vector_io == "arrow":
         id_col = src.id_col if src is not None else "id"
-        source = linalg.FileSource.of(location, {"id": id_col, "vector": vector_col, "count": "count"},
+        source = FileSource.of(location, {"id": id_col, "vector": vector_col, "count": "count"},
                                       optional=("count",))
     return df, source
 
@@ -101,22 +102,22 @@ def extract(spark: SparkSession, cfg: Config, dt: str) -> Inputs:
         log.info("parent version: %s (dim %d)", parent_dt, parent["item"].dim)
     else:
         log.info("no parent version (%s): this version is a root", reason)
-    return Inputs(Side("items", items_df, prev_items[0], items_source, prev_items[1]),
-                  Side(s.other_side, other_df, prev_other[0], other_source, prev_other[1])
+    return Inputs(TodayAndParent("items", items_df, prev_items[0], items_source, prev_items[1]),
+                  TodayAndParent(s.other_side, other_df, prev_other[0], other_source, prev_other[1])
                   if other_df is not None else None,
                   parent_dt, parent, reason, _trainer(spark, cfg, dt))
 
 
 def _read_parent(spark: SparkSession, cfg: Config, parent_dt: str, with_other: bool):
     """(registry records, item vectors, other side's vectors or None) of the parent, each
-    side checked against its registry row; the vectors as (DataFrame, linalg.FileSource or None)."""
+    side checked against its registry row; the vectors as (DataFrame, FileSource or None)."""
     parent = registry.read_version(spark, cfg, parent_dt)
 
     def published(side):
         df = registry.read_published(spark, cfg, parent_dt, side, parent)[0]
         source = None
         if cfg.tables.vector_io == "arrow":
-            source = linalg.FileSource.of(parent[side].location, {"id": "id", "vector": "vector"})
+            source = FileSource.of(parent[side].location, {"id": "id", "vector": "vector"})
         return df, source
 
     prev_items = published("item")
