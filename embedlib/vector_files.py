@@ -18,7 +18,10 @@ from pyspark.sql import DataFrame
 from pyspark.sql.types import BinaryType, StructField, StructType
 
 from embedlib import arrow_io
+from embedlib.log import get_logger
 from embedlib.vector_codec import encode_vectors
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,10 +50,14 @@ class FileSource:
         try:
             found = arrow_io.splits(location)
             if not found:
+                log.info("%s: pyarrow cannot list Parquet files there; Spark's reader reads it", location)
                 return None
             fs, path = arrow_io.filesystem(found[0].path)
             schema = pq.read_schema(path, filesystem=fs)
-        except (OSError, ValueError, pa.ArrowException):
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            # Not silent: a permissions or namenode error would otherwise just switch readers.
+            log.warning("%s: pyarrow cannot read it (%s: %s); Spark's reader reads it",
+                        location, type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
             return None
         columns = {name: column for name, column in columns.items()
                    if name not in optional or schema.get_field_index(column) >= 0}

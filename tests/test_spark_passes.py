@@ -137,3 +137,18 @@ def test_one_valid_vector_rule_on_spark_and_on_arrow(spark):
     on_arrow = vector_codec.valid_rows(batch, ["vector"], 2)
     assert [on_spark[f"i{k}"] for k in range(len(x))] == on_arrow.tolist()
     assert on_arrow.tolist() == [True, False, False, False, False, False, False, True]
+
+
+def test_unreadable_files_switch_readers_with_a_warning(tmp_path, monkeypatch, caplog):
+    """FileSource.of says why it gives up on a location (a damaged file here): a permissions
+    or namenode error must not silently move a pass to Spark's reader."""
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("embedlib"), "propagate", True)
+    folder = tmp_path / "v"
+    folder.mkdir()
+    (folder / "part-0.parquet").write_bytes(b"not parquet at all" * 10)
+    with caplog.at_level(logging.INFO, logger="embedlib"):
+        assert FileSource.of(str(folder), {"vector": "vector"}) is None
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING and str(folder) in r.getMessage()]
+    assert warned and "Spark's reader" in warned[0].getMessage()
