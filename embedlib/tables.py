@@ -205,14 +205,19 @@ def partition_location(spark: SparkSession, table: str, dt: str) -> str | None:
     """The folder partition ``dt`` of ``table`` points at, or None when there is none."""
     if dt not in list_partitions(spark, table):
         return None
-    rows = spark.sql(f"DESCRIBE TABLE EXTENDED {table} PARTITION ({PARTITION_COL}='{dt}')").collect()
-    return next((r.data_type for r in rows if r.col_name == "Location"), None)
+    return _described_location(spark, f"{table} PARTITION ({PARTITION_COL}='{dt}')")
 
 
 def table_location(spark: SparkSession, table: str) -> str | None:
+    """The root folder of ``table``, or None when there is no such table."""
     if not table_exists(spark, table):
         return None
-    rows = spark.sql(f"DESCRIBE TABLE EXTENDED {table}").collect()
+    return _described_location(spark, table)
+
+
+def _described_location(spark: SparkSession, what: str) -> str | None:
+    """The Location row of ``DESCRIBE TABLE EXTENDED <what>`` (a table, or a table's partition)."""
+    rows = spark.sql(f"DESCRIBE TABLE EXTENDED {what}").collect()
     return next((r.data_type for r in rows if r.col_name == "Location"), None)
 
 
