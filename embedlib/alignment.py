@@ -312,6 +312,8 @@ def stabilize(items: TodayAndParent, other: TodayAndParent | None, cfg: Stabiliz
         metrics.update(same_id)
     if joined is not None:
         joined.unpersist()
+    if root_reason is None and cfg.smoothing < 1.0:
+        metrics.update(smoothing_metrics(items, other, f_t, f_w, cfg))
     result = Stabilized(items.df, other.df if other else None, f_t, f_w, mode, root_reason, metrics, cosines_df,
                         items.source, other.source if other else None, cached)
     try:
@@ -417,6 +419,50 @@ def score_preservation(items_df, other_df, f_t, f_w, cfg: StabilizeConfig) -> di
     scale = np.abs(before).max()
     err = float(np.abs(after - before).max() / scale) if scale > 0 else 0.0
     return {"score_max_rel_err": err, "score_pairs": int(before.size)}
+
+
+def smoothing_metrics(items: TodayAndParent, other: TodayAndParent | None, f_t, f_w, cfg: StabilizeConfig) -> dict:
+    """What temporal smoothing costs (``stabilize.smoothing`` = beta < 1, a chained version).
+
+    Returns
+    -------
+    dict
+        smoothing (beta); smoothing_versions_to_90pct: log(0.1) / log(1 - beta), the versions a
+        changed item needs to move 90% of the way to its new vector (freshness);
+        smoothed_score_max_rel_err: max |S_published - S_raw| / max |S_raw| over the sampled
+        pairs of ``score_preservation`` when the smoothed vectors are published (recorded,
+        not gated: published scores are no longer those of one trained model).
+    """
+    beta = cfg.smoothing
+    t_ids, t = _sample_rows(items.df, cfg.score_sample)
+    t_pub = _smoothed_rows(t_ids, t @ f_t, items.prev_df, beta)
+    if other is not None:
+        w_ids, w = _sample_rows(other.df, cfg.score_sample)
+        w_pub = _smoothed_rows(w_ids, w @ f_w, other.prev_df, beta) if other.prev_df is not None else w @ f_w
+    else:
+        w, w_pub = t, t_pub
+    before, after = t @ w.T, t_pub @ w_pub.T
+    scale = np.abs(before).max()
+    return {"smoothing": beta, "smoothing_versions_to_90pct": float(np.log(0.1) / np.log(1.0 - beta)),
+            "smoothed_score_max_rel_err": float(np.abs(after - before).max() / scale) if scale > 0 else 0.0}
+
+
+def _smoothed_rows(ids: list, aligned: np.ndarray, prev_df: DataFrame, beta: float) -> np.ndarray:
+    # prev_df: (id, vector) of the parent, published; only the sampled ids reach the driver.
+    """beta * aligned + (1 - beta) * the parent's vector, row by row where the parent has the id."""
+    ids_df = prev_df.sparkSession.createDataFrame([(i,) for i in ids], "id string")
+    found = {r.id: r.vector for r in prev_df.join(F.broadcast(ids_df), on="id", how="inner").collect()}
+    out = aligned.copy()
+    for k, i in enumerate(ids):
+        if i in found:
+            out[k] = beta * aligned[k] + (1.0 - beta) * np.asarray(found[i], dtype=np.float64)
+    return out
+
+
+def _sample_rows(df: DataFrame, n: int) -> tuple[list, np.ndarray]:
+    """(ids, float64 matrix) of the first n rows of ``df``."""
+    rows = df.select("id", "vector").limit(n).collect()
+    return [r.id for r in rows], np.array([r.vector for r in rows], dtype=np.float64)
 
 
 def _sample_matrix(df: DataFrame, n: int) -> np.ndarray:

@@ -95,7 +95,7 @@ class SameIdPass:
 
 
 def same_id_pass(joined: DataFrame, f_t: np.ndarray, dim: int, k: int, queries: pa.Table,
-                 moved_threshold: float = 0.0) -> SameIdPass:
+                 moved_threshold: float = 0.0, smoothing: float = 1.0) -> SameIdPass:
     """One pass over the shared ids: same-id cosines and each query's k nearest, both versions.
 
     Per Arrow batch of ``joined``: the cosine of each id's raw and stabilized vector with the
@@ -116,6 +116,9 @@ def same_id_pass(joined: DataFrame, f_t: np.ndarray, dim: int, k: int, queries: 
     queries : pyarrow Table with columns id string, t and b list<float> of length dim
         In ``query_order``; may be empty.
     moved_threshold : float
+    smoothing : float
+        The stabilized (published) vector of a shared id is
+        ``smoothing * t @ f_t + (1 - smoothing) * b`` (``stabilize.smoothing``; 1 = ``t @ f_t``).
 
     Returns
     -------
@@ -128,10 +131,11 @@ def same_id_pass(joined: DataFrame, f_t: np.ndarray, dim: int, k: int, queries: 
     shape = (2, len(query_ids), k)
     q = np.zeros((2, 0, dim))
     if query_ids:
-        q = np.stack([knn.unit_rows(np, batch_matrix(queries.column("t"), dim).astype(np.float64) @ f),
-                      knn.unit_rows(np, batch_matrix(queries.column("b"), dim))])
+        qb = batch_matrix(queries.column("b"), dim).astype(np.float64)
+        qt = smoothing * (batch_matrix(queries.column("t"), dim).astype(np.float64) @ f) + (1.0 - smoothing) * qb
+        q = np.stack([knn.unit_rows(np, qt), knn.unit_rows(np, qb)])
     query_bc = joined.sparkSession.sparkContext.broadcast((query_ids, q))
-    scan = _PartitionScan(query_bc, f, dim, k, shape, moved_threshold)
+    scan = _PartitionScan(query_bc, f, dim, k, shape, moved_threshold, smoothing)
     out = joined.select("id", "t", "b").mapInArrow(
         scan, "id string, raw double, stabilized double, partial binary, cand_ids array<string>")
     out = out.persist(StorageLevel.MEMORY_AND_DISK)
@@ -157,9 +161,10 @@ class _PartitionScan:
     rows, then one row with the partition's sums, histograms and candidates (``partial``,
     ``cand_ids``), which ``parse`` reads and ``merge`` combines."""
 
-    def __init__(self, query_bc, f: np.ndarray, dim: int, k: int, shape: tuple, moved_threshold: float):
+    def __init__(self, query_bc, f: np.ndarray, dim: int, k: int, shape: tuple, moved_threshold: float,
+                 smoothing: float = 1.0):
         self.query_bc, self.f, self.dim, self.k = query_bc, f, dim, k
-        self.shape, self.moved_threshold = shape, moved_threshold
+        self.shape, self.moved_threshold, self.smoothing = shape, moved_threshold, smoothing
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         qids, qv = self.query_bc.value
@@ -170,6 +175,8 @@ class _PartitionScan:
             t, b = (checked_matrix(batch, c, self.dim) for c in ("t", "b"))
             t, b64 = t.astype(np.float64), b.astype(np.float64)
             stab = t @ self.f
+            if self.smoothing < 1.0:  # what is published: docs/stabilization.md, temporal smoothing
+                stab = self.smoothing * stab + (1.0 - self.smoothing) * b64
             b_norm = np.linalg.norm(b64, axis=1)
             cos = [paired_cosines(x, b64, b_norm) for x in (t, stab)]
             n += len(cos[0])
@@ -264,7 +271,7 @@ def same_id_metrics(joined: DataFrame, f_t: np.ndarray, dim: int, cfg: Stabilize
     """
     if queries is None:
         queries = pick_queries(joined, cfg.overlap_queries)
-    result = same_id_pass(joined, f_t, dim, cfg.overlap_k, queries, moved_threshold)
+    result = same_id_pass(joined, f_t, dim, cfg.overlap_k, queries, moved_threshold, cfg.smoothing)
     metrics = dict(result.cosine_metrics)
     log.info("same-id cosine to parent: raw %.3f, stabilized %.3f (mean)",
              metrics["cosine_raw_mean"], metrics["cosine_stabilized_mean"])

@@ -282,8 +282,14 @@ class StabilizeConfig:
     score_sample: int = 512
     overlap_queries: int = 500
     overlap_k: int = 10
+    # Temporal smoothing: a chained version publishes, for an id its parent has,
+    # smoothing * aligned + (1 - smoothing) * the parent's published vector (new ids: the
+    # aligned one). 1.0 = off; lower keeps more neighbours and moves changed items slower.
+    smoothing: float = 1.0
 
     def __post_init__(self):
+        if not 0 < self.smoothing <= 1:
+            raise ConfigError(f"stabilize.smoothing must be within (0, 1] (1 = off), got {self.smoothing}")
         check_choice("stabilize.mode", self.mode, ("auto", "canonicalize_align", "align", "none"))
         check_choice("stabilize.other_side", self.other_side, ("context", "user"))
         check_choice("stabilize.align_on", self.align_on, ("items", "items_and_other"))

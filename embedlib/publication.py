@@ -71,6 +71,18 @@ def union_carried(today_df: DataFrame, parent_df: DataFrame, dt: str, ttl_days: 
     return today_df.unionByName(carried_df if encode is None else encode(carried_df))
 
 
+PARENT_VECTOR = "parent_vector"
+
+
+def with_parent_vectors(published_df: DataFrame, parent_df: DataFrame) -> DataFrame:
+    """``published_df`` with column ``PARENT_VECTOR``: the parent's published vector of each id,
+    null where the parent has none (for temporal smoothing as the rows are written, see
+    ``spark_passes.transform_batches``)."""
+    parent_vectors = parent_df.select("id", F.col("vector").alias(PARENT_VECTOR))
+    # A shuffle join: the parent's vectors are as many as today's, never broadcast.
+    return published_df.join(parent_vectors.hint("shuffle_hash"), on="id", how="left")
+
+
 def delta(side: str, published_df: DataFrame, parent_df: DataFrame | None,
           cosines_df: DataFrame | None, threshold: float, published_rows: int | None = None,
           n_new: int | None = None, n_evicted: int | None = None) -> DataFrame:

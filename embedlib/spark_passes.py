@@ -333,30 +333,55 @@ def apply_transform(df: DataFrame, col_name: str, matrix: np.ndarray) -> DataFra
     return df.mapInArrow(lambda batches: map(fn, batches), df.schema)
 
 
-def transform_batches(matrix: np.ndarray, col_name: str, keep_col: str | None = None):
+def transform_batches(matrix: np.ndarray, col_name: str, keep_col: str | None = None,
+                      parent_col: str | None = None, smoothing: float = 1.0):
     """A function of one Arrow record batch: ``col_name`` replaced by (vector @ matrix) as
     float32, except in the rows where boolean column ``keep_col`` is true (kept as they are).
 
+    With ``parent_col`` (a vector column, null where the parent has no such id): where it is
+    not null the result is ``smoothing * (vector @ matrix) + (1 - smoothing) * parent``
+    (temporal smoothing, docs/stabilization.md), and the column is dropped from the output.
+
     For a writer that transforms as it writes (``tables.write_partition``'s ``batch_fn``),
-    and for ``apply_transform``. A binary ``col_name`` (``encode_vectors``) comes out as a
-    list of float. Picklable; it raises ValueError on a null vector or one not of length e.
+    and for ``apply_transform``. A binary ``col_name`` (``vector_codec.encode_vectors``) comes
+    out as a list of float. Picklable; it raises ValueError on a null vector or one not of
+    length e.
     """
     m = np.asarray(matrix, dtype=np.float64)
-    return functools.partial(_transform_batch, m, col_name, keep_col)
+    return functools.partial(_transform_batch, m, col_name, keep_col, parent_col, float(smoothing))
 
 
-def _transform_batch(m: np.ndarray, col_name: str, keep_col: str | None, batch: pa.RecordBatch) -> pa.RecordBatch:
+def _transform_batch(m: np.ndarray, col_name: str, keep_col: str | None, parent_col: str | None,
+                     smoothing: float, batch: pa.RecordBatch) -> pa.RecordBatch:
     idx = batch.schema.get_field_index(col_name)
     field = batch.schema.field(idx)
     if pa.types.is_binary(field.type):  # binary blocks in (encode_vectors): a list of float out
         field = pa.field(col_name, pa.list_(pa.float32()))
+    y = checked_matrix(batch, col_name, m.shape[0]).astype(np.float64)
+    todo = np.ones(batch.num_rows, dtype=bool)
     if keep_col is None:
-        y = checked_matrix(batch, col_name, m.shape[0]).astype(np.float64) @ m
+        y = y @ m  # (e, f) matrices too
     else:
         todo = ~batch.column(keep_col).fill_null(False).to_numpy(zero_copy_only=False).astype(bool)
-        y = checked_matrix(batch, col_name, m.shape[0]).astype(np.float64)
         y[todo] = y[todo] @ m
+    if parent_col is not None:
+        y = _smoothed(y, batch.column(parent_col), todo, m.shape[1], smoothing)
+        batch = batch.drop_columns([parent_col])
+        idx = batch.schema.get_field_index(col_name)
     return batch.set_column(idx, field, list_column(y, field.type))
+
+
+def _smoothed(y: np.ndarray, parent: pa.Array, todo: np.ndarray, dim: int, smoothing: float) -> np.ndarray:
+    """Rows ``todo`` of y that have a parent vector: smoothing * y + (1 - smoothing) * parent."""
+    if isinstance(parent, pa.ChunkedArray):
+        parent = pa.concat_arrays(parent.chunks)
+    has = todo & ~parent.is_null().to_numpy(zero_copy_only=False)
+    if has.any():
+        b = batch_matrix(parent.filter(pa.array(has)), dim)
+        if b is None:
+            raise ValueError(f"a parent vector is not of length {dim} or has a null element")
+        y[has] = smoothing * y[has] + (1.0 - smoothing) * b.astype(np.float64)
+    return y
 
 
 def row_cosines(df: DataFrame, col_a: str, col_b: str, dim: int,

@@ -120,3 +120,33 @@ def test_previous_version_too_old_is_a_new_root(spark, cfg_factory, tmp_path, rn
     assert parent is None and "4 days old (max_age_days=3)" in reason
     summary = step.run(spark, cfg, "2024-03-05")
     assert summary["parent_dt"] is None and "4 days old" in summary["root_reason"]
+
+
+@pytest.mark.slow
+def test_smoothing_publishes_a_blend_with_the_parent(spark, cfg_factory, tmp_path, rng):
+    """stabilize.smoothing = beta: a shared id publishes beta * aligned + (1 - beta) * parent's
+    published vector, a new id its aligned vector; the freshness cost is recorded."""
+    import numpy as np
+
+    x = rng.normal(size=(40, 4))
+    ids = [f"i{k}" for k in range(40)]
+    cfg = cfg_factory(stabilize={"mode": "align", "smoothing": 0.25,
+                                 "items": {"path": write_vectors(tmp_path / "1.parquet", x, ids)}})
+    step.run(spark, cfg, "2024-03-01")  # a root: published as trained
+    q, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+    x2 = np.vstack([(x[:36] + 0.3 * rng.normal(size=(36, 4))) @ q, rng.normal(size=(4, 4))])
+    ids2 = ids[:36] + [f"new{k}" for k in range(4)]
+    cfg.stabilize.items.path = write_vectors(tmp_path / "2.parquet", x2, ids2)
+    step.run(spark, cfg, "2024-03-02")
+    record = registry.read_version(spark, cfg, "2024-03-02")["item"]
+    aligned = x2.astype(np.float32).astype(np.float64) @ record.transform
+    table = tables.embeddings_table(cfg.tables, "item")
+    published = {r.id: np.array(r.vector) for r in tables.read_partition(spark, table, "2024-03-02").collect()}
+    parent = x.astype(np.float32).astype(np.float64)
+    for k, i in enumerate(ids2):
+        want = aligned[k] if i.startswith("new") else 0.25 * aligned[k] + 0.75 * parent[k]
+        np.testing.assert_allclose(published[i], want, atol=1e-5)
+    assert published["i39"] == pytest.approx(parent[39], abs=1e-6)  # carried as it was
+    assert record.metrics["smoothing"] == 0.25
+    assert record.metrics["smoothing_versions_to_90pct"] == pytest.approx(np.log(0.1) / np.log(0.75))
+    assert record.metrics["smoothed_score_max_rel_err"] > record.metrics["score_max_rel_err"]

@@ -152,3 +152,22 @@ def test_unreadable_files_switch_readers_with_a_warning(tmp_path, monkeypatch, c
         assert FileSource.of(str(folder), {"vector": "vector"}) is None
     warned = [r for r in caplog.records if r.levelno == logging.WARNING and str(folder) in r.getMessage()]
     assert warned and "Spark's reader" in warned[0].getMessage()
+
+
+def test_transform_batches_smooths_toward_the_parent_and_drops_its_column(rng):
+    """Rows with a parent vector: beta * (x @ m) + (1 - beta) * parent; rows without: x @ m;
+    kept (carried) rows as they are; the parent column is not written."""
+    x, parent, m = rng.normal(size=(4, 3)), rng.normal(size=(4, 3)), rng.normal(size=(3, 3))
+    batch = pa.RecordBatch.from_pydict({
+        "id": ["a", "b", "c", "d"],
+        "vector": pa.array(x.tolist(), type=pa.list_(pa.float32())),
+        "carried": [False, False, True, False],
+        "parent_vector": pa.array([parent[0].tolist(), None, parent[2].tolist(), parent[3].tolist()],
+                                  type=pa.list_(pa.float32()))})
+    out = spark_passes.transform_batches(m, "vector", keep_col="carried", parent_col="parent_vector",
+                                         smoothing=0.3)(batch)
+    assert out.schema.names == ["id", "vector", "carried"]
+    got = vector_codec.batch_matrix(out.column("vector"), 3).astype(np.float64)
+    x32, p32 = f32(x), f32(parent)
+    want = [0.3 * x32[0] @ m + 0.7 * p32[0], x32[1] @ m, x32[2], 0.3 * x32[3] @ m + 0.7 * p32[3]]
+    np.testing.assert_allclose(got, np.array(want), rtol=1e-5, atol=1e-6)

@@ -60,14 +60,20 @@ def run(spark: SparkSession, cfg: Config, dt: str, result: Stabilized, parent_dt
         if chained_side:
             pub_df = publication.union_carried(pub_df, parent_df, dt, cfg.publish.ttl_days, ids_df, n_unshared,
                                                encode)
+        smoothing = cfg.stabilize.smoothing if chained_side else 1.0
+        if smoothing < 1.0:
+            pub_df = publication.with_parent_vectors(pub_df, parent_df)
         with phases(f"write_{side}"):
             location = tables.write_partition(spark, pub_df, tables.embeddings_table(cfg.tables, side), dt,
                                               keep=[registered.get(side)],
                                               grace_hours=cfg.tables.keep_orphan_runs_hours,
                                               arrow=cfg.tables.vector_io == "arrow",
-                                              # today's raw rows are transformed as they are written
-                                              batch_fn=spark_passes.transform_batches(transform_matrix, "vector",
-                                                                                keep_col="carried"),
+                                              # today's raw rows are transformed (and smoothed) as
+                                              # they are written
+                                              batch_fn=spark_passes.transform_batches(
+                                                  transform_matrix, "vector", keep_col="carried",
+                                                  parent_col=publication.PARENT_VECTOR if smoothing < 1.0 else None,
+                                                  smoothing=smoothing),
                                               schema=schema)
         pub_df = spark.read.parquet(location)
         with phases(f"count_{side}"):
