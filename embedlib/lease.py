@@ -78,7 +78,7 @@ def acquire(spark: SparkSession, cfg: Config, dt: str, job: str) -> Lease:
         if not _create_exclusive(fs, jpath, json.dumps(holder)):
             current, age_s = _read(spark, fs, jpath)
             why = _stale_reason(current, age_s, cfg.tables.lease_stale_minutes)
-            if why is None or not _break(fs, jpath, path, current, why):
+            if why is None or not _break(spark, fs, jpath, path, current, why):
                 raise LeaseHeldError(
                     f"dt={dt} of database {cfg.tables.database} is being written by another run "
                     f"({describe(current)}; lease {path}, refreshed {age_s:.0f}s ago): wait for it to "
@@ -178,12 +178,17 @@ def _stale_reason(holder: dict, age_s: float, stale_minutes: float) -> str | Non
     return None
 
 
-def _break(fs, jpath, path: str, holder: dict, why: str) -> bool:
-    """Move a stale lease out of the way (a rename: only one breaker wins); whether it did."""
+def _break(spark: SparkSession, fs, jpath, path: str, holder: dict, why: str) -> bool:
+    """Move a stale lease out of the way; whether it did. A rename: of two runs breaking one
+    lease only one moves it, and a lease taken anew meanwhile (not the stale holder's) is put
+    back."""
     if not holder:
         return True
     aside = jpath.suffix(f".broken-{uuid.uuid4().hex[:8]}")
     if not fs.rename(jpath, aside):
+        return False
+    if _read(spark, fs, aside)[0] != holder:
+        fs.rename(aside, jpath)
         return False
     fs.delete(aside, False)
     log.warning("broke the stale lease %s of %s: %s", path, describe(holder), why)
