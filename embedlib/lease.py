@@ -1,7 +1,7 @@
 """Run leases: one writer per (database, dt), whatever the metastore.
 
 Before a step writes dt, its run takes the lease of (database, dt): the file
-``<warehouse>/<database>.db/_leases/dt=<dt>.lease``, created exclusively through Hadoop's
+``<database folder>/_leases/dt=<dt>.lease``, created exclusively through Hadoop's
 FileSystem (``create`` without overwrite: atomic on HDFS; on the local filesystem an
 ``O_CREAT | O_EXCL`` open, since Hadoop's local create checks and creates in two moves). It
 holds the holder (job, pid, host, start time) as JSON, and its modification time is
@@ -54,10 +54,16 @@ class Lease:
 
 
 def lease_path(spark: SparkSession, cfg: Config, dt: str) -> str:
-    """Where the lease of (tables.database, dt) lives: beside the database's tables."""
+    """Where the lease of (tables.database, dt) lives: in the database's folder (as the
+    metastore records it, whichever warehouse a run is configured with), or where the table
+    layer will create it."""
     _dt.date.fromisoformat(dt)
-    warehouse = spark.conf.get("spark.sql.warehouse.dir").rstrip("/")
-    return f"{warehouse}/{cfg.tables.database}.db/_leases/dt={dt}.lease"
+    database = cfg.tables.database
+    if spark.catalog.databaseExists(database):
+        folder = spark.catalog.getDatabase(database).locationUri.rstrip("/")
+    else:
+        folder = f"{spark.conf.get('spark.sql.warehouse.dir').rstrip('/')}/{database}.db"
+    return f"{folder}/_leases/dt={dt}.lease"
 
 
 def describe(holder: dict) -> str:

@@ -73,3 +73,10 @@ def test_a_held_lease_is_refreshed_while_its_run_lasts(spark, cfg_factory):
         while time.time() - path.stat().st_mtime > 60 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert time.time() - path.stat().st_mtime < 60
+
+
+def test_the_lease_lives_in_the_folder_the_metastore_gives_the_database(spark, cfg_factory, tmp_path):
+    cfg = cfg_factory()
+    assert lease.lease_path(spark, cfg, DT).endswith(f"/{cfg.tables.database}.db/_leases/dt={DT}.lease")
+    spark.sql(f"CREATE DATABASE {cfg.tables.database} LOCATION '{tmp_path / 'elsewhere'}'")
+    assert lease.lease_path(spark, cfg, DT) == f"file:{tmp_path}/elsewhere/_leases/dt={DT}.lease"
