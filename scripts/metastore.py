@@ -11,10 +11,11 @@ listens on 127.0.0.1 only, on a free port (or --port), in a process group of its
   .venv/bin/python scripts/metastore.py status --dir /tmp/hms  # the URI, exit 1 if not running
   .venv/bin/python scripts/metastore.py stop --dir /tmp/hms
 
-`start` returns once the port accepts connections (about 10-30 s), or fails with the end of
-DIR/metastore.log. DIR/metastore.json records the process id, port and URI; `stop` ends the
-whole process group (SIGTERM, then SIGKILL after 20 s) and removes that file. Another
-`start` on the same DIR while one runs prints its URI and starts nothing.
+`start` returns once the port accepts connections (5-30 s on an idle machine; minutes on a
+busy one), or after --timeout seconds (300) fails with the end of DIR/metastore.log.
+DIR/metastore.json records the process id, port and URI; `stop` ends the whole process
+group (SIGTERM, then SIGKILL after 20 s) and removes that file. Another `start` on the same
+DIR while one runs prints its URI and starts nothing.
 """
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ def state(folder: Path) -> dict | None:
     return info if alive(info["pid"]) else None
 
 
-def start(folder: Path, port: int | None = None, timeout: float = 120) -> dict:
+def start(folder: Path, port: int | None = None, timeout: float = 300) -> dict:
     """Start the server on ``folder`` (or find the one running there); its metastore.json."""
     folder = folder.resolve()
     running = state(folder)
@@ -95,10 +96,12 @@ def start(folder: Path, port: int | None = None, timeout: float = 120) -> dict:
     (folder / "metastore.json").write_text(json.dumps(info))
     deadline = time.monotonic() + timeout
     while not listening(port):
-        if proc.poll() is not None or time.monotonic() > deadline:
+        ended = proc.poll()
+        if ended is not None or time.monotonic() > deadline:
             stop(folder)
             tail = (folder / "metastore.log").read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"the metastore did not start on port {port} (exit code {proc.poll()}); "
+            why = f"it ended with exit code {ended}" if ended is not None else f"not listening after {timeout:g} s"
+            raise RuntimeError(f"the metastore did not start on port {port} ({why}); "
                                f"end of {folder / 'metastore.log'}:\n{tail}")
         time.sleep(0.5)
     return info
@@ -131,10 +134,12 @@ def main(argv=None) -> int:
     parser.add_argument("action", choices=("start", "stop", "status"))
     parser.add_argument("--dir", required=True, type=Path, help="the server's folder (Derby, warehouse, log)")
     parser.add_argument("--port", type=int, help="port on 127.0.0.1 (default: a free one)")
+    parser.add_argument("--timeout", type=float, default=300,
+                        help="seconds to wait for the port (default 300: minutes on a busy machine)")
     args = parser.parse_args(argv)
     if args.action == "start":
         try:
-            print(start(args.dir, args.port)["uri"])
+            print(start(args.dir, args.port, args.timeout)["uri"])
         except RuntimeError as exc:
             print(exc, file=sys.stderr)
             return 2

@@ -63,8 +63,8 @@ def metastore_service(tmp_path_factory):
     the end; the teardown fails if any process of its group is left."""
     folder = tmp_path_factory.mktemp("metastore")
     script = [sys.executable, str(REPO / "scripts" / "metastore.py")]
-    started = subprocess.run([*script, "start", "--dir", str(folder)], capture_output=True, text=True,
-                             timeout=300)
+    started = subprocess.run([*script, "start", "--dir", str(folder), "--timeout", "540"], capture_output=True,
+                             text=True, timeout=600)
     assert started.returncode == 0, started.stderr[-3000:]
     pid = json.loads((folder / "metastore.json").read_text())["pid"]
     try:

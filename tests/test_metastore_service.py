@@ -74,7 +74,8 @@ def backfills(metastore_service, sample, tmp_path_factory):
 
 
 def test_the_script_starts_one_service_and_stops_its_whole_process_group(tmp_path):
-    started = subprocess.run([*SCRIPT, "start", "--dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    started = subprocess.run([*SCRIPT, "start", "--dir", str(tmp_path), "--timeout", "540"], capture_output=True,
+                             text=True, timeout=600)
     assert started.returncode == 0, started.stderr
     uri, pid = started.stdout.strip(), json.loads((tmp_path / "metastore.json").read_text())["pid"]
     try:
