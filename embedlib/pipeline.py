@@ -117,7 +117,8 @@ def check_parallel(cfg: Config, parallel: int) -> None:
 def _steps_ahead(spark: SparkSession, cfg: Config, dts: list[str],
                  parallel: int) -> Iterator[Callable[[str], dict]]:
     """run_dt for run_range; with ``parallel > 1``, AHEAD_STEPS of up to ``parallel`` dts
-    run in threads ahead of the caller, each holding its dt's lease until its last step."""
+    run in threads ahead of the caller (the next dt starts when one is taken for publishing),
+    each holding its dt's lease until its last step."""
     if parallel == 1:
         yield lambda dt: run_dt(spark, cfg, dt)
         return
@@ -131,15 +132,23 @@ def _steps_ahead(spark: SparkSession, cfg: Config, dts: list[str],
             lease.release(spark, taken)
             raise
 
+    def submit_next() -> None:
+        dt = next(waiting, None)
+        if dt is not None:
+            futures[dt] = pool.submit(ahead, dt)
+
     def rest(dt: str) -> dict:
         taken, summaries = futures.pop(dt).result()
+        submit_next()  # at most ``parallel`` dts trained ahead and not yet published
         try:
             return {**summaries, **run_dt(spark, cfg, dt, STEP_NAMES[len(AHEAD_STEPS):])}
         finally:
             lease.release(spark, taken)
 
     pool = ThreadPoolExecutor(parallel, thread_name_prefix="backfill")
-    futures = {dt: pool.submit(ahead, dt) for dt in dts}
+    waiting, futures = iter(dts), {}
+    for _ in range(parallel):
+        submit_next()
     try:
         yield rest
     finally:  # stopped early: wait for the threads, give back the leases of what they ran
