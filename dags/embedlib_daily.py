@@ -7,10 +7,14 @@ step's job file with ``--conf <config> --dt {{ ds }}`` and the embedlib package
 (``make package``) as ``--py-files``.
 
 The schedule is a data interval per UTC day: the run for dt D starts once D is over, and
-``{{ ds }}`` is D. ``catchup=True`` with ``max_active_runs=1`` and ``depends_on_past=True``
-makes a backfill (or a late start) run the days one at a time in date order, each task
-waiting for the same task of the day before, so every version is stabilized against the one
-published the day before. A failed day stops the days after it until it is fixed and cleared.
+``{{ ds }}`` is D. ``catchup=True`` with ``max_active_runs=1`` (the default) makes a backfill
+(or a late start) run the days one at a time in date order. stabilize and the steps after it
+have ``depends_on_past=True``: each waits for the same task of the day before, so every
+version is stabilized against the one published the day before, and a failed day stops the
+later days' publishing until it is fixed and cleared. build_sequences and train_item2vec
+read only the log, so they do not wait for the day before: with EMBEDLIB_MAX_ACTIVE_RUNS=N
+(on a Hive metastore service only: the embedded one serves one job at a time) a backfill
+trains up to N days at once, in the pool EMBEDLIB_TRAIN_POOL, and stabilizes them in order.
 
 Where things are: Airflow Variables, read when a task runs (set in the UI, with
 `airflow variables set`, or as AIRFLOW_VAR_<NAME> environment variables):
@@ -24,6 +28,9 @@ How the DAG is built (environment of the scheduler and workers, read when the fi
                           {"spark.pyspark.python": "/opt/embedlib/venv/bin/python"}
   EMBEDLIB_START_DATE     first dt of the schedule, YYYY-MM-DD (default 2024-01-08)
   EMBEDLIB_RETRIES        retries of each task (default 2, ten minutes apart)
+  EMBEDLIB_MAX_ACTIVE_RUNS  days run at once (default 1; more needs spark.hive_metastore_uris)
+  EMBEDLIB_TRAIN_POOL     Airflow pool of build_sequences and train_item2vec (default
+                          default_pool), e.g. a pool of 2 slots to train 2 days at once
 """
 from __future__ import annotations
 
@@ -51,6 +58,9 @@ def step_names(home: Path = REPO) -> tuple:
 
 
 STEPS = step_names()
+# Steps that read only the log (as embedlib.pipeline.AHEAD_STEPS): they may run ahead of the
+# day before; the others wait for it (depends_on_past).
+AHEAD_STEPS = STEPS[:2]
 
 
 def variable(name: str, default_expr: str) -> str:
@@ -80,7 +90,7 @@ with DAG(
     schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
     start_date=pendulum.parse(os.environ.get("EMBEDLIB_START_DATE", "2024-01-08"), tz="UTC"),
     catchup=True,
-    max_active_runs=1,
+    max_active_runs=int(os.environ.get("EMBEDLIB_MAX_ACTIVE_RUNS", "1")),
     default_args=default_args,
     tags=["embedlib", "spark"],
     doc_md=__doc__,
@@ -95,6 +105,8 @@ with DAG(
             py_files=PY_FILES,
             conf=json.loads(os.environ.get("EMBEDLIB_SPARK_CONF", "{}")),
             name=f"embedlib-{step_name}-{{{{ ds }}}}",
+            depends_on_past=step_name not in AHEAD_STEPS,
+            pool=os.environ.get("EMBEDLIB_TRAIN_POOL", "default_pool") if step_name in AHEAD_STEPS else "default_pool",
         )
         if previous is not None:
             previous >> task

@@ -71,10 +71,18 @@ class TablesConfig:
     # "arrow", pyarrow in the executors (about half the time; falls back to Spark's writer,
     # with an INFO line, where pyarrow cannot open the filesystem), or "spark", Spark's writer.
     vector_io: str = "arrow"
+    # Run leases (embedlib/lease.py): a run refreshes the lease of its (database, dt) this
+    # often; another run breaks a lease not refreshed for lease_stale_minutes (a crashed
+    # run's on another host; on this host a dead holder's at once).
+    lease_refresh_seconds: float = 30.0
+    lease_stale_minutes: float = 10.0
 
     def __post_init__(self):
         if self.keep_orphan_runs_hours < 0:
             raise ConfigError("tables.keep_orphan_runs_hours must be >= 0")
+        if not 0 < self.lease_refresh_seconds < self.lease_stale_minutes * 60:
+            raise ConfigError("tables.lease_refresh_seconds must be > 0 and shorter than "
+                              "tables.lease_stale_minutes")
         check_choice("tables.vector_io", self.vector_io, ("arrow", "spark"))
 
 

@@ -322,11 +322,25 @@ def warm_advice(r: dict) -> str:
                    f"single model's over the chain against the warm start's {r['hr_ratio_warm_vs_single']:.3f}x.")
 
 
+def bench_backfill(r: dict) -> str:
+    rows = [[dt, f"{diff:.3g}"] for dt, diff in r["max_abs_vector_difference_by_dt"].items()]
+    seq, par = r["sequential_seconds"], r["parallel2_seconds"]
+    return "\n\n".join([
+        f"A {len(r['dts'])}-dt backfill ({r['dts'][0]} to {r['dts'][-1]}) of conf/local.yaml on a "
+        f"{_n(r['n_events'])}-event sample log against a metastore service"
+        + (f", with {', '.join(r['sets'])}" if r["sets"] else "") + ": "
+        f"`--parallel 1` {', '.join(f'{t:.0f}' for t in seq)} s, `--parallel 2` "
+        f"{', '.join(f'{t:.0f}' for t in par)} s; `backfill_parallel2_vs_sequential` "
+        f"{r['backfill_parallel2_vs_sequential']:.2f} (sequential time over parallel time). {_machine(r)}",
+        "Largest difference between the two backfills' published item vectors:",
+        _table(["dt", "max abs difference"], rows)])
+
+
 RENDERERS: dict[str, Callable[[dict], str]] = {
     "bench_sequences": bench_sequences, "bench_train": bench_train, "bench_stabilize": bench_stabilize,
     "stability_movielens": stability_movielens, "bench_serving": bench_serving, "bench_service": bench_service,
     "bench_churn": bench_churn, "bench_churn.readme": bench_churn_readme,
-    "bench_stabilize.readme": bench_stabilize_readme,
+    "bench_stabilize.readme": bench_stabilize_readme, "bench_backfill": bench_backfill,
 }
 
 

@@ -6,6 +6,11 @@ so tests can inject task failures.
 """
 from __future__ import annotations
 
+import json
+import logging
+import os
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -13,7 +18,7 @@ import numpy as np
 import pytest
 
 from embedlib.config import config_from_dict
-from tests.helpers import make_config, spark_section
+from tests.helpers import REPO, make_config, spark_section
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +46,30 @@ def rng(request) -> np.random.Generator:
     """A generator seeded from the test's own id: reproducible, and independent of which
     other tests ran before (no module-level generator shared across tests)."""
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture
+def embedlib_log(monkeypatch, caplog):
+    """caplog sees embedlib's records (its logger does not propagate by default)."""
+    monkeypatch.setattr(logging.getLogger("embedlib"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="embedlib")
+    return caplog
+
+
+@pytest.fixture(scope="session")
+def metastore_service(tmp_path_factory):
+    """thrift://127.0.0.1:PORT of a Hive metastore service for the test run, started with
+    scripts/metastore.py on a folder of its own (only when a test asks for it) and stopped at
+    the end; the teardown fails if any process of its group is left."""
+    folder = tmp_path_factory.mktemp("metastore")
+    script = [sys.executable, str(REPO / "scripts" / "metastore.py")]
+    started = subprocess.run([*script, "start", "--dir", str(folder), "--timeout", "540"], capture_output=True,
+                             text=True, timeout=600)
+    assert started.returncode == 0, started.stderr[-3000:]
+    pid = json.loads((folder / "metastore.json").read_text())["pid"]
+    try:
+        yield started.stdout.strip()
+    finally:
+        subprocess.run([*script, "stop", "--dir", str(folder)], check=True, timeout=120)
+        with pytest.raises(ProcessLookupError):  # signal 0: is any process of the group left?
+            os.killpg(pid, 0)

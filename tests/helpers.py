@@ -129,15 +129,24 @@ def spark_submit(package: Path, workdir: Path, job: str, *job_args: str, sets=()
     # python3 it finds there. cwd: Derby writes derby.log in the working folder.
     env = {**os.environ, **(env or {}),
            "PATH": f"{SPARK_SUBMIT.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    return finish(start_group(cmd, workdir, env), timeout)
+
+
+def start_group(cmd: list[str], cwd: Path, env: dict) -> subprocess.Popen:
+    """``cmd`` in a process group of its own (finish() can stop all it started), output piped."""
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float) -> subprocess.CompletedProcess:
+    """Wait for a start_group() process; a timeout or an interrupt kills its whole group."""
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except BaseException:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         raise
-    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
 def pipeline_sets(workdir: Path, sample: Path) -> list[str]:
@@ -160,7 +169,49 @@ def outcome(proc: subprocess.CompletedProcess) -> str:
 def written_folders(proc: subprocess.CompletedProcess) -> dict[tuple[str, str], str]:
     """{(table, dt): the run folder written last}, from the job's log lines."""
     log = "\n".join(embedlib_lines(proc, "INFO"))
-    return {(m[0], m[1]): m[2] for m in re.findall(r"wrote embedlib\.(\w+) dt=(\S+) -> file:(\S+)", log)}
+    return {(m[0], m[1]): m[2] for m in re.findall(r"wrote \w+\.(\w+) dt=(\S+) -> file:(\S+)", log)}
+
+
+def tables_of(proc: subprocess.CompletedProcess) -> dict[tuple[str, str], list[dict]]:
+    """{(table, dt): rows} of the versions, sequences and neighbors partitions a run wrote."""
+    return {key: pq.read_table(folder).to_pylist() for key, folder in written_folders(proc).items()
+            if key[0] in ("versions", "sequences", "neighbors")}
+
+
+def assert_close(got, expected, where: str) -> None:
+    """Equal, floats to 1e-6 (sums may run in another order on another partitioning)."""
+    import pytest
+
+    if isinstance(expected, dict):
+        assert sorted(got) == sorted(expected), where
+        for key in expected:
+            assert_close(got[key], expected[key], f"{where}.{key}")
+    elif isinstance(expected, float):
+        assert got == pytest.approx(expected, rel=1e-6, abs=1e-6), where
+    else:
+        assert got == expected, where
+
+
+def assert_same_versions(got: dict, expected: dict, dts) -> dict[str, dict]:
+    """Two runs' tables_of() hold the same sequences counts, registry rows (metrics to 1e-6)
+    and neighbours for ``dts``; the registry rows of ``got`` by dt and side."""
+    assert sorted(got) == sorted(expected) == sorted(
+        (table, dt) for table in ("versions", "sequences", "neighbors") for dt in dts)
+    rows = {}
+    for dt in dts:
+        assert len(got["sequences", dt]) == len(expected["sequences", dt]) > 0
+        versions, expected_versions = ({r["side"]: r for r in tables["versions", dt]} for tables in (got, expected))
+        assert sorted(versions) == sorted(expected_versions) == ["context", "item"]
+        for side, row in expected_versions.items():
+            for key in ("dim", "n_rows", "n_carried", "parent_dt", "root", "root_reason", "mode", "code_version"):
+                assert versions[side][key] == row[key], (dt, side, key)
+            assert_close(json.loads(versions[side]["metrics_json"]), json.loads(row["metrics_json"]), f"{dt} {side}")
+        # The same vectors give the same neighbours.
+        neighbours, expected_neighbours = ({r["item_id"]: [n["id"] for n in r["neighbors"]]
+                                            for r in tables["neighbors", dt]} for tables in (got, expected))
+        assert neighbours == expected_neighbours and len(neighbours) == versions["item"]["n_rows"]
+        rows[dt] = versions
+    return rows
 
 
 # Planted sequences for the training tests (tests/test_train_item2vec.py, tests/test_ensemble.py)

@@ -1,6 +1,7 @@
 """A real cluster: a Spark standalone master and two workers on 127.0.0.1, the pipeline
 submitted to it with the `make package` zip, and the same two dts run in local mode to
-compare with.
+compare with. The cluster run's tables are in the test run's Hive metastore service
+(scripts/metastore.py), as on a real cluster; the local run's in an embedded one.
 
 The driver and the executors run a Python that cannot import embedlib from the checkout
 (the venv's interpreter with -S: its .pth files, among them the editable install's finder,
@@ -9,7 +10,6 @@ test starts is stopped by its process id (its process group), also when the test
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -20,20 +20,20 @@ import sysconfig
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pyspark
 import pytest
 
 from embedlib.sample_data import SampleSpec, write_sample
 from embedlib.serving.backend import cupy_status
 from tests.helpers import (
+    assert_same_versions,
     build_package,
     embedlib_lines,
     outcome,
     package_code_version,
     pipeline_sets,
     spark_submit,
-    written_folders,
+    tables_of,
 )
 
 SPARK_HOME = Path(pyspark.__file__).parent
@@ -148,43 +148,27 @@ def zip_only_python(tmp_path_factory, package) -> Path:
 
 
 def pipeline_run(package: Path, workdir: Path, sample: Path, python: Path, master: str,
-                 *submit_args: str) -> subprocess.CompletedProcess:
+                 *submit_args: str, sets=()) -> subprocess.CompletedProcess:
     """jobs/run_pipeline.py over DTS under spark-submit; gensim made repeatable (one worker,
     a fixed PYTHONHASHSEED), so both runs train the same vectors. The corpus folder is one
     that every "host" sees: they are all this one."""
     workdir.mkdir()
     return spark_submit(package, workdir, "run_pipeline", "--from", DTS[0], "--to", DTS[-1],
-                        sets=[*pipeline_sets(workdir, sample), f"train.corpus_dir={workdir / 'corpus'}"],
+                        sets=[*pipeline_sets(workdir, sample), f"train.corpus_dir={workdir / 'corpus'}", *sets],
                         master=master, python=python, submit_args=("--driver-memory", "1g", *submit_args),
                         env={**LOCALHOST, "PYTHONHASHSEED": "0"}, timeout=600)
 
 
-def tables_of(proc: subprocess.CompletedProcess) -> dict[tuple[str, str], list[dict]]:
-    """{(table, dt): rows} of the versions, sequences and neighbors partitions the run wrote."""
-    return {key: pq.read_table(folder).to_pylist() for key, folder in written_folders(proc).items()
-            if key[0] in ("versions", "sequences", "neighbors")}
-
-
-def assert_close(got, expected, where: str) -> None:
-    """Equal, floats to 1e-6 (sums may run in another order on another partitioning)."""
-    if isinstance(expected, dict):
-        assert sorted(got) == sorted(expected), where
-        for key in expected:
-            assert_close(got[key], expected[key], f"{where}.{key}")
-    elif isinstance(expected, float):
-        assert got == pytest.approx(expected, rel=1e-6, abs=1e-6), where
-    else:
-        assert got == expected, where
-
-
 @pytest.mark.slow
-def test_pipeline_on_a_standalone_cluster_matches_local_mode(cluster, package, zip_only_python, tmp_path):
+def test_pipeline_on_a_standalone_cluster_matches_local_mode(cluster, package, zip_only_python, tmp_path,
+                                                             metastore_service):
     write_sample(SampleSpec(n_events=8000, n_users=150, n_items=120, n_clusters=4, days=3, end_date=DTS[-1]),
                  tmp_path / "sample")
     on_cluster = pipeline_run(package, tmp_path / "cluster", tmp_path / "sample", zip_only_python, cluster,
                               "--conf", "spark.executor.memory=768m", "--conf", "spark.executor.cores=1",
                               "--conf", "spark.driver.host=127.0.0.1",
-                              "--conf", "spark.driver.bindAddress=127.0.0.1")
+                              "--conf", "spark.driver.bindAddress=127.0.0.1",
+                              sets=[f"spark.hive_metastore_uris={metastore_service}", "tables.database=on_cluster"])
     assert on_cluster.returncode == 0, outcome(on_cluster)
     log = embedlib_lines(on_cluster, "INFO")
     assert any(f" on {cluster}, warehouse" in line for line in log)
@@ -194,23 +178,8 @@ def test_pipeline_on_a_standalone_cluster_matches_local_mode(cluster, package, z
     local = pipeline_run(package, tmp_path / "local", tmp_path / "sample", zip_only_python, "local[2]")
     assert local.returncode == 0, outcome(local)
 
-    cluster_tables, local_tables = tables_of(on_cluster), tables_of(local)
-    assert sorted(cluster_tables) == sorted(local_tables) == sorted(
-        (table, dt) for table in ("versions", "sequences", "neighbors") for dt in DTS)
+    versions = assert_same_versions(tables_of(on_cluster), tables_of(local), DTS)
     for dt in DTS:
-        assert len(cluster_tables["sequences", dt]) == len(local_tables["sequences", dt]) > 0
-        versions, local_versions = ({r["side"]: r for r in tables["versions", dt]}
-                                    for tables in (cluster_tables, local_tables))
-        assert sorted(versions) == sorted(local_versions) == ["context", "item"]
-        for side, row in local_versions.items():
-            for key in ("dim", "n_rows", "n_carried", "parent_dt", "root", "root_reason", "mode"):
-                assert versions[side][key] == row[key], (dt, side, key)
-            assert_close(json.loads(versions[side]["metrics_json"]), json.loads(row["metrics_json"]),
-                         f"{dt} {side}")
-            assert versions[side]["code_version"] == row["code_version"] == package_code_version(package)
-        # The same vectors give the same neighbours.
-        neighbours, local_neighbours = ({r["item_id"]: [n["id"] for n in r["neighbors"]]
-                                         for r in tables["neighbors", dt]}
-                                        for tables in (cluster_tables, local_tables))
-        assert neighbours == local_neighbours and len(neighbours) == versions["item"]["n_rows"]
-    assert versions["item"]["parent_dt"] == DTS[0]  # the second dt is aligned to the first
+        for side in ("item", "context"):
+            assert versions[dt][side]["code_version"] == package_code_version(package)
+    assert versions[DTS[-1]]["item"]["parent_dt"] == DTS[0]  # the second dt is aligned to the first

@@ -52,6 +52,9 @@ def test_sigkill_during_publish_leaves_registered_versions_intact(tmp_path, rng)
     rerun = subprocess.run(job("stabilize", wh, *stab, f"stabilize.items.path={v2}") + ["--dt", D2],
                            capture_output=True, text=True, cwd=REPO)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
+    # The killed job's lease of D2 (its process is gone) was broken, with a warning.
+    broke = [line for line in rerun.stderr.splitlines() if "broke the stale lease" in line]
+    assert len(broke) == 1 and f"dt={D2}.lease of job 'stabilize {D2}', pid {proc.pid} on " in broke[0], broke
     final = versions(wh)
     assert [(v["dt"], v["parent_dt"]) for v in final] == [(D1, None), (D2, D1)]
     assert final[1]["cos_stab"] > 0.999 and final[0] == before[0]

@@ -57,3 +57,63 @@ def test_pipeline_and_dag_follow_one_step_list():
     assert tuple(pipeline.STEPS) == STEP_NAMES
     assert all((REPO / "jobs" / f"{name}.py").is_file() for name in STEP_NAMES)  # one job per step
     assert "step_names()" in (REPO / "dags" / "embedlib_daily.py").read_text()  # the DAG reads the file
+
+
+@pytest.fixture
+def fake_steps(monkeypatch):
+    """run_step and the leases faked (no Spark): the (step, dt) calls in order, the leases held."""
+    import threading
+    import time
+
+    calls, held, lock = [], [], threading.Lock()
+
+    def run_step(spark, cfg, dt, name):
+        with lock:
+            calls.append((name, dt))
+        if name == "train_item2vec":
+            time.sleep(0.2)
+        if name == "stabilize" and dt == "2024-02-02" and "fail" in spark.sparkContext.appName:
+            raise EmptyInputError("stabilize failed")
+        return {"step": name}
+
+    monkeypatch.setattr(pipeline, "run_step", run_step)
+    monkeypatch.setattr(pipeline.lease, "acquire", lambda spark, cfg, dt, job: held.append(dt) or dt)
+    monkeypatch.setattr(pipeline.lease, "release", lambda spark, taken: held.remove(taken))
+    return calls, held
+
+
+def fake_run(app: str = "test", uris: str | None = "thrift://127.0.0.1:9083", init: str = "cold"):
+    from types import SimpleNamespace as NS
+
+    return NS(sparkContext=NS(appName=app)), NS(spark=NS(hive_metastore_uris=uris), train=NS(init=init))
+
+
+def test_parallel_backfill_trains_ahead_and_publishes_in_date_order(fake_steps):
+    from embedlib.steps.order import STEP_NAMES
+
+    calls, held = fake_steps
+    results = pipeline.run_range(*fake_run(), DTS, parallel=2)
+    assert list(results) == DTS and all(list(r) == list(STEP_NAMES) for r in results.values())
+    assert [dt for name, dt in calls if name == "stabilize"] == DTS
+    for dt in DTS:  # every dt's steps in their order
+        assert [name for name, d in calls if d == dt] == list(STEP_NAMES)
+    # The second dt trained while the first was not yet published.
+    assert calls.index(("train_item2vec", DTS[1])) < calls.index(("stabilize", DTS[0]))
+    assert held == []  # every lease given back
+
+
+def test_a_parallel_backfill_that_fails_gives_back_every_lease(fake_steps):
+    calls, held = fake_steps
+    with pytest.raises(EmptyInputError, match="stabilize failed. The backfill stopped at dt=2024-02-02 after 1 of 3"):
+        pipeline.run_range(*fake_run("fail"), DTS, parallel=2)
+    assert ("stabilize", DTS[2]) not in calls and held == []
+
+
+@pytest.mark.parametrize("uris, init, message", [
+    (None, "cold", r"--parallel 2 needs a Hive metastore service \(spark.hive_metastore_uris\)"),
+    ("thrift://127.0.0.1:9083", "warm", r"--parallel 2 with train.init=warm"),
+])
+def test_parallel_backfill_is_refused_where_it_cannot_run(fake_steps, uris, init, message):
+    with pytest.raises(pipeline.BackfillError, match=message):
+        pipeline.run_range(*fake_run(uris=uris, init=init), DTS, parallel=2)
+    assert fake_steps[0] == []

@@ -55,7 +55,9 @@ def test_versions_chain_one_day_at_a_time():
     dag = load_dag()
     assert dag.max_active_runs == 1 and dag.catchup is True
     for task in dag.tasks:
-        assert task.depends_on_past is True
+        # Sequences and training read only the log; publishing waits for the day before.
+        assert task.depends_on_past is (task.task_id not in STEPS[:2])
+        assert task.pool == "default_pool"
         assert task.retries == 2 and task.retry_delay.total_seconds() == 600
     # The run for day D starts once D is over, and its ds is D.
     first = coerce_to_core_timetable(dag.timetable).next_dagrun_info(
@@ -63,6 +65,16 @@ def test_versions_chain_one_day_at_a_time():
         restriction=TimeRestriction(earliest=dag.start_date, latest=None, catchup=True))
     assert first.logical_date == pendulum.datetime(2024, 1, 8, tz="UTC")
     assert first.run_after == pendulum.datetime(2024, 1, 9, tz="UTC")
+
+
+def test_a_parallel_backfill_trains_days_at_once_in_a_pool(monkeypatch):
+    monkeypatch.setenv("EMBEDLIB_MAX_ACTIVE_RUNS", "2")
+    monkeypatch.setenv("EMBEDLIB_TRAIN_POOL", "embedlib_train")
+    dag = load_dag()
+    assert dag.max_active_runs == 2
+    assert {t.task_id: t.pool for t in dag.tasks} == {
+        step: "embedlib_train" if step in STEPS[:2] else "default_pool" for step in STEPS}
+    assert [t.task_id for t in dag.tasks if t.depends_on_past] == STEPS[2:]
 
 
 def render(template: str, variables: dict) -> str:
