@@ -160,7 +160,10 @@ def read_published(spark: SparkSession, cfg: Config, dt: str, side: str,
 
 
 def unregister(spark: SparkSession, cfg: Config, dt: str) -> None:
+    """Forget version ``dt``: its registry partition, then its manifests (a service that
+    serves it falls back to the newest version left)."""
     tables.drop_partition(spark, tables.table_name(cfg.tables, "versions"), dt)
+    manifest.remove_manifests(spark, cfg, dt)
 
 
 def code_version() -> str:

@@ -28,8 +28,8 @@ def root(tmp_path):
     return str(tmp_path / "_manifests")
 
 
-def publish(root, tmp_path, n: int, **fields):
-    return write_version(root, f"2024-01-{n:02d}", tmp_path / f"v{n}", IDS, vectors_of(n), **fields)
+def publish(root, tmp_path, n: int, dt: str | None = None, **fields):
+    return write_version(root, dt or f"2024-01-{n:02d}", tmp_path / f"v{n}", IDS, vectors_of(n), **fields)
 
 
 def follower_on(root, cfg=None, signal_path=None):
@@ -166,3 +166,42 @@ def test_swaps_under_load_fail_no_request(root, tmp_path):
             scores = unit @ unit[asked[j]]
             scores[asked[j]] = -np.inf
             assert answer["neighbors"][0]["id"] == f"i{int(np.argmax(scores))}"
+
+
+def test_a_rerun_of_the_served_dt_is_newer_and_an_older_dt_never_replaces_it(root, tmp_path, caplog):
+    publish(root, tmp_path, 1)
+    publish(root, tmp_path, 2)
+    follower = follower_on(root)
+    assert follower.current.version == "2024-01-02"
+    # a rerun of an older dt is not newer than the served version
+    publish(root, tmp_path, 11, dt="2024-01-01", registration=manifest.new_registration())
+    assert follower.reload()["changed"] is False
+    # a rerun of the served dt is: its manifest sits beside the old one until that is removed
+    rerun = publish(root, tmp_path, 12, dt="2024-01-02", registration=manifest.new_registration())
+    assert manifest.latest_manifest(root, "item") == rerun
+    assert follower.reload()["changed"] is True
+    assert follower.current.location == str(tmp_path / "v12")
+    assert follower.reload()["changed"] is False
+    # the served dt unregistered (no manifest of it left): back to the newest one, said once
+    for path in (tmp_path / "_manifests" / "item").glob("dt=2024-01-02*"):
+        path.unlink()
+    with caplog.at_level("WARNING", logger="embedlib.serving.follow"):
+        assert follower.reload()["changed"] is True
+    assert follower.current.version == "2024-01-01" and follower.current.location == str(tmp_path / "v11")
+    assert [r.message for r in caplog.records if "unregistered" in r.message] == [
+        f"version 2024-01-02 was unregistered, falling back: loading version 2024-01-01 from {tmp_path / 'v11'}"]
+
+
+def test_manifest_names_order_registrations_and_old_names_still_read(root, tmp_path):
+    old = publish(root, tmp_path, 3)  # a manifest written before registrations were named
+    assert (tmp_path / "_manifests" / "item" / "dt=2024-01-03.json").exists() and old.registration == ""
+    text = json.loads((tmp_path / "_manifests" / "item" / "dt=2024-01-03.json").read_text())
+    del text["registration"]
+    (tmp_path / "_manifests" / "item" / "dt=2024-01-03.json").write_text(json.dumps(text))
+    assert manifest.read_manifest(root, "item", "2024-01-03") == old
+    first, second = manifest.new_registration(), manifest.new_registration()
+    assert first < second
+    publish(root, tmp_path, 4, dt="2024-01-03", registration=second)
+    publish(root, tmp_path, 5, dt="2024-01-03", registration=first)
+    assert manifest.list_dts(root, "item") == ["2024-01-03"]
+    assert manifest.read_manifest(root, "item", "2024-01-03").location == str(tmp_path / "v4")

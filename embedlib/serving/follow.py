@@ -9,6 +9,7 @@ during a swap.
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +88,9 @@ class VersionFollower:
         return self._current
 
     def reload(self, retry_failed: bool = True) -> dict:
-        """Swap to the newest manifest when it differs from the served one.
+        """Swap to the newest manifest when it is newer than the served one (a rerun of the
+        served dt is newer), or fall back to the newest one left when the served version was
+        unregistered (its dt has no manifest any more).
 
         Returns {"version", "changed", "error"}; a failure keeps the served version.
         ``retry_failed=False`` (polling) skips a manifest that already failed to load.
@@ -100,9 +103,11 @@ class VersionFollower:
             newest = None
             try:
                 newest = manifest.latest_manifest(self.root, self.cfg.side)
-                if newest == self._current.manifest or (newest == self._failed and not retry_failed):
+                why = self._why_load(newest)
+                if why is None or (newest == self._failed and not retry_failed):
                     return self._outcome(changed=False)
-                log.info("loading version %s from %s", newest.dt, newest.location)
+                log.log(logging.WARNING if why == "unregistered" else logging.INFO,
+                        "%s: loading version %s from %s", self._reason(why), newest.dt, newest.location)
                 loaded = load_version(newest, self.cfg)
             except (EmbedlibError, OSError, ValueError) as exc:
                 self._failed = newest
@@ -114,6 +119,21 @@ class VersionFollower:
             self.reloads += 1
             log.info("now serving version %s (%d rows)", loaded.version, len(loaded.index))
             return self._outcome(changed=True)
+
+    def _why_load(self, newest: manifest.Manifest) -> str | None:
+        """"newer", "unregistered" (the served dt has no manifest left) or None: keep serving.
+        Never an older version while the served one is registered: no rollback."""
+        served = self._current.manifest
+        if served is None or newest.key > served.key:
+            return "newer"
+        if newest.key < served.key and served.dt not in manifest.list_dts(self.root, self.cfg.side):
+            return "unregistered"
+        return None
+
+    def _reason(self, why: str) -> str:
+        if why == "unregistered":
+            return f"version {self._current.version} was unregistered, falling back"
+        return "newer version"
 
     def _outcome(self, changed: bool) -> dict:
         return {"version": self._current.version, "changed": changed, "error": self.last_error}

@@ -163,9 +163,7 @@ def write_manifest(root: str, m: manifest.Manifest) -> manifest.Manifest:
     """``m`` under the local manifests folder ``root`` (as registry.register would)."""
     from pathlib import Path
 
-    from embedlib import manifest
-
-    target = Path(root) / m.side / manifest.file_name(m.dt)
+    target = Path(root) / m.side / m.file_name
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(m.to_json())
     return m
