@@ -362,6 +362,10 @@ class ServeConfig:
     # batch_wait_ms of the first are scored in one matmul (at most batch_max); 0 turns it off.
     batch_wait_ms: float = 2.0
     batch_max: int = 64
+    # GET and POST /similar answer 503 (with Retry-After) when their answer is not ready
+    # within this many seconds (a request stuck behind a long batch, an overloaded device);
+    # the work in progress is abandoned, never half-answered.
+    request_timeout_s: float = 30.0
     # uvicorn worker processes (scripts/serve.py); each loads its own copy of the index.
     workers: int = 1
 
@@ -384,6 +388,8 @@ class ServeConfig:
             raise ConfigError("serve.neighbors_partitions must be >= 0")
         if not self.poll_seconds > 0 or self.batch_wait_ms < 0:
             raise ConfigError("serve.poll_seconds must be > 0 and serve.batch_wait_ms >= 0")
+        if not self.request_timeout_s > 0:
+            raise ConfigError(f"serve.request_timeout_s must be > 0, got {self.request_timeout_s}")
 
 
 @dataclass

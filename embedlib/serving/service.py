@@ -5,8 +5,9 @@ empty id lists, NaN) answer 422, and requests over a bound (``serve.max_*``) 413
 short messages that never echo the input (``limits.py``). Every answer carries the version
 that answered it in the ``X-Embedlib-Version`` header: each request uses one snapshot of the
 served version (``follow.py``), so a hot swap never changes the index under a request.
-Batch endpoints are plain ``def`` functions, run in FastAPI's thread pool; GET /similar is
-micro-batched (``batching.py``) unless ``serve.batch_wait_ms`` is 0.
+Batch endpoints run in FastAPI's thread pool; GET /similar is micro-batched
+(``batching.py``) unless ``serve.batch_wait_ms`` is 0. GET and POST /similar answer 503 when
+their answer takes longer than ``serve.request_timeout_s``.
 """
 from __future__ import annotations
 
@@ -106,22 +107,23 @@ def create_app(served: EmbeddingIndex | VersionFollower, cfg: ServeConfig | None
         limits.check_ids([id], cfg)
         served = snapshot(request)
         if batcher is not None:
-            result = await asyncio.wrap_future(batcher.submit(served, id, k, metric, exclude_self))
+            pending = asyncio.wrap_future(batcher.submit(served, id, k, metric, exclude_self))
         else:
-            result = await run_in_threadpool(served.index.topk, [id], k=k, metric=metric,
-                                             exclude_self=exclude_self, unknown_ids="error")
+            pending = run_in_threadpool(served.index.topk, [id], k=k, metric=metric,
+                                        exclude_self=exclude_self, unknown_ids="error")
+        result = await _within(pending, cfg.request_timeout_s)
         return _json({"id": id, "k": k, "metric": metric or served.index.metric,
                       "neighbors": _neighbors(result)[0]})
 
     @app.post("/similar")
-    def similar_batch(request: Request, body: SimilarRequest):
+    async def similar_batch(request: Request, body: SimilarRequest):
         k = body.k or cfg.k
         limits.check_ids(body.ids, cfg)
         limits.check_neighbors(len(body.ids), k, cfg)
         served = snapshot(request)
         limits.check_response_size(limits.neighbors_bytes(body.ids, k, served.max_id_length), cfg)
-        result = served.index.topk(body.ids, k=k, metric=body.metric,
-                                   exclude_self=body.exclude_self)
+        result = await _within(run_in_threadpool(served.index.topk, body.ids, k=k, metric=body.metric,
+                                                 exclude_self=body.exclude_self), cfg.request_timeout_s)
         return _json({"ids": result.query_ids.tolist(), "k": k,
                       "metric": body.metric or served.index.metric,
                       "neighbors": _neighbors(result), "n_unknown": result.n_unknown})
@@ -137,6 +139,16 @@ def create_app(served: EmbeddingIndex | VersionFollower, cfg: ServeConfig | None
         return JSONResponse(status_code=409 if outcome["error"] else 200, content=outcome)
 
     return app
+
+
+async def _within(pending, timeout_s: float):
+    """The answer of ``pending`` (an awaitable), or 503 when it is not ready in ``timeout_s``
+    (the wait is cancelled: a micro-batch skips or drops a cancelled request)."""
+    try:
+        return await asyncio.wait_for(pending, timeout_s)
+    except asyncio.TimeoutError:
+        raise HTTPException(503, f"no answer within serve.request_timeout_s={timeout_s:g} s; try again",
+                            headers={"Retry-After": "1"}) from None
 
 
 def _authorize(request: Request, cfg: ServeConfig) -> None:
