@@ -1,6 +1,7 @@
 """Hot swap: the service follows the version manifests, verifies a new version before
 switching, keeps the old one when that fails, and swaps under load with no failed request."""
 import json
+import threading
 import time
 
 import numpy as np
@@ -139,8 +140,6 @@ def test_swaps_under_load_fail_no_request(root, tmp_path):
                 ("POST", "/vectors", json.dumps({"ids": [f"i{j}"]}).encode())
                 for n, j in enumerate(asked)]
     try:
-        import threading
-
         def swap_three_times():
             for n in (2, 3, 4):
                 time.sleep(0.3)
@@ -205,3 +204,68 @@ def test_manifest_names_order_registrations_and_old_names_still_read(root, tmp_p
     publish(root, tmp_path, 5, dt="2024-01-03", registration=first)
     assert manifest.list_dts(root, "item") == ["2024-01-03"]
     assert manifest.read_manifest(root, "item", "2024-01-03").location == str(tmp_path / "v4")
+
+
+def wait_for(condition, seconds: float = 20.0):
+    end = time.monotonic() + seconds
+    while not condition() and time.monotonic() < end:
+        time.sleep(0.05)
+    return condition()
+
+
+def test_the_poll_survives_any_error_and_health_says_degraded_until_a_check_succeeds(root, tmp_path, monkeypatch):
+    publish(root, tmp_path, 1)
+    cfg = ServeConfig(backend="numpy", follow="latest", poll_seconds=0.1, batch_wait_ms=1)
+    follower = follower_on(root, cfg)
+    latest = manifest.latest_manifest
+
+    def broken(*args):
+        raise RuntimeError("cuda driver gone")  # none of the errors a load is expected to raise
+    with TestClient(create_app(follower, cfg)) as client:
+        monkeypatch.setattr(manifest, "latest_manifest", broken)
+        assert wait_for(lambda: client.get("/health").json()["status"] == "degraded")
+        health = client.get("/health").json()
+        assert "RuntimeError: cuda driver gone" in health["last_reload_error"]["message"]
+        assert health["version"] == "2024-01-01" and health["poll_thread"] == "running"
+        monkeypatch.setattr(manifest, "latest_manifest", latest)
+        publish(root, tmp_path, 2)
+        assert wait_for(lambda: client.get("/health").json()["version"] == "2024-01-02")
+        health = client.get("/health").json()
+        assert health["status"] == "ok" and health["last_success_at"] and health["last_reload_error"] is None
+
+
+def test_a_manifest_that_failed_to_load_is_retried_with_backoff(root, tmp_path, monkeypatch):
+    from embedlib.serving import follow
+
+    publish(root, tmp_path, 1)
+    cfg = ServeConfig(backend="numpy", follow="latest", poll_seconds=0.1, batch_wait_ms=1)
+    follower = follower_on(root, cfg)
+    attempts = []
+    load = follow.load_version
+
+    def flaky(m, cfg):  # the namenode answers again after three tries
+        attempts.append(time.monotonic())
+        if len(attempts) <= 3:
+            raise OSError("namenode unreachable")
+        return load(m, cfg)
+    monkeypatch.setattr(follow, "load_version", flaky)
+    publish(root, tmp_path, 2)
+    follower.start()
+    try:
+        assert wait_for(lambda: follower.current.version == "2024-01-02")
+    finally:
+        follower.stop()
+    gaps = np.diff(attempts)
+    assert len(attempts) == 4 and gaps[1] >= 0.19 and gaps[2] >= 0.39  # backoff 0.1, 0.2, 0.4 s
+    assert follower.status()["status"] == "ok"
+
+
+def test_a_stopped_poll_thread_is_reported(root, tmp_path):
+    publish(root, tmp_path, 1)
+    cfg = ServeConfig(backend="numpy", follow="latest", poll_seconds=0.1, batch_wait_ms=1)
+    follower = follower_on(root, cfg)
+    follower._thread = threading.Thread(target=lambda: None)  # a poll thread that has ended
+    follower._thread.start()
+    follower._thread.join()
+    status = follower.status()
+    assert status["status"] == "degraded" and status["poll_thread"] == "stopped"

@@ -79,7 +79,7 @@ def create_app(served: EmbeddingIndex | VersionFollower, cfg: ServeConfig | None
     @app.get("/health")
     def health(request: Request) -> dict:
         index = snapshot(request).index
-        return {"status": "ok", **follower.status(), "rows": len(index), "dim": index.dim,
+        return {**follower.status(), "rows": len(index), "dim": index.dim,
                 "dtype": index.dtype, "metric": index.metric, "backend": index.backend.name,
                 "device": index.backend.device, "unknown_ids": index.unknown_ids,
                 "pid": os.getpid(), "micro_batches": batcher and batcher.stats()}
