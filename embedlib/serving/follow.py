@@ -19,6 +19,7 @@ from embedlib import integrity, manifest
 from embedlib.config import ServeConfig
 from embedlib.log import get_logger
 from embedlib.serving.index import EmbeddingIndex, index_options
+from embedlib.serving.vectors import read_embeddings
 
 log = get_logger(__name__)
 
@@ -46,10 +47,11 @@ class ServedVersion:
 
 
 def load_version(m: manifest.Manifest, cfg: ServeConfig) -> ServedVersion:
-    """The index of manifest ``m``, its row count and id fingerprint checked against it."""
-    index = EmbeddingIndex.from_parquet(m.location, **index_options(cfg))
+    """The index of manifest ``m``, its row count and fingerprint checked against it."""
+    ids, vectors = read_embeddings(m.location)
     integrity.check(f"version {m.dt} ({m.side}) at {m.location}", m.n_rows, m.fingerprint,
-                    len(index), integrity.ids_fingerprint(index.ids))
+                    len(ids), integrity.fingerprint_like(m.fingerprint, ids, vectors))
+    index = EmbeddingIndex(ids, vectors, **index_options(cfg))
     return ServedVersion.of(index, m.dt, m.location, m)
 
 

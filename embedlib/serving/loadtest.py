@@ -154,7 +154,7 @@ def write_version(root: str, dt: str, folder, ids, vectors: np.ndarray, side: st
     pq.write_table(pa.table({"id": pa.array(list(ids), pa.string()), "vector": column}),
                    folder / "part-0.parquet")
     fields = dict(dt=dt, side=side, location=str(folder), n_rows=len(ids),
-                  fingerprint=integrity.ids_fingerprint(ids), dim=dim,
+                  fingerprint=integrity.rows_fingerprint(ids, vectors), dim=dim,
                   created_at="2024-01-01T00:00:00")
     return write_manifest(root, manifest.Manifest(**{**fields, **manifest_fields}))
 
