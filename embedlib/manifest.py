@@ -26,10 +26,10 @@ import datetime as _dt
 import json
 import uuid
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from pyarrow import fs as pafs
 
+from embedlib import locations
 from embedlib.config import Config
 from embedlib.errors import EmbedlibError
 
@@ -89,9 +89,7 @@ def manifest_root(cfg: Config) -> str:
     """The manifests folder of ``cfg`` (a local path or a URI)."""
     if cfg.serve.manifests:
         return cfg.serve.manifests.rstrip("/")
-    warehouse = cfg.spark.warehouse_dir
-    if "://" not in warehouse:
-        warehouse = str(Path(warehouse).resolve())
+    warehouse = locations.absolute(cfg.spark.warehouse_dir)
     return f"{warehouse.rstrip('/')}/{cfg.tables.database}.db/_manifests"
 
 
@@ -169,9 +167,10 @@ def _parse_name(name: str) -> tuple[str | None, str]:
 
 
 def _filesystem(root: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in root or root.startswith("file:"):
-        return pafs.FileSystem.from_uri(root)
-    return pafs.LocalFileSystem(), root
+    located = locations.filesystem(locations.absolute(root))
+    if located is None:
+        raise ManifestError(f"pyarrow cannot open the manifests folder {root} (serve.manifests)")
+    return located
 
 
 def _names(root: str, side: str) -> dict[tuple[str, str], str]:

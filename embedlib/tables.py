@@ -161,8 +161,12 @@ def write_partition(spark: SparkSession, df: DataFrame, table: str, dt: str,
         log.info("%s: pyarrow cannot open %s, so Spark's Parquet writer writes it", table, run_dir)
         arrow = False
     if arrow:
-        arrow_io.write_parts(df, run_dir, batch_fn, schema)
-    else:
+        try:
+            arrow_io.write_parts(df, run_dir, batch_fn, schema)
+        except arrow_io.ExecutorFilesystemError as exc:
+            log.warning("%s: %s, so Spark's Parquet writer writes it", table, exc)
+            arrow = False
+    if not arrow:
         if batch_fn is not None:
             df = df.mapInArrow(lambda batches: map(batch_fn, batches), schema)
         writer = df.write.mode("errorifexists")
@@ -278,17 +282,28 @@ def remove_orphan_runs(spark: SparkSession, table: str, dt: str, keep: Sequence[
 def _remove_runs(spark: SparkSession, partition_dir: str, keep: Sequence[str | None],
                  older_than_hours: float) -> list[str]:
     """The folder work of remove_orphan_runs, for a caller that knows the partition's folder
-    and its current location (write_partition: no metastore lookups)."""
+    and its current location (write_partition: no metastore lookups).
+
+    Only ``run=`` folders are candidates (what write_partition stages); locations are
+    compared as whole qualified paths. When a kept location is the dt folder itself (a
+    partition not written by write_partition), nothing is removed: its files are the data.
+    """
     fs, jpath = hadoop_fs(spark, partition_dir)
     if not fs.exists(jpath):
         return []
-    keep_names = {_run_name(k) for k in keep if k}
+    qualified_dir = fs.makeQualified(jpath).toString().rstrip("/")
+    keep_paths = {fs.makeQualified(hadoop_fs(spark, k)[1]).toString().rstrip("/") for k in keep if k}
+    if qualified_dir in keep_paths:
+        log.info("%s is itself a partition's location: no run folder of it is removed", partition_dir)
+        return []
     now = _dt.datetime.now(_dt.timezone.utc)
     removed = []
     for status in fs.listStatus(jpath):
         name = status.getPath().getName()
+        if not (status.isDirectory() and name.startswith("run=")):
+            continue
         age_hours = (now - _run_started(name, status.getModificationTime())).total_seconds() / 3600
-        if name in keep_names or age_hours < older_than_hours:
+        if status.getPath().toString().rstrip("/") in keep_paths or age_hours < older_than_hours:
             continue
         fs.delete(status.getPath(), True)
         removed.append(name)
@@ -296,10 +311,6 @@ def _remove_runs(spark: SparkSession, partition_dir: str, keep: Sequence[str | N
         log.info("removed %d unreferenced run folder(s) of %s: %s", len(removed), partition_dir,
                  ", ".join(removed))
     return removed
-
-
-def _run_name(location: str) -> str:
-    return location.rstrip("/").rsplit("/", 1)[-1]
 
 
 def _run_started(name: str, modified_ms: int) -> _dt.datetime:
