@@ -98,6 +98,11 @@ class InputConfig:
     # a quote inside it is doubled (escape = quote). Fields are read exactly as written.
     csv_quote: str = '"'
     csv_escape: str = '"'
+    # Records that span lines (a quoted field holding a newline) need Spark's multiLine
+    # reader, which cannot split a file: one task per file. "auto": on only when some line
+    # holds an odd number of unescaped quote characters, which a quoted newline leaves (one
+    # splittable text pass that stops at the first such line); "true" / "false" force it.
+    csv_multiline: str = "auto"
     columns: ColumnsConfig = field(default_factory=ColumnsConfig)
     time_unit: str = "s"
     # Keep only these event types (needs columns.event_type); empty keeps all.
@@ -108,6 +113,7 @@ class InputConfig:
     def __post_init__(self):
         check_choice("input.format", self.format, ("csv", "parquet", "table"))
         check_choice("input.time_unit", self.time_unit, ("s", "ms", "timestamp"))
+        check_choice("input.csv_multiline", self.csv_multiline, ("auto", "true", "false"))
         for name in ("csv_quote", "csv_escape"):
             value = getattr(self, name)
             if len(value) != 1 or value == self.csv_delimiter:
@@ -525,6 +531,8 @@ def _coerce(tp: Any, value: Any, key: str, source: str):
         return _build(tp, value if value is not None else {}, key + ".", source)
     if isinstance(value, (_dt.date, _dt.datetime)) and tp is str:
         return value.isoformat()
+    if isinstance(value, bool) and tp is str:  # YAML's true/false where a word is expected
+        return str(value).lower()
     expected = {int: (int,), float: (int, float), str: (str,), bool: (bool,),
                 list: (list,), dict: (dict,)}.get(origin or tp)
     ok = expected is not None and isinstance(value, expected)
