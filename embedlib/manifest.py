@@ -25,7 +25,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from pyarrow import fs as pafs
 
@@ -60,6 +60,9 @@ class Manifest:
     dim: int
     created_at: str
     registration: str = ""
+    # The version's precomputed neighbours (build_neighbors adds them by a new registration
+    # of the dt): {"location", "k", "metric", "n_rows"}; None: exact search only.
+    neighbors: dict | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -78,7 +81,7 @@ class Manifest:
     def from_json(cls, text: str, where: str) -> Manifest:
         try:
             raw = json.loads(text)
-            optional = {"registration"}
+            optional = {"registration", "neighbors"}
             return cls(**{name: raw[name] for name in cls.__dataclass_fields__
                           if name in raw or name not in optional})
         except (ValueError, KeyError, TypeError) as exc:
@@ -110,28 +113,37 @@ def from_record(dt: str, record, registration: str = "") -> Manifest:
 def write_manifests(spark, cfg: Config, dt: str, records: list) -> list[str]:
     """Write the manifest of each record (one per side) under a name of its own, then remove
     the dt's older manifests; their paths."""
+    registration = new_registration()
+    return [_put(spark, cfg, from_record(dt, record, registration)) for record in records]
+
+
+def add_neighbors(spark, cfg: Config, dt: str, side: str, neighbors: dict) -> str:
+    """A new registration of ``dt`` (``side``) whose manifest also names its precomputed
+    neighbours (``Manifest.neighbors``): the service loads both and swaps them together."""
+    current = read_manifest(manifest_root(cfg), side, dt)
+    return _put(spark, cfg, replace(current, registration=new_registration(), neighbors=neighbors))
+
+
+def _put(spark, cfg: Config, m: Manifest) -> str:
+    """Write manifest ``m`` atomically under its own name, then remove the older manifests of
+    its dt; its path."""
     from embedlib import tables  # Spark's side only: readers of manifests need no pyspark
 
     jvm = spark.sparkContext._jvm
-    registration = new_registration()
-    written = []
-    for record in records:
-        m = from_record(dt, record, registration)
-        fs, folder = tables.hadoop_fs(spark, f"{manifest_root(cfg)}/{record.side}")
-        fs.mkdirs(folder)
-        final = jvm.org.apache.hadoop.fs.Path(folder, m.file_name)
-        temp = jvm.org.apache.hadoop.fs.Path(folder, f"_tmp-{uuid.uuid4().hex}{SUFFIX}")
-        stream = fs.create(temp, True)
-        try:
-            stream.write(bytearray(m.to_json().encode("utf-8")))
-        finally:
-            stream.close()
-        if not fs.rename(temp, final):
-            raise ManifestError(f"could not rename {temp} to {final}")
-        # Only now the older manifests of dt go: a reader always finds one of dt.
-        _delete_manifests(fs, folder, dt, keep=m.file_name)
-        written.append(str(final))
-    return written
+    fs, folder = tables.hadoop_fs(spark, f"{manifest_root(cfg)}/{m.side}")
+    fs.mkdirs(folder)
+    final = jvm.org.apache.hadoop.fs.Path(folder, m.file_name)
+    temp = jvm.org.apache.hadoop.fs.Path(folder, f"_tmp-{uuid.uuid4().hex}{SUFFIX}")
+    stream = fs.create(temp, True)
+    try:
+        stream.write(bytearray(m.to_json().encode("utf-8")))
+    finally:
+        stream.close()
+    if not fs.rename(temp, final):
+        raise ManifestError(f"could not rename {temp} to {final}")
+    # Only now the older manifests of dt go: a reader always finds one of dt.
+    _delete_manifests(fs, folder, m.dt, keep=m.file_name)
+    return str(final)
 
 
 def remove_manifests(spark, cfg: Config, dt: str) -> list[str]:

@@ -70,3 +70,24 @@ def test_a_rerun_always_leaves_a_manifest_of_its_dt_and_unregister_removes_them(
     assert manifest.latest_manifest(root, "item").location == str(tmp_path / "run2")
     registry.unregister(spark, cfg, "2024-01-10")
     assert manifest.list_dts(root, "item") == ["2024-01-09"]
+
+
+def test_build_neighbors_adds_its_table_to_the_manifest_and_the_service_answers_from_it(spark, cfg_factory,
+                                                                                        tmp_path):
+    from embedlib.steps import build_neighbors
+
+    cfg = cfg_factory(serve={"backend": "numpy", "batch_wait_ms": 0, "neighbors_k": 4})
+    ids = [f"i{j}" for j in range(30)]
+    vectors = np.random.default_rng(4).standard_normal((30, 4)).astype(np.float32)
+    written = write_version(str(tmp_path / "scratch"), "2024-01-10", tmp_path / "run", ids, vectors)
+    registry.register(spark, cfg, "2024-01-10", [record(written.location, ids)])
+    root = manifest.manifest_root(cfg)
+    first = manifest.latest_manifest(root, "item")
+    summary = build_neighbors.run(spark, cfg, "2024-01-10")
+    m = manifest.latest_manifest(root, "item")
+    assert m.registration > first.registration and m.location == first.location  # newer: the service swaps
+    assert (m.neighbors["k"], m.neighbors["metric"], m.neighbors["n_rows"]) == (4, "cosine", 30)
+    assert summary["manifest"].endswith(m.file_name) and manifest.list_dts(root, "item") == ["2024-01-10"]
+    client = TestClient(create_app(VersionFollower(load_version(m, cfg.serve), cfg.serve, root=root), cfg.serve))
+    answer = client.get("/similar", params={"id": "i3", "k": 4}).json()
+    assert answer["source"] == "precomputed" and len(answer["neighbors"]) == 4

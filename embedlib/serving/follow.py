@@ -19,6 +19,7 @@ from embedlib import integrity, manifest
 from embedlib.config import ServeConfig
 from embedlib.log import get_logger
 from embedlib.serving.index import EmbeddingIndex, index_options
+from embedlib.serving.precomputed import PrecomputedNeighbors
 from embedlib.serving.vectors import read_embeddings
 
 log = get_logger(__name__)
@@ -38,21 +39,25 @@ class ServedVersion:
     loaded_at: str
     manifest: manifest.Manifest | None = None
     max_id_length: int = 0
+    neighbors: PrecomputedNeighbors | None = None  # the version's precomputed top K, if any
 
     @classmethod
     def of(cls, index: EmbeddingIndex, version: str | None, location: str = "",
-           manifest_: manifest.Manifest | None = None) -> ServedVersion:
+           manifest_: manifest.Manifest | None = None,
+           neighbors: PrecomputedNeighbors | None = None) -> ServedVersion:
         longest = max(map(len, index.ids)) if len(index) else 0
-        return cls(index, version, location, _now(), manifest_, longest)
+        return cls(index, version, location, _now(), manifest_, longest, neighbors)
 
 
 def load_version(m: manifest.Manifest, cfg: ServeConfig) -> ServedVersion:
-    """The index of manifest ``m``, its row count and fingerprint checked against it."""
+    """The index of manifest ``m``, its row count and fingerprint checked against it, and its
+    precomputed neighbours when the manifest names them."""
     ids, vectors = read_embeddings(m.location)
     integrity.check(f"version {m.dt} ({m.side}) at {m.location}", m.n_rows, m.fingerprint,
                     len(ids), integrity.fingerprint_like(m.fingerprint, ids, vectors))
     index = EmbeddingIndex(ids, vectors, **index_options(cfg))
-    return ServedVersion.of(index, m.dt, m.location, m)
+    neighbors = PrecomputedNeighbors.load(m.neighbors, index) if m.neighbors else None
+    return ServedVersion.of(index, m.dt, m.location, m, neighbors)
 
 
 class VersionFollower:

@@ -167,3 +167,22 @@ def write_manifest(root: str, m: manifest.Manifest) -> manifest.Manifest:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(m.to_json())
     return m
+
+
+def write_neighbors(folder, index, k: int, metric: str | None = None, ids=None) -> dict:
+    """The exact top ``k`` of every id of ``index``, or of ``ids`` only (exclude_self, as
+    jobs/build_neighbors.py computes them) in ``folder``/part-0.parquet; the
+    ``Manifest.neighbors`` that names them."""
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from embedlib.steps.build_neighbors import neighbors_batch
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    queries = list(index.ids if ids is None else ids)
+    result = index.topk(queries, k=k, metric=metric, exclude_self=True)
+    pq.write_table(pa.Table.from_batches([neighbors_batch(result)]), folder / "part-0.parquet")
+    return {"location": str(folder), "k": k, "metric": metric or index.metric, "n_rows": len(queries)}
