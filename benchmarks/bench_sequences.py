@@ -4,7 +4,12 @@ Generates seeded sample logs (CSV, embedlib.sample_data) of each size, warms Spa
 small log, then times the whole build_sequences step (read, clean, sessionize, write both
 tables) once per size in one Spark session.
 
+``--multiline true,false`` times each size once per ``input.csv_multiline`` mode (the log
+is one CSV file: with multiLine Spark parses it in one task, without it splits it); the
+first mode's runs are the ones the docs render, the others are under ``multiline``.
+
 Usage: python benchmarks/bench_sequences.py [--sizes 1000000,4000000,16000000]
+       [--multiline auto] [--results-name bench_sequences]
 """
 from __future__ import annotations
 
@@ -30,18 +35,20 @@ def spec_for(n_events: int) -> SampleSpec:
                       n_items=max(2000, n_events // 200), n_clusters=50, days=10, end_date=DT)
 
 
-def run_size(spark, n_events: int) -> dict:
+def run_size(spark, n_events: int, multiline: str = "auto") -> dict:
     from embedlib.steps import build_sequences
 
-    folder = WORK / f"sequences_{n_events}"
+    folder = WORK / f"sequences_{n_events}_{multiline}"
     shutil.rmtree(folder, ignore_errors=True)
     gen_seconds, info = timed(write_sample, spec_for(n_events), folder)
-    cfg = config_from_dict({"tables": {"database": f"bench_sequences_{n_events}"},
-                            "input": {"path": info["path"], "columns": {"event_type": "event_type"}},
+    cfg = config_from_dict({"tables": {"database": f"bench_sequences_{n_events}_{multiline}"},
+                            "input": {"path": info["path"], "columns": {"event_type": "event_type"},
+                                      "csv_multiline": multiline},
                             "sequences": {"lookback_days": 10, "min_count": 3}})
     seconds, summary = timed(build_sequences.run, spark, cfg, DT)
     shutil.rmtree(folder, ignore_errors=True)
-    log.info("%d events: %.1fs (%.0f events/s)", info["events"], seconds, info["events"] / seconds)
+    log.info("%d events, csv_multiline=%s: %.1fs (%.0f events/s)", info["events"], multiline, seconds,
+             info["events"] / seconds)
     return {"events": info["events"], "seconds": seconds, "events_per_second": info["events"] / seconds,
             "generate_seconds": gen_seconds, "sequences": summary["sequences"]["written"],
             "tokens": summary["sequences"]["tokens"]}
@@ -51,6 +58,8 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000000,4000000,16000000")
     parser.add_argument("--driver-memory", default="12g")
+    parser.add_argument("--multiline", default="auto", help="input.csv_multiline modes, comma-separated")
+    parser.add_argument("--results-name", default="bench_sequences")
     args = parser.parse_args(argv)
     from embedlib.spark import get_spark
 
@@ -60,15 +69,19 @@ def main(argv=None) -> dict:
         "warehouse_dir": str(wh),
         "driver_memory": args.driver_memory, "shuffle_partitions": 16}}).spark, "bench_sequences")
     run_size(spark, 50_000)  # warm-up: JVM, Python workers, metastore
-    sizes = [int(s) for s in args.sizes.split(",")]
-    runs = {str(n): run_size(spark, n) for n in sizes}
+    sizes, modes = [int(s) for s in args.sizes.split(",")], args.multiline.split(",")
+    by_mode = {mode: {str(n): run_size(spark, n, mode) for n in sizes} for mode in modes}
     spark.stop()
-    results = {"runs": runs, "events_per_second": {k: r["events_per_second"] for k, r in runs.items()}}
+    runs = by_mode[modes[0]]
+    results = {"runs": runs, "events_per_second": {k: r["events_per_second"] for k, r in runs.items()},
+               "csv_multiline": modes[0],
+               "multiline": {mode: {k: r["events_per_second"] for k, r in mode_runs.items()}
+                             for mode, mode_runs in by_mode.items()}}
     if len(sizes) > 1:
         first, last = runs[str(sizes[0])], runs[str(sizes[-1])]
         results[f"time_growth_{_label(sizes[0])}_to_{_label(sizes[-1])}"] = last["seconds"] / first["seconds"]
         results["events_growth"] = last["events"] / first["events"]
-    return write_results("bench_sequences", results)
+    return write_results(args.results_name, results)
 
 
 def _label(n: int) -> str:

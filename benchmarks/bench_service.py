@@ -10,13 +10,22 @@ serves the first on 127.0.0.1 (NumPy backend, one worker) in its own process.
 2. The same queries through ``EmbeddingIndex.topk`` in this process, in batches of the
    concurrency (what an in-process caller with that many queries at hand would do), so the
    HTTP cost is a ratio: ``service_qps_vs_in_process_c<c>``.
-3. A mixed /similar + /vectors load from 16 clients while 3 hot swaps happen (a newer
+3. Precomputed neighbours: the first version registered again (a rerun of the served dt)
+   with a neighbours table of the ids the load asks for (their exact top K, computed here as
+   jobs/build_neighbors.py would), swapped in by POST /admin/reload while 16 clients send
+   /similar (failed requests during that swap); then GET /similar from 16 clients answered
+   from the table: ``qps_c16_precomputed``, ``p99_ms_c16_precomputed`` and their ratio to
+   the exact path, ``precomputed_qps_vs_exact_c16``.
+4. A mixed /similar + /vectors load from 16 clients while 3 hot swaps happen (a newer
    manifest, then POST /admin/reload): failed requests (must be 0), latency during the
    reloads, the reload times and the server's peak RSS (two indexes during a swap).
 
+The machine's 1-minute load average at start and end is recorded: figures taken on a busy
+machine are lower than on an idle one.
+
 The last line printed is the results JSON, also written to benchmarks/results/bench_service.json.
 
-Usage: python benchmarks/bench_service.py [--rows 1000000] [--requests 2000]
+Usage: python benchmarks/bench_service.py [--rows 1000000] [--requests 2000] [--results-name NAME]
 """
 from __future__ import annotations
 
@@ -38,8 +47,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serving import make_data  # noqa: E402
 from common import WORK, write_results  # noqa: E402
 
+from embedlib import manifest  # noqa: E402
 from embedlib.serving import EmbeddingIndex  # noqa: E402
-from embedlib.serving.loadtest import closed_loop, free_port, wait_until_up, write_manifest, write_version  # noqa: E402
+from embedlib.serving.loadtest import (  # noqa: E402
+    closed_loop,
+    free_port,
+    wait_until_up,
+    write_manifest,
+    write_neighbors,
+    write_version,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDER = WORK / "bench_service"
@@ -56,6 +73,9 @@ def parse_args(argv=None):
                         help="requests per endpoint and concurrency level")
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--swaps", type=int, default=3)
+    parser.add_argument("--results-name", default="bench_service",
+                        help="benchmarks/results/<name>.json (another name keeps a trial run apart "
+                             "from the figures the docs render)")
     return parser.parse_args(argv)
 
 
@@ -137,6 +157,39 @@ def swap_phase(args, port: int, pid: int, root: str, versions: list, ids, rng) -
                                                               for e in result.errors[:5]]}
 
 
+def reload(port: int) -> dict:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    conn.request("POST", "/admin/reload")
+    return json.loads(conn.getresponse().read())
+
+
+def precomputed_phase(args, port: int, root: str, first, index: EmbeddingIndex, ids, rng) -> dict:
+    """A rerun of the served dt with neighbours for the asked ids, swapped in under load; then
+    GET /similar from 16 clients answered from them."""
+    picks = rng.integers(0, len(ids), args.requests)
+    neighbors = write_neighbors(FOLDER / "n1", index, K, ids=np.unique(ids[picks]))
+    write_manifest(root, dataclasses.replace(first, registration=manifest.new_registration(), neighbors=neighbors))
+    done, outcome = threading.Event(), {}
+
+    def swap():
+        time.sleep(0.5)
+        outcome.update(reload(port))
+        time.sleep(0.5)
+        done.set()
+    swapper = threading.Thread(target=swap)
+    swapper.start()
+    during = closed_loop(port, requests_for("similar", ids, rng.integers(0, len(ids), 100 * args.requests)),
+                         16, max_seconds=900, until=done)
+    swapper.join()
+    loaded = closed_loop(port, requests_for("similar", ids, picks), 16, keep_bodies=True)
+    sources = {json.loads(body).get("source") for _, body in filter(None, loaded.bodies)}
+    return {"rerun_swap": {"changed": outcome.get("changed"), "error": outcome.get("error"),
+                           "load": during.summary()},
+            "similar": loaded.summary(), "sources": sorted(sources)}
+
+
 def write_versions(ids, vectors, root: str) -> list:
     """Two versions' data; only the first one's manifest stays (the swaps add the others)."""
     shutil.rmtree(FOLDER, ignore_errors=True)
@@ -170,6 +223,8 @@ def main(argv=None) -> dict:
                               "in_process_topk_qps": round(in_process, 1),
                               "service_qps_vs_in_process": round(similar["qps"] / in_process, 3)}
             print(f"c={c}: {levels[str(c)]}", file=sys.stderr, flush=True)
+        precomputed = precomputed_phase(args, port, root, versions[0], index, ids, rng)
+        print(f"precomputed: {precomputed}", file=sys.stderr, flush=True)
         del index
         memory_after = memory_kib(pid)
         batching = wait_until_up(port)["micro_batches"]
@@ -180,13 +235,18 @@ def main(argv=None) -> dict:
         proc.wait(timeout=60)
         shutil.rmtree(FOLDER, ignore_errors=True)  # two versions' Parquet: 1 GB at 1M x 128
     c16 = levels.get("16", {})
-    return write_results("bench_service", {
+    return write_results(args.results_name, {
         "rows": args.rows, "dim": args.dim, "k": K, "requests_per_level": args.requests,
         "qps_c16": c16.get("similar", {}).get("qps"),
         "p99_ms_c16": c16.get("similar", {}).get("p99_ms"),
+        "qps_c16_precomputed": precomputed["similar"].get("qps"),
+        "p99_ms_c16_precomputed": precomputed["similar"].get("p99_ms"),
+        "precomputed_qps_vs_exact_c16": round(precomputed["similar"]["qps"] / c16["similar"]["qps"], 1)
+        if c16 else None,
         "failed_requests_during_swaps": swaps["load"]["failed"],
+        "failed_requests_during_rerun_swap": precomputed["rerun_swap"]["load"]["failed"],
         "service_qps_vs_in_process_c16": c16.get("service_qps_vs_in_process"),
-        "levels": levels, "micro_batches": batching, "swaps": swaps,
+        "levels": levels, "micro_batches": batching, "precomputed": precomputed, "swaps": swaps,
         "server_memory_mib": {"before_load": memory_before, "after_load": memory_after,
                               "after_swaps": memory_after_swaps},
         "index_mib": round(args.rows * args.dim * 4 / 2**20, 1),

@@ -14,8 +14,10 @@ speculative task attempt never leaves duplicate rows:
 1. every task attempt writes ``<run_dir>/_temporary/<job>/part-<partition>-<attempt>.parquet``
    and returns (path, rows) - one result per partition reaches the driver, whatever the
    attempts;
-2. the driver renames each reported file to ``<run_dir>/part-<partition>-<job>.parquet`` and
-   deletes ``_temporary`` (with the files of failed attempts).
+2. the driver renames each reported file to ``<run_dir>/part-<partition>-<job>.parquet``,
+   deletes ``_temporary`` (with the files of failed attempts) and writes ``_SUCCESS``;
+3. an attempt still running then (a losing speculative one) writes nothing once it sees
+   ``_SUCCESS``, and one that finishes after it removes what it wrote and ``_temporary``.
 
 The files are what Spark's writer would write for the same frame: every column nullable,
 array<float> as a standard 3-level LIST, Spark's schema in the footer, snappy; readers
@@ -23,16 +25,15 @@ array<float> as a standard 3-level LIST, Spark's schema in the footer, snappy; r
 the files of a folder into runs of row groups that tasks read with pyarrow.
 
 Locations are Spark/Hadoop location strings (``file:/abs/path``, ``/abs/path``,
-``hdfs://nn/path``...), not percent-encoded, as Hadoop's Path prints them. Where pyarrow
-cannot open one (unknown scheme such as ``s3a``, no libhdfs), ``filesystem`` says so with
-None and the caller uses Spark's reader or writer instead.
+``hdfs://nn/path``...), not percent-encoded, as Hadoop's Path prints them
+(``embedlib/locations.py``). Where pyarrow cannot open one (unknown scheme such as ``s3a``,
+no libhdfs), ``locations.filesystem`` says so with None (and a WARNING line) and the caller
+uses Spark's reader or writer instead.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
-import re
-import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +47,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import ArrayType, DataType, DoubleType, FloatType, MapType, StructField, StructType
 
+from embedlib.locations import filesystem, is_hidden
+
 # Row groups: about this many rows or bytes (uncompressed Arrow size), whichever is smaller,
 # so that readers can split a file between tasks.
 ROW_GROUP_ROWS = 65536
@@ -54,48 +57,14 @@ ROW_GROUP_BYTES = 64 << 20
 SPARK_SCHEMA_KEY = "org.apache.spark.sql.parquet.row.metadata"
 TEMPORARY = "_temporary"
 
+# What a task raises where pyarrow cannot open the run folder (no libhdfs on that node).
+NO_FILESYSTEM_ON_EXECUTOR = "embedlib: pyarrow cannot open"
+
 BatchFn = Callable[[pa.RecordBatch], pa.RecordBatch]
 
-_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):(?://(?P<authority>[^/]*))?(?P<path>.*)$")
-
-
-# ----------------------------------------------------------------------------- locations
-def filesystem(uri: str) -> tuple[pafs.FileSystem, str] | None:
-    """pyarrow's filesystem and path for a Spark/Hadoop location string.
-
-    Parameters
-    ----------
-    uri : str
-        ``file:/abs/path`` (as Spark prints local locations), ``file:///abs/path``,
-        ``/abs/path`` (local), or ``scheme://authority/path``. Read as Hadoop reads it: the
-        string is the path itself, not percent-encoded (``a b`` is a space, ``%20`` three
-        characters).
-
-    Returns
-    -------
-    (pyarrow.fs.FileSystem, str) or None
-        None where pyarrow cannot open the location: a relative path, a scheme pyarrow does
-        not know (``s3a``, ``abfss``...), or one whose library is missing (libhdfs, libjvm).
-        A pure function of the string, so tasks can call it on the executors.
-    """
-    if uri.startswith("/"):
-        scheme, authority, path = "file", "", uri
-    else:
-        match = _SCHEME.match(uri)
-        if match is None:
-            return None
-        scheme, authority, path = match["scheme"], match["authority"] or "", match["path"]
-    if not path.startswith("/"):
-        return None
-    try:
-        return pafs.FileSystem.from_uri(f"{scheme}://{authority}{urllib.parse.quote(path)}")
-    except (pa.ArrowException, OSError, ValueError):
-        return None
-
-
-def _hidden(name: str) -> bool:
-    """Whether Spark's file listing skips a file or folder of this name (metadata, staging)."""
-    return name.startswith(".") or (name.startswith("_") and "=" not in name)
+class ExecutorFilesystemError(RuntimeError):
+    """The driver can open a location with pyarrow but the executors cannot: the caller
+    writes with Spark's writer instead."""
 
 
 # ----------------------------------------------------------------------------- writing
@@ -158,7 +127,8 @@ def write_parts(df: DataFrame, run_dir: str, batch_fn: BatchFn | None = None,
     -------
     int
         The rows written. An empty frame gives one file without rows, so readers still find
-        the schema. On failure ``run_dir`` is deleted and the error raised.
+        the schema. On failure ``run_dir`` is deleted and the error raised:
+        ExecutorFilesystemError where the executors cannot open ``run_dir``.
     """
     located = filesystem(run_dir)
     if located is None:
@@ -189,9 +159,12 @@ def write_parts(df: DataFrame, run_dir: str, batch_fn: BatchFn | None = None,
         _delete_dir(fs, f"{base}/{TEMPORARY}")
         with fs.open_output_stream(f"{base}/_SUCCESS"):
             pass
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):  # the write's own error is the one to see
             _delete_dir(fs, base)
+        if NO_FILESYSTEM_ON_EXECUTOR in str(exc):
+            raise ExecutorFilesystemError(f"the executors cannot open {run_dir} with pyarrow "
+                                          "(the driver can)") from None
         raise
     return sum(r.rows for r in results)
 
@@ -202,7 +175,7 @@ def _write_task(batches: Iterable[pa.RecordBatch], run_dir: str, job: str, schem
     ``_temporary/<job>``; yields one row (path in the filesystem, rows), none without rows."""
     located = filesystem(run_dir)
     if located is None:
-        raise RuntimeError(f"pyarrow cannot open {run_dir!r} on this executor")
+        raise RuntimeError(f"{NO_FILESYSTEM_ON_EXECUTOR} {run_dir!r} on this executor")
     fs, base = located
     partition = TaskContext.get().partitionId()
     folder = f"{base.rstrip('/')}/{TEMPORARY}/{job}"
@@ -219,6 +192,8 @@ def _write_task(batches: Iterable[pa.RecordBatch], run_dir: str, job: str, schem
             if table.schema != schema:
                 table = table.cast(schema)
             if writer is None:
+                if _committed(fs, base):  # a losing speculative attempt: the run is done
+                    return
                 group_rows = max(1, min(ROW_GROUP_ROWS, ROW_GROUP_BYTES * table.num_rows // max(1, table.nbytes)))
                 fs.create_dir(folder, recursive=True)
                 writer = pq.ParquetWriter(path, schema, filesystem=fs, **options)
@@ -231,8 +206,19 @@ def _write_task(batches: Iterable[pa.RecordBatch], run_dir: str, job: str, schem
     finally:
         if writer is not None:
             writer.close()
+    if writer is not None and _committed(fs, base):
+        # Committed while this attempt wrote: its file and the _temporary folder it
+        # re-created are left-overs (readers skip _ names, but the space is not theirs).
+        with contextlib.suppress(OSError):
+            _delete_dir(fs, f"{base.rstrip('/')}/{TEMPORARY}")
+        return
     if rows:
         yield pa.RecordBatch.from_arrays([pa.array([path]), pa.array([rows], pa.int64())], names=["path", "rows"])
+
+
+def _committed(fs: pafs.FileSystem, base: str) -> bool:
+    """Whether the run folder ``base`` is committed (its _SUCCESS marker is written)."""
+    return fs.get_file_info(f"{base.rstrip('/')}/_SUCCESS").type != pafs.FileType.NotFound
 
 
 def _write_groups(writer: pq.ParquetWriter, table: pa.Table, group_rows: int, final: bool) -> list[pa.Table]:
@@ -299,7 +285,7 @@ def splits(location: str, rows_per_split: int = 262144) -> list[Split] | None:
         files = {}
         for found in fs.get_file_info(pafs.FileSelector(base, recursive=True)):
             relative = found.path[len(base):].strip("/")
-            if found.type == pafs.FileType.File and found.size and not any(map(_hidden, relative.split("/"))):
+            if found.type == pafs.FileType.File and found.size and not any(map(is_hidden, relative.split("/"))):
                 files[f"{location.rstrip('/')}/{relative}"] = found.path
         files = dict(sorted(files.items()))
     with ThreadPoolExecutor(max_workers=min(8, max(1, len(files)))) as pool:

@@ -106,6 +106,11 @@ class InputConfig:
     # a quote inside it is doubled (escape = quote). Fields are read exactly as written.
     csv_quote: str = '"'
     csv_escape: str = '"'
+    # Records that span lines (a quoted field holding a newline) need Spark's multiLine
+    # reader, which cannot split a file: one task per file. "auto": on only when some line
+    # holds an odd number of unescaped quote characters, which a quoted newline leaves (one
+    # splittable text pass that stops at the first such line); "true" / "false" force it.
+    csv_multiline: str = "auto"
     columns: ColumnsConfig = field(default_factory=ColumnsConfig)
     time_unit: str = "s"
     # Keep only these event types (needs columns.event_type); empty keeps all.
@@ -116,6 +121,7 @@ class InputConfig:
     def __post_init__(self):
         check_choice("input.format", self.format, ("csv", "parquet", "table"))
         check_choice("input.time_unit", self.time_unit, ("s", "ms", "timestamp"))
+        check_choice("input.csv_multiline", self.csv_multiline, ("auto", "true", "false"))
         for name in ("csv_quote", "csv_escape"):
             value = getattr(self, name)
             if len(value) != 1 or value == self.csv_delimiter:
@@ -376,6 +382,10 @@ class ServeConfig:
     # batch_wait_ms of the first are scored in one matmul (at most batch_max); 0 turns it off.
     batch_wait_ms: float = 2.0
     batch_max: int = 64
+    # GET and POST /similar answer 503 (with Retry-After) when their answer is not ready
+    # within this many seconds (a request stuck behind a long batch, an overloaded device);
+    # the work in progress is abandoned, never half-answered.
+    request_timeout_s: float = 30.0
     # uvicorn worker processes (scripts/serve.py); each loads its own copy of the index.
     workers: int = 1
 
@@ -398,6 +408,8 @@ class ServeConfig:
             raise ConfigError("serve.neighbors_partitions must be >= 0")
         if not self.poll_seconds > 0 or self.batch_wait_ms < 0:
             raise ConfigError("serve.poll_seconds must be > 0 and serve.batch_wait_ms >= 0")
+        if not self.request_timeout_s > 0:
+            raise ConfigError(f"serve.request_timeout_s must be > 0, got {self.request_timeout_s}")
 
 
 @dataclass
@@ -533,6 +545,8 @@ def _coerce(tp: Any, value: Any, key: str, source: str):
         return _build(tp, value if value is not None else {}, key + ".", source)
     if isinstance(value, (_dt.date, _dt.datetime)) and tp is str:
         return value.isoformat()
+    if isinstance(value, bool) and tp is str:  # YAML's true/false where a word is expected
+        return str(value).lower()
     expected = {int: (int,), float: (int, float), str: (str,), bool: (bool,),
                 list: (list,), dict: (dict,)}.get(origin or tp)
     ok = expected is not None and isinstance(value, expected)

@@ -145,6 +145,33 @@ def member_bytes(vocab_size: int, dim: int) -> int:
     return PROCESS_BASE_BYTES + vocab_size * (6 * dim * 4 + 400)
 
 
+def driver_bytes(k: int, vocab_size: int, dim: int) -> tuple[int, int]:
+    """(collected, peak) bytes of an ensemble on the driver: the k members' item and context
+    float32 matrices that reach it, and the peak with the alignment's float64 copies (two per
+    member: its canonical item and context sides) on top."""
+    collected = k * vocab_size * dim * 4 * 2
+    return collected, collected + 2 * k * vocab_size * dim * 8
+
+
+def check_driver_memory(k: int, vocab_size: int, dim: int, max_result_bytes: int | None,
+                        free_bytes: int | None) -> None:
+    """Refuse, before any member trains, an ensemble whose members cannot all reach the driver:
+    more than Spark's ``spark.driver.maxResultSize`` (``max_result_bytes``, None or 0:
+    unlimited; the Spark runner) or than the memory available (``free_bytes``)."""
+    collected, peak = driver_bytes(k, vocab_size, dim)
+    gib = lambda b: f"{b / 2**30:.2f} GiB"  # noqa: E731
+    shape = (f"an ensemble of {k} members of {vocab_size} items x {dim} dims needs about "
+             f"{gib(collected)} of member vectors on the driver ({gib(peak)} at its peak, with the "
+             "alignment's float64 copies)")
+    if max_result_bytes and collected > max_result_bytes:
+        raise EnsembleError(f"{shape}, over spark.driver.maxResultSize ({gib(max_result_bytes)}): raise "
+                            "spark.driver.maxResultSize (under spark.extra in the config) "
+                            "and the driver's memory, or lower train.ensemble_size or train.vector_size")
+    if free_bytes is not None and peak > free_bytes:
+        raise EnsembleError(f"{shape}, over the {gib(free_bytes)} of memory available on this host: "
+                            "lower train.ensemble_size or train.vector_size, or train on a larger driver")
+
+
 def available_bytes() -> int | None:
     """Memory the OS can hand out now (MemAvailable), or None where it does not say."""
     try:
@@ -185,6 +212,14 @@ def _result(future: concurrent.futures.Future, i: int):
         return future.result()
     except EmbedlibError:
         raise
+    except concurrent.futures.process.BrokenProcessPool as exc:
+        raise EnsembleError(
+            f"the ensemble's member processes died before member {i} answered ({exc}). Members run "
+            "in spawned processes, which import the main script again: a script that calls "
+            "train_ensemble (or the pipeline) at import time starts it again in every member. Put "
+            "those calls under `if __name__ == \"__main__\":`; if the script does that, a member "
+            "was killed (out of memory? see the kernel log), try a smaller train.ensemble_size or "
+            "train.workers") from exc
     except Exception as exc:  # a member's own error, re-raised with which member it was
         raise EnsembleError(f"ensemble member {i} failed: {type(exc).__name__}: {exc}") from exc
 

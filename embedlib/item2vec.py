@@ -347,6 +347,9 @@ def train_ensemble(spark: SparkSession, corpus: Corpus, cfg: TrainConfig) -> Tra
     model, vocab = prepare_model(corpus, cfg)
     n, runner = len(model.wv), ensemble_runner(cfg, spark.sparkContext.master)
     del model
+    max_result = spark.sparkContext._jsc.sc().getConf().getSizeAsBytes("spark.driver.maxResultSize", "1g")
+    ensemble.check_driver_memory(k, n, cfg.vector_size, max_result if runner == "spark" else None,
+                                 ensemble.available_bytes())
     seeds = [cfg.seed + j for j in range(k)]
     started = time.perf_counter()
     if runner == "spark":
@@ -354,7 +357,10 @@ def train_ensemble(spark: SparkSession, corpus: Corpus, cfg: TrainConfig) -> Tra
         os.link(corpus.path, shipped)
         log.info("ensemble of %d: one Spark task per member, %d gensim threads each", k, cfg.workers)
         jobs = [(replace(cfg, seed=s, ensemble_size=1), vocab) for s in seeds]
-        members = ensemble.run_on_spark(spark, train_member, jobs, str(shipped))
+        try:
+            members = ensemble.run_on_spark(spark, train_member, jobs, str(shipped))
+        finally:  # the executors have their own copies; a corpus_dir must not collect them
+            shipped.unlink(missing_ok=True)
     else:
         one = ensemble.member_bytes(n, cfg.vector_size)
         free = ensemble.available_bytes()

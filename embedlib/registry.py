@@ -49,7 +49,8 @@ class VersionRecord:
     code_version: str = ""
     created_at: _dt.datetime | None = None
     location: str = ""
-    # integrity.ids_fingerprint of the published ids; None for versions registered before
+    # integrity's fingerprint of the published rows (ids and vectors; ids only for versions
+    # registered before vectors were fingerprinted); None for versions registered before
     # fingerprints were recorded (their row count is still checked).
     fingerprint: str | None = None
 
@@ -137,7 +138,8 @@ def read_published(spark: SparkSession, cfg: Config, dt: str, side: str,
     """The published vectors of a registered version and side, checked against the registry.
 
     ``versions``: ``read_version(spark, cfg, dt)`` when the caller has already read it.
-    ``verify``: count the rows and fingerprint the ids (one job over the id column) and raise
+    ``verify``: count the rows and fingerprint them (one job over the id and vector columns;
+    the ids only for a version registered with an id-only fingerprint) and raise
     integrity.IntegrityError when they differ from the registry row (a lost or altered file).
     """
     versions = read_version(spark, cfg, dt) if versions is None else versions
@@ -152,7 +154,8 @@ def read_published(spark: SparkSession, cfg: Config, dt: str, side: str,
     try:
         df = spark.read.parquet(record.location)
         if verify:
-            integrity.check(what, record.n_rows, record.fingerprint, *integrity.counts(df))
+            integrity.check(what, record.n_rows, record.fingerprint,
+                            *integrity.counts(df, like=record.fingerprint))
     except (Py4JJavaError, AnalysisException) as exc:  # a truncated or foreign file
         cause = str(exc).strip().splitlines()[0][:300]
         raise integrity.IntegrityError(f"{what} cannot be read: {cause}") from None
@@ -160,7 +163,10 @@ def read_published(spark: SparkSession, cfg: Config, dt: str, side: str,
 
 
 def unregister(spark: SparkSession, cfg: Config, dt: str) -> None:
+    """Forget version ``dt``: its registry partition, then its manifests (a service that
+    serves it falls back to the newest version left)."""
     tables.drop_partition(spark, tables.table_name(cfg.tables, "versions"), dt)
+    manifest.remove_manifests(spark, cfg, dt)
 
 
 def code_version() -> str:
@@ -185,7 +191,7 @@ def describe_versions(spark: SparkSession, cfg: Config, dts: list[str] | None = 
             n_read, problem = None, None
             try:
                 df, _ = read_published(spark, cfg, dt, side, verify=False)
-                n_read, fingerprint = integrity.counts(df)
+                n_read, fingerprint = integrity.counts(df, like=rec.fingerprint)
                 integrity.check(f"version {dt} ({side})", rec.n_rows, rec.fingerprint, n_read, fingerprint)
             except (RegistryError, integrity.IntegrityError) as exc:
                 problem = str(exc)

@@ -88,9 +88,17 @@ def spark_conf(cfg: SparkConfig) -> dict[str, str]:
             f"jdbc:derby:;databaseName={metastore};create=true"
         )
         java_opts.append(f"-Dderby.system.home={metastore.parent}")
-    conf["spark.driver.extraJavaOptions"] = " ".join(java_opts)
+    conf["spark.driver.extraJavaOptions"] = " ".join(map(java_option, java_opts))
     conf.update({str(k): str(v) for k, v in cfg.extra.items()})
     return conf
+
+
+def java_option(option: str) -> str:
+    """``option`` quoted for Spark's Java options string, which Spark splits at spaces unless
+    quoted (a path with a space would become two arguments, the second taken for the main
+    class): double quotes, with backslash and double quote escaped."""
+    escaped = option.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
 
 
 def _process_scratch_dir() -> str:

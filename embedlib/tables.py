@@ -15,6 +15,7 @@ it registers that dt (embedlib/registry.py).
 from __future__ import annotations
 
 import datetime as _dt
+import re
 import uuid
 from collections.abc import Callable, Sequence
 
@@ -86,14 +87,19 @@ def _read_csv(spark: SparkSession, input_cfg: InputConfig) -> DataFrame:
     fields than the header is kept, its columns padded or cut, with its text in
     MALFORMED_COL, so the sequences step drops and counts it.
 
-    multiLine is what lets a record span lines; it also turns off Spark's CSV column
-    pruning, which would otherwise skip the field-count check when a query reads only some
-    columns. Its cost: each file is parsed by one task.
+    multiLine (``input.csv_multiline``, see ``csv_multiline``) is what lets a record span
+    lines; its cost: each file is parsed by one task. Without it Spark splits files, and a
+    quoted field holding a newline becomes two malformed lines. Spark's CSV column pruning
+    would skip the field-count check when a query reads only some columns: multiLine turns
+    it off, and so does this reader otherwise (``spark.sql.csv.parser.columnPruning.enabled``).
     """
+    multiline = csv_multiline(spark, input_cfg)
+    if not multiline:
+        spark.conf.set("spark.sql.csv.parser.columnPruning.enabled", "false")
     reader = (
         spark.read.option("header", input_cfg.csv_header)
         .option("sep", input_cfg.csv_delimiter)
-        .options(quote=input_cfg.csv_quote, escape=input_cfg.csv_escape, multiLine=True,
+        .options(quote=input_cfg.csv_quote, escape=input_cfg.csv_escape, multiLine=multiline,
                  ignoreLeadingWhiteSpace=False, ignoreTrailingWhiteSpace=False, mode="PERMISSIVE")
     )
     columns = reader.csv(input_cfg.path).columns  # the header (or _c0, _c1, ...) only
@@ -102,6 +108,23 @@ def _read_csv(spark: SparkSession, input_cfg: InputConfig) -> DataFrame:
                          "which the reader uses for malformed lines")
     schema = StructType([StructField(c, StringType()) for c in [*columns, MALFORMED_COL]])
     return reader.schema(schema).option("columnNameOfCorruptRecord", MALFORMED_COL).csv(input_cfg.path)
+
+
+def csv_multiline(spark: SparkSession, input_cfg: InputConfig) -> bool:
+    """Whether the CSV input is read with multiLine: ``input.csv_multiline``; ``auto``: when
+    some line holds an odd number of unescaped quote characters (a quoted field that goes on
+    to the next line leaves one), found by a splittable text pass that stops at the first."""
+    if input_cfg.csv_multiline != "auto":
+        return input_cfg.csv_multiline == "true"
+    quote, escape = re.escape(input_cfg.csv_quote), re.escape(input_cfg.csv_escape)
+    unescaped = quote if input_cfg.csv_escape == input_cfg.csv_quote else f"(?<!{escape}){quote}"
+    line = F.col("value")
+    quotes = F.length(line) - F.length(F.regexp_replace(line, unescaped, ""))
+    spanning = spark.read.text(input_cfg.path).where(quotes % 2 == 1).limit(1).count() > 0
+    log.info("input %s: %s (input.csv_multiline=auto)", input_cfg.path,
+             "a quoted field spans lines, so each file is read by one task (multiLine)" if spanning
+             else "no record spans lines, so files are split between tasks")
+    return spanning
 
 
 def table_exists(spark: SparkSession, table: str) -> bool:
@@ -161,8 +184,12 @@ def write_partition(spark: SparkSession, df: DataFrame, table: str, dt: str,
         log.info("%s: pyarrow cannot open %s, so Spark's Parquet writer writes it", table, run_dir)
         arrow = False
     if arrow:
-        arrow_io.write_parts(df, run_dir, batch_fn, schema)
-    else:
+        try:
+            arrow_io.write_parts(df, run_dir, batch_fn, schema)
+        except arrow_io.ExecutorFilesystemError as exc:
+            log.warning("%s: %s, so Spark's Parquet writer writes it", table, exc)
+            arrow = False
+    if not arrow:
         if batch_fn is not None:
             df = df.mapInArrow(lambda batches: map(batch_fn, batches), schema)
         writer = df.write.mode("errorifexists")
@@ -283,17 +310,28 @@ def remove_orphan_runs(spark: SparkSession, table: str, dt: str, keep: Sequence[
 def _remove_runs(spark: SparkSession, partition_dir: str, keep: Sequence[str | None],
                  older_than_hours: float) -> list[str]:
     """The folder work of remove_orphan_runs, for a caller that knows the partition's folder
-    and its current location (write_partition: no metastore lookups)."""
+    and its current location (write_partition: no metastore lookups).
+
+    Only ``run=`` folders are candidates (what write_partition stages); locations are
+    compared as whole qualified paths. When a kept location is the dt folder itself (a
+    partition not written by write_partition), nothing is removed: its files are the data.
+    """
     fs, jpath = hadoop_fs(spark, partition_dir)
     if not fs.exists(jpath):
         return []
-    keep_names = {_run_name(k) for k in keep if k}
+    qualified_dir = fs.makeQualified(jpath).toString().rstrip("/")
+    keep_paths = {fs.makeQualified(hadoop_fs(spark, k)[1]).toString().rstrip("/") for k in keep if k}
+    if qualified_dir in keep_paths:
+        log.info("%s is itself a partition's location: no run folder of it is removed", partition_dir)
+        return []
     now = _dt.datetime.now(_dt.timezone.utc)
     removed = []
     for status in fs.listStatus(jpath):
         name = status.getPath().getName()
+        if not (status.isDirectory() and name.startswith("run=")):
+            continue
         age_hours = (now - _run_started(name, status.getModificationTime())).total_seconds() / 3600
-        if name in keep_names or age_hours < older_than_hours:
+        if status.getPath().toString().rstrip("/") in keep_paths or age_hours < older_than_hours:
             continue
         fs.delete(status.getPath(), True)
         removed.append(name)
@@ -301,10 +339,6 @@ def _remove_runs(spark: SparkSession, partition_dir: str, keep: Sequence[str | N
         log.info("removed %d unreferenced run folder(s) of %s: %s", len(removed), partition_dir,
                  ", ".join(removed))
     return removed
-
-
-def _run_name(location: str) -> str:
-    return location.rstrip("/").rsplit("/", 1)[-1]
 
 
 def _run_started(name: str, modified_ms: int) -> _dt.datetime:

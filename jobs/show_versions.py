@@ -2,7 +2,7 @@
 
 Prints one line per version and side: dt, side, rows, carried, parent, root reason, mode,
 same-id cosine to the parent (raw / stabilized), score preservation error, and whether
-its data matches the registry (row count and id fingerprint). --json prints the same as
+its data matches the registry (row count and fingerprint of ids and vectors). --json prints the same as
 JSON (one object) for scripts and tests. Exit code 2 if any registered version's data is
 missing or differs from its registry row (the table is printed first, then one ERROR line).
 """

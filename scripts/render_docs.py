@@ -65,7 +65,8 @@ def bench_sequences(r: dict) -> str:
 # What each phase of the stabilize step does (the keys of its phase_seconds), in step order.
 STABILIZE_PHASES = {
     "extract": "find today's vectors and the parent: registry and metastore reads, the id checks "
-               "(unique ids of a user source; the parent's row count and id fingerprint)",
+               "(unique ids of a user source; the parent's row count and fingerprint: measured when the "
+               "fingerprint covered the ids only, it now reads the vectors too)",
     "gram": "one pass per side over today's files (read by the tasks with pyarrow): the Gram "
             "matrix and the vector checks",
     "join_cross_gram": "today's vectors joined with the parent's on id (both read by the tasks, moved as "
@@ -75,7 +76,8 @@ STABILIZE_PHASES = {
     "same_id": "second pass over the kept join: both same-id cosines, the moved ids for the delta, "
                "the queries' nearest neighbours in both versions (the churn)",
     "write_item": "today's raw rows read, transformed and written by the tasks (pyarrow), plus carried rows",
-    "count_item": "rows, carried rows and id fingerprint of what was written (id column only)",
+    "count_item": "rows, carried rows and fingerprint of what was written (measured when the fingerprint "
+                  "read the id column only; it now reads ids and vectors)",
     "write_user": "the same for the other side",
     "count_user": "the same for the other side",
     "delta": "new, evicted and moved ids: id joins, the moved vectors looked up, written",

@@ -99,19 +99,48 @@ def embedlib_log(monkeypatch, caplog):
     return caplog
 
 
-def test_malformed_lines_are_dropped_counted_and_shown(spark, cfg_factory, tmp_path, embedlib_log):
+@pytest.mark.parametrize("multiline", ["true", "false"])
+def test_malformed_lines_are_dropped_counted_and_shown(spark, cfg_factory, tmp_path, embedlib_log, multiline):
     folder = write_log(tmp_path / "log", {"u1": ["a", "b", "c"]})
     with open(folder / "events.csv", "a", encoding="utf-8") as f:
         f.write(f"u2,unquoted,comma,{T0},view\n")  # five fields
         f.write(f"u2,d,{T0}\n")  # three fields
         f.write(f'u2,"e",{T0},view,\n')  # a trailing delimiter is a fifth, empty field
-    summary = build_from_csv(spark, cfg_factory, folder)
+    summary = build_from_csv(spark, cfg_factory, folder, csv_multiline=multiline)
     dropped = {k: v for k, v in summary["dropped"].items() if v}
     assert dropped == {"malformed_line": 3}
     assert summary["items"]["seen"] == 3 and summary["input_rows"] == 6
     warning = next(r.getMessage() for r in embedlib_log.records if "malformed_line" in r.getMessage()
                    and r.levelno == logging.WARNING)
     assert "u2,unquoted,comma" in warning and f"u2,d,{T0}" in warning
+
+
+def test_csv_multiline_auto_is_on_only_where_a_quoted_field_spans_lines(spark, tmp_path):
+    plain = write_log(tmp_path / "plain", {"u1": [QUOTED, COMMA, "c"]})  # quotes, none spanning
+    spanning = write_log(tmp_path / "spanning", {"u1": ["a", NEWLINE]})
+    escaped = write_log(tmp_path / "escaped", {"u1": ["it's", "a,b"]}, quotechar="'", escapechar="\\",
+                        doublequote=False, quoting=csv.QUOTE_ALL)  # 'it\'s': the escaped quote is not counted
+    assert not tables.csv_multiline(spark, InputConfig(path=str(plain)))
+    assert tables.csv_multiline(spark, InputConfig(path=str(spanning)))
+    assert not tables.csv_multiline(spark, InputConfig(path=str(escaped), csv_quote="'", csv_escape="\\"))
+    assert tables.csv_multiline(spark, InputConfig(path=str(plain), csv_multiline="true"))
+    assert not tables.csv_multiline(spark, InputConfig(path=str(spanning), csv_multiline="false"))
+
+
+def test_csv_multiline_false_splits_a_spanning_record_into_malformed_lines(spark, cfg_factory, tmp_path):
+    folder = write_log(tmp_path / "log", {"u1": ["a", NEWLINE, "b", "c"]})
+    assert not any(build_from_csv(spark, cfg_factory, folder)["dropped"].values())  # auto: read whole
+    forced = build_from_csv(spark, cfg_factory, folder, csv_multiline="false")
+    assert forced["dropped"]["malformed_line"] == 2 and forced["items"]["seen"] == 3
+
+
+def test_csv_multiline_takes_yaml_booleans():
+    from embedlib.config import load_config
+    from tests.helpers import REPO
+
+    assert load_config(REPO / "conf" / "local.yaml", ["input.csv_multiline=false"]).input.csv_multiline == "false"
+    with pytest.raises(ConfigError, match="input.csv_multiline"):
+        InputConfig(csv_multiline="maybe")
 
 
 def test_long_malformed_line_is_truncated_in_the_log(spark, cfg_factory, tmp_path, embedlib_log):

@@ -108,6 +108,24 @@ def test_local_pool_fits_threads_cores_and_memory():
     assert ensemble.local_pool_size(4, workers=8, one_member_bytes=100, free_bytes=10, cpus=16) == 1
 
 
+def test_an_ensemble_over_the_drivers_memory_is_refused_up_front_naming_what_it_needs():
+    collected, peak = ensemble.driver_bytes(4, 500_000, 128)
+    assert collected == 4 * 500_000 * 128 * 4 * 2 and peak == collected * 3
+    needs = r"an ensemble of 4 members of 500000 items x 128 dims needs about 1\.91 GiB "
+    with pytest.raises(ensemble.EnsembleError, match=needs + r".* over spark\.driver\.maxResultSize \(1\.00 GiB\)"):
+        ensemble.check_driver_memory(4, 500_000, 128, max_result_bytes=2**30, free_bytes=None)
+    with pytest.raises(ensemble.EnsembleError, match=r"5\.72 GiB at its peak.* over the 4\.00 GiB of memory"):
+        ensemble.check_driver_memory(4, 500_000, 128, max_result_bytes=0, free_bytes=4 * 2**30)
+    ensemble.check_driver_memory(4, 500_000, 128, max_result_bytes=0, free_bytes=None)  # unlimited
+
+
+def test_member_processes_that_die_say_what_to_check():
+    import os
+
+    with pytest.raises(ensemble.EnsembleError, match=r'import the main script again.*if __name__ == "__main__":'):
+        ensemble.run_local(os._exit, [(3,), (3,)], pool=2)
+
+
 # ----------------------------------------------------------------------- through the step
 @pytest.fixture
 def planted(spark, cfg_factory):
@@ -286,3 +304,20 @@ def test_refusal_through_the_job_is_one_error_line(tmp_path):
     assert out.returncode == 2
     errors = error_lines(out.stderr)
     assert len(errors) == 1 and "ensemble_size" in errors[0], out.stderr[-2000:]
+
+
+def test_the_corpus_copy_shipped_to_the_members_is_removed(spark, planted, monkeypatch, tmp_path):
+    import os
+
+    cfg = planted(ensemble_size=2, ensemble_runner="spark", corpus_dir=str(tmp_path / "corpus"))
+    shipped = []
+
+    def member_fails(spark_, fn, jobs, shipped_file):
+        shipped.append(shipped_file)
+        assert os.path.exists(shipped_file)
+        raise ensemble.EnsembleError("an ensemble member failed on an executor: lost")
+    monkeypatch.setattr(ensemble, "run_on_spark", member_fails)
+    with pytest.raises(ensemble.EnsembleError, match="lost"):
+        train_item2vec.run(spark, cfg, DT)
+    assert shipped and not os.path.exists(shipped[0])
+    assert [p.name for p in (tmp_path / "corpus").iterdir() if p.name.endswith(".txt")] == [f"corpus-{DT}.txt"]

@@ -7,7 +7,9 @@ ordered pair of points happens in a row (and runs of three), with the orphan gra
 at 0 (the harshest setting). At every interruption a reader resolves the registered
 versions and must read them back complete.
 """
+import glob
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -18,6 +20,10 @@ from tests.helpers import write_vectors
 
 D1, D2 = "2024-05-01", "2024-05-02"
 POINTS = ("staged", "swapped", "unregistered")
+
+
+def run_name(location: str) -> str:
+    return location.rstrip("/").rsplit("/", 1)[-1]
 
 
 class Interrupted(Exception):
@@ -97,7 +103,7 @@ def test_interrupted_reruns_never_lose_a_registered_version(spark, cfg_factory, 
     new_location = registry.registered_locations(spark, cfg, D2)["item"]
     runs = run_folders(spark, cfg, D2)
     # Left: the new version, and the one it replaced (readers that resolved it just before).
-    assert runs == sorted(tables._run_name(loc) for loc in (registered, new_location))
+    assert runs == sorted(run_name(loc) for loc in (registered, new_location))
 
 
 def run_folders(spark, cfg, dt) -> list[str]:
@@ -113,10 +119,27 @@ def test_orphan_runs_wait_for_the_grace_period(spark, cfg_factory):
     staged = f"{tables.table_location(spark, table)}/dt=2024-01-01/run=20240101T000000-deadbeef"
     df.write.parquet(staged)  # an interrupted writer's staging folder, days old by its name
     second = tables.write_partition(spark, df, table, "2024-01-01", grace_hours=1e9)
-    names = lambda: sorted(tables._run_name(p) for p in (first, second, staged)  # noqa: E731
+    names = lambda: sorted(run_name(p) for p in (first, second, staged)  # noqa: E731
                            if tables.path_exists(spark, p))
-    assert names() == sorted(tables._run_name(p) for p in (first, second, staged))
+    assert names() == sorted(run_name(p) for p in (first, second, staged))
     third = tables.write_partition(spark, df, table, "2024-01-01", keep=[first], grace_hours=0)
     # Kept: the folder in `keep`, the one just replaced (second), the new one; not the orphan.
     assert not tables.path_exists(spark, staged)
     assert all(tables.path_exists(spark, p) for p in (first, second, third))
+
+
+def test_a_partition_whose_location_is_its_dt_folder_keeps_every_file(spark, cfg_factory):
+    table = tables.qualified(cfg_factory().tables, "t_dt_folder")
+    df = spark.createDataFrame([("a", [1.0]), ("b", [2.0])], "id string, vector array<float>")
+    tables.write_partition(spark, df, table, "2024-01-01")  # the table, as the pipeline makes it
+    dt_folder = f"{tables.table_location(spark, table)}/dt=2024-01-02"
+    df.write.parquet(dt_folder)  # written by another tool: the data sits in the dt folder
+    spark.sql(f"ALTER TABLE {table} ADD PARTITION (dt='2024-01-02') LOCATION '{dt_folder}'")
+    files = sorted(glob.glob(dt_folder.removeprefix("file:") + "/*"))
+    assert any(f.endswith(".parquet") for f in files)
+    assert tables.remove_orphan_runs(spark, table, "2024-01-02", keep=[]) == []
+    assert tables.read_partition(spark, table, "2024-01-02").count() == 2
+    rerun = tables.write_partition(spark, df.limit(1), table, "2024-01-02")  # replaces it
+    assert tables.read_partition(spark, table, "2024-01-02").count() == 1
+    assert rerun.startswith(dt_folder)
+    assert all(os.path.exists(f) for f in files)  # the replaced partition's files are kept

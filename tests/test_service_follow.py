@@ -1,6 +1,7 @@
 """Hot swap: the service follows the version manifests, verifies a new version before
 switching, keeps the old one when that fails, and swaps under load with no failed request."""
 import json
+import threading
 import time
 
 import numpy as np
@@ -28,8 +29,8 @@ def root(tmp_path):
     return str(tmp_path / "_manifests")
 
 
-def publish(root, tmp_path, n: int, **fields):
-    return write_version(root, f"2024-01-{n:02d}", tmp_path / f"v{n}", IDS, vectors_of(n), **fields)
+def publish(root, tmp_path, n: int, dt: str | None = None, **fields):
+    return write_version(root, dt or f"2024-01-{n:02d}", tmp_path / f"v{n}", IDS, vectors_of(n), **fields)
 
 
 def follower_on(root, cfg=None, signal_path=None):
@@ -139,8 +140,6 @@ def test_swaps_under_load_fail_no_request(root, tmp_path):
                 ("POST", "/vectors", json.dumps({"ids": [f"i{j}"]}).encode())
                 for n, j in enumerate(asked)]
     try:
-        import threading
-
         def swap_three_times():
             for n in (2, 3, 4):
                 time.sleep(0.3)
@@ -166,3 +165,107 @@ def test_swaps_under_load_fail_no_request(root, tmp_path):
             scores = unit @ unit[asked[j]]
             scores[asked[j]] = -np.inf
             assert answer["neighbors"][0]["id"] == f"i{int(np.argmax(scores))}"
+
+
+def test_a_rerun_of_the_served_dt_is_newer_and_an_older_dt_never_replaces_it(root, tmp_path, caplog):
+    publish(root, tmp_path, 1)
+    publish(root, tmp_path, 2)
+    follower = follower_on(root)
+    assert follower.current.version == "2024-01-02"
+    # a rerun of an older dt is not newer than the served version
+    publish(root, tmp_path, 11, dt="2024-01-01", registration=manifest.new_registration())
+    assert follower.reload()["changed"] is False
+    # a rerun of the served dt is: its manifest sits beside the old one until that is removed
+    rerun = publish(root, tmp_path, 12, dt="2024-01-02", registration=manifest.new_registration())
+    assert manifest.latest_manifest(root, "item") == rerun
+    assert follower.reload()["changed"] is True
+    assert follower.current.location == str(tmp_path / "v12")
+    assert follower.reload()["changed"] is False
+    # the served dt unregistered (no manifest of it left): back to the newest one, said once
+    for path in (tmp_path / "_manifests" / "item").glob("dt=2024-01-02*"):
+        path.unlink()
+    with caplog.at_level("WARNING", logger="embedlib.serving.follow"):
+        assert follower.reload()["changed"] is True
+    assert follower.current.version == "2024-01-01" and follower.current.location == str(tmp_path / "v11")
+    assert [r.message for r in caplog.records if "unregistered" in r.message] == [
+        f"version 2024-01-02 was unregistered, falling back: loading version 2024-01-01 from {tmp_path / 'v11'}"]
+
+
+def test_manifest_names_order_registrations_and_old_names_still_read(root, tmp_path):
+    old = publish(root, tmp_path, 3)  # a manifest written before registrations were named
+    assert (tmp_path / "_manifests" / "item" / "dt=2024-01-03.json").exists() and old.registration == ""
+    text = json.loads((tmp_path / "_manifests" / "item" / "dt=2024-01-03.json").read_text())
+    del text["registration"]
+    (tmp_path / "_manifests" / "item" / "dt=2024-01-03.json").write_text(json.dumps(text))
+    assert manifest.read_manifest(root, "item", "2024-01-03") == old
+    first, second = manifest.new_registration(), manifest.new_registration()
+    assert first < second
+    publish(root, tmp_path, 4, dt="2024-01-03", registration=second)
+    publish(root, tmp_path, 5, dt="2024-01-03", registration=first)
+    assert manifest.list_dts(root, "item") == ["2024-01-03"]
+    assert manifest.read_manifest(root, "item", "2024-01-03").location == str(tmp_path / "v4")
+
+
+def wait_for(condition, seconds: float = 20.0):
+    end = time.monotonic() + seconds
+    while not condition() and time.monotonic() < end:
+        time.sleep(0.05)
+    return condition()
+
+
+def test_the_poll_survives_any_error_and_health_says_degraded_until_a_check_succeeds(root, tmp_path, monkeypatch):
+    publish(root, tmp_path, 1)
+    cfg = ServeConfig(backend="numpy", follow="latest", poll_seconds=0.1, batch_wait_ms=1)
+    follower = follower_on(root, cfg)
+    latest = manifest.latest_manifest
+
+    def broken(*args):
+        raise RuntimeError("cuda driver gone")  # none of the errors a load is expected to raise
+    with TestClient(create_app(follower, cfg)) as client:
+        monkeypatch.setattr(manifest, "latest_manifest", broken)
+        assert wait_for(lambda: client.get("/health").json()["status"] == "degraded")
+        health = client.get("/health").json()
+        assert "RuntimeError: cuda driver gone" in health["last_reload_error"]["message"]
+        assert health["version"] == "2024-01-01" and health["poll_thread"] == "running"
+        monkeypatch.setattr(manifest, "latest_manifest", latest)
+        publish(root, tmp_path, 2)
+        assert wait_for(lambda: client.get("/health").json()["version"] == "2024-01-02")
+        health = client.get("/health").json()
+        assert health["status"] == "ok" and health["last_success_at"] and health["last_reload_error"] is None
+
+
+def test_a_manifest_that_failed_to_load_is_retried_with_backoff(root, tmp_path, monkeypatch):
+    from embedlib.serving import follow
+
+    publish(root, tmp_path, 1)
+    cfg = ServeConfig(backend="numpy", follow="latest", poll_seconds=0.1, batch_wait_ms=1)
+    follower = follower_on(root, cfg)
+    attempts = []
+    load = follow.load_version
+
+    def flaky(m, cfg):  # the namenode answers again after three tries
+        attempts.append(time.monotonic())
+        if len(attempts) <= 3:
+            raise OSError("namenode unreachable")
+        return load(m, cfg)
+    monkeypatch.setattr(follow, "load_version", flaky)
+    publish(root, tmp_path, 2)
+    follower.start()
+    try:
+        assert wait_for(lambda: follower.current.version == "2024-01-02")
+    finally:
+        follower.stop()
+    gaps = np.diff(attempts)
+    assert len(attempts) == 4 and gaps[1] >= 0.19 and gaps[2] >= 0.39  # backoff 0.1, 0.2, 0.4 s
+    assert follower.status()["status"] == "ok"
+
+
+def test_a_stopped_poll_thread_is_reported(root, tmp_path):
+    publish(root, tmp_path, 1)
+    cfg = ServeConfig(backend="numpy", follow="latest", poll_seconds=0.1, batch_wait_ms=1)
+    follower = follower_on(root, cfg)
+    follower._thread = threading.Thread(target=lambda: None)  # a poll thread that has ended
+    follower._thread.start()
+    follower._thread.join()
+    status = follower.status()
+    assert status["status"] == "degraded" and status["poll_thread"] == "stopped"

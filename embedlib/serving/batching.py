@@ -12,12 +12,15 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from embedlib.log import get_logger
 from embedlib.serving.index import ServingError, TopKResult, UnknownIdError
+
+log = get_logger(__name__)
 
 
 @dataclass
@@ -31,14 +34,20 @@ class _Request:
 
 
 class MicroBatcher:
-    """Gathers single-id top-k requests for up to ``wait_s`` seconds, ``max_batch`` at most."""
+    """Gathers single-id top-k requests for up to ``wait_s`` seconds, ``max_batch`` at most.
+
+    The worker thread cannot die of a request: every step of a batch runs inside one try, a
+    future is settled only while it is not done (its waiter may have been cancelled, by a
+    timeout or at shutdown), and ``submit`` restarts the thread, with an ERROR line, should it
+    have ended anyway.
+    """
 
     def __init__(self, wait_s: float, max_batch: int):
         self.wait_s, self.max_batch = wait_s, max_batch
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self.batches = self.requests = 0
+        self.batches = self.requests = self.restarts = 0
 
     def submit(self, served, id_: str, k: int, metric: str | None, exclude_self: bool) -> Future:
         """A Future of the request's TopKResult (one row), or of its UnknownIdError."""
@@ -48,32 +57,68 @@ class MicroBatcher:
         return request.future
 
     def stats(self) -> dict:
-        """Batches scored and requests answered so far (their ratio: the mean batch)."""
-        return {"batches": self.batches, "requests": self.requests}
+        """Batches scored and requests answered so far (their ratio: the mean batch), and how
+        often the worker thread had to be restarted."""
+        return {"batches": self.batches, "requests": self.requests, "restarts": self.restarts}
 
     def _ensure_started(self) -> None:
         with self._start_lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="topk-batcher", daemon=True)
-                self._thread.start()
+            if self._thread is not None and self._thread.is_alive():
+                return
+            if self._thread is not None:
+                self.restarts += 1
+                log.error("the micro-batching thread had ended; restarted (%d restarts)", self.restarts)
+            self._thread = threading.Thread(target=self._run, name="topk-batcher", daemon=True)
+            self._thread.start()
 
     def _run(self) -> None:
         while True:
             batch = [self._queue.get()]
-            deadline = time.perf_counter() + self.wait_s
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(self._queue.get(timeout=max(deadline - time.perf_counter(), 0)))
-                except queue.Empty:
-                    break
-            groups: dict = {}
-            for request in batch:
-                key = (id(request.served), request.metric, request.exclude_self)
-                groups.setdefault(key, []).append(request)
-            for group in groups.values():
-                _answer(group)
-            self.batches += 1
-            self.requests += len(batch)
+            try:
+                deadline = time.perf_counter() + self.wait_s
+                while len(batch) < self.max_batch:
+                    try:
+                        batch.append(self._queue.get(timeout=max(deadline - time.perf_counter(), 0)))
+                    except queue.Empty:
+                        break
+                groups: dict = {}
+                for request in batch:
+                    if not request.future.done():  # not cancelled while it waited
+                        key = (id(request.served), request.metric, request.exclude_self)
+                        groups.setdefault(key, []).append(request)
+                for group in groups.values():
+                    _answer_or_fail(group)
+                self.batches += 1
+                self.requests += len(batch)
+            except Exception as exc:  # noqa: BLE001 - the thread lives on
+                _fail(batch, exc)
+
+
+def _answer_or_fail(group: list[_Request]) -> None:
+    try:
+        _answer(group)
+    except Exception as exc:  # noqa: BLE001 - handed to every waiting request, not lost
+        _fail(group, exc)
+
+
+def _fail(requests: list[_Request], exc: Exception) -> None:
+    if not isinstance(exc, ServingError):
+        log.error("a micro-batch of %d requests failed: %r", len(requests), exc)
+    for r in requests:
+        _settle(r.future, exc=exc)
+
+
+def _settle(future: Future, result=None, exc: BaseException | None = None) -> None:
+    """Set ``future``'s result or exception unless it is already done (cancelled, or settled)."""
+    try:
+        if future.done():
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+    except InvalidStateError:  # cancelled between done() and the set
+        pass
 
 
 def _answer(group: list[_Request]) -> None:
@@ -85,19 +130,13 @@ def _answer(group: list[_Request]) -> None:
     known = [r for r, row in zip(group, rows) if row >= 0 and r.k <= allowed]
     for r, row in zip(group, rows):
         if row < 0:
-            r.future.set_exception(UnknownIdError([r.id]))
+            _settle(r.future, exc=UnknownIdError([r.id]))
         elif r.k > allowed:
-            r.future.set_exception(ServingError(f"k must be <= {allowed} for this index, got {r.k}"))
+            _settle(r.future, exc=ServingError(f"k must be <= {allowed} for this index, got {r.k}"))
     if not known:
         return
-    try:
-        result = index.topk([r.id for r in known], k=max(r.k for r in known),
-                            metric=known[0].metric, exclude_self=known[0].exclude_self,
-                            unknown_ids="error")
-    except Exception as exc:  # noqa: BLE001 - handed to every waiting request, not lost
-        for r in known:
-            r.future.set_exception(exc)
-        return
+    result = index.topk([r.id for r in known], k=max(r.k for r in known),
+                        metric=known[0].metric, exclude_self=known[0].exclude_self, unknown_ids="error")
     for j, r in enumerate(known):
-        r.future.set_result(TopKResult(np.array([r.id], dtype=object), result.ids[j:j + 1, :r.k],
-                                       result.scores[j:j + 1, :r.k], result.rows[j:j + 1, :r.k], 0))
+        _settle(r.future, TopKResult(np.array([r.id], dtype=object), result.ids[j:j + 1, :r.k],
+                                     result.scores[j:j + 1, :r.k], result.rows[j:j + 1, :r.k], 0))

@@ -9,15 +9,18 @@ during a swap.
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from embedlib import integrity, manifest
 from embedlib.config import ServeConfig
-from embedlib.errors import EmbedlibError
 from embedlib.log import get_logger
 from embedlib.serving.index import EmbeddingIndex, index_options
+from embedlib.serving.precomputed import PrecomputedNeighbors
+from embedlib.serving.vectors import read_embeddings
 
 log = get_logger(__name__)
 
@@ -36,20 +39,25 @@ class ServedVersion:
     loaded_at: str
     manifest: manifest.Manifest | None = None
     max_id_length: int = 0
+    neighbors: PrecomputedNeighbors | None = None  # the version's precomputed top K, if any
 
     @classmethod
     def of(cls, index: EmbeddingIndex, version: str | None, location: str = "",
-           manifest_: manifest.Manifest | None = None) -> ServedVersion:
+           manifest_: manifest.Manifest | None = None,
+           neighbors: PrecomputedNeighbors | None = None) -> ServedVersion:
         longest = max(map(len, index.ids)) if len(index) else 0
-        return cls(index, version, location, _now(), manifest_, longest)
+        return cls(index, version, location, _now(), manifest_, longest, neighbors)
 
 
 def load_version(m: manifest.Manifest, cfg: ServeConfig) -> ServedVersion:
-    """The index of manifest ``m``, its row count and id fingerprint checked against it."""
-    index = EmbeddingIndex.from_parquet(m.location, **index_options(cfg))
+    """The index of manifest ``m``, its row count and fingerprint checked against it, and its
+    precomputed neighbours when the manifest names them."""
+    ids, vectors = read_embeddings(m.location)
     integrity.check(f"version {m.dt} ({m.side}) at {m.location}", m.n_rows, m.fingerprint,
-                    len(index), integrity.ids_fingerprint(index.ids))
-    return ServedVersion.of(index, m.dt, m.location, m)
+                    len(ids), integrity.fingerprint_like(m.fingerprint, ids, vectors))
+    index = EmbeddingIndex(ids, vectors, **index_options(cfg))
+    neighbors = PrecomputedNeighbors.load(m.neighbors, index) if m.neighbors else None
+    return ServedVersion.of(index, m.dt, m.location, m, neighbors)
 
 
 class VersionFollower:
@@ -77,9 +85,11 @@ class VersionFollower:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failed: manifest.Manifest | None = None
+        self._failures, self._retry_at = 0, 0.0  # of _failed: polls retry it with backoff
         self._signal_seen = self._read_signal()
         self.last_error: dict | None = None
         self.last_check_at: str | None = None
+        self.last_success_at: str | None = None
         self.reloads = 0
 
     @property
@@ -87,10 +97,15 @@ class VersionFollower:
         return self._current
 
     def reload(self, retry_failed: bool = True) -> dict:
-        """Swap to the newest manifest when it differs from the served one.
+        """Swap to the newest manifest when it is newer than the served one (a rerun of the
+        served dt is newer), or fall back to the newest one left when the served version was
+        unregistered (its dt has no manifest any more).
 
         Returns {"version", "changed", "error"}; a failure keeps the served version.
-        ``retry_failed=False`` (polling) skips a manifest that already failed to load.
+        ``retry_failed=False`` (polling) skips a manifest that failed to load until its
+        backoff has passed (poll_seconds, doubled at each failure, at most 64 times).
+        Any exception is caught: it is logged, kept as ``last_error`` and the service says
+        ``degraded`` in /health until a check succeeds.
         """
         if self.root is None:
             raise manifest.ManifestError("this service serves a path, not the registry: "
@@ -100,20 +115,52 @@ class VersionFollower:
             newest = None
             try:
                 newest = manifest.latest_manifest(self.root, self.cfg.side)
-                if newest == self._current.manifest or (newest == self._failed and not retry_failed):
+                why = self._why_load(newest)
+                if why is None:
+                    self._checked()
                     return self._outcome(changed=False)
-                log.info("loading version %s from %s", newest.dt, newest.location)
+                if newest == self._failed and not retry_failed and time.monotonic() < self._retry_at:
+                    return self._outcome(changed=False)
+                log.log(logging.WARNING if why == "unregistered" else logging.INFO,
+                        "%s: loading version %s from %s", self._reason(why), newest.dt, newest.location)
                 loaded = load_version(newest, self.cfg)
-            except (EmbedlibError, OSError, ValueError) as exc:
-                self._failed = newest
-                self.last_error = {"at": self.last_check_at, "message": str(exc)[:2000]}
-                log.error("reload failed, still serving %s: %s", self._current.version, exc)
+            except Exception as exc:  # noqa: BLE001 - any failure keeps the served version
+                self._fail(newest, exc)
                 return self._outcome(changed=False)
             self._current = loaded  # one reference assignment: the swap
-            self._failed, self.last_error = None, None
+            self._checked()
             self.reloads += 1
             log.info("now serving version %s (%d rows)", loaded.version, len(loaded.index))
             return self._outcome(changed=True)
+
+    def _checked(self) -> None:
+        self._failed, self._failures, self.last_error = None, 0, None
+        self.last_success_at = self.last_check_at
+
+    def _fail(self, newest: manifest.Manifest | None, exc: BaseException) -> None:
+        self._failures = self._failures + 1 if newest == self._failed else 1
+        self._failed = newest
+        backoff = self.cfg.poll_seconds * 2 ** min(self._failures - 1, 6)
+        self._retry_at = time.monotonic() + backoff
+        self.last_error = {"at": self.last_check_at, "message": f"{type(exc).__name__}: {exc}"[:2000],
+                           "failures": self._failures}
+        log.error("reload failed (%d times; next poll retry in %.0f s), still serving %s: %s: %s",
+                  self._failures, backoff, self._current.version, type(exc).__name__, exc)
+
+    def _why_load(self, newest: manifest.Manifest) -> str | None:
+        """"newer", "unregistered" (the served dt has no manifest left) or None: keep serving.
+        Never an older version while the served one is registered: no rollback."""
+        served = self._current.manifest
+        if served is None or newest.key > served.key:
+            return "newer"
+        if newest.key < served.key and served.dt not in manifest.list_dts(self.root, self.cfg.side):
+            return "unregistered"
+        return None
+
+    def _reason(self, why: str) -> str:
+        if why == "unregistered":
+            return f"version {self._current.version} was unregistered, falling back"
+        return "newer version"
 
     def _outcome(self, changed: bool) -> dict:
         return {"version": self._current.version, "changed": changed, "error": self.last_error}
@@ -152,17 +199,28 @@ class VersionFollower:
         waited = 0.0
         while not self._stop.wait(tick):
             waited += tick
-            signal = self._read_signal()
-            if signal != self._signal_seen:
-                self._signal_seen = signal
-                self.reload()
-            elif self.cfg.follow == "latest" and waited >= self.cfg.poll_seconds:
-                waited = 0.0
-                self.reload(retry_failed=False)
+            try:
+                signal = self._read_signal()
+                if signal != self._signal_seen:
+                    self._signal_seen = signal
+                    self.reload()
+                elif self.cfg.follow == "latest" and waited >= self.cfg.poll_seconds:
+                    waited = 0.0
+                    self.reload(retry_failed=False)
+            except Exception as exc:  # noqa: BLE001 - the poll goes on; /health says degraded
+                self.last_error = {"at": _now(), "message": f"poll: {type(exc).__name__}: {exc}"[:2000]}
+                log.exception("version poll failed; polling goes on")
 
     def status(self) -> dict:
+        """What /health says of the served version and of following: ``status`` is
+        ``degraded`` while the last check failed or the poll thread has stopped."""
         served = self._current
-        return {"version": served.version, "loaded_at": served.loaded_at,
+        polling = self._thread is not None and not self._stop.is_set()
+        stopped = polling and not self._thread.is_alive()
+        return {"status": "degraded" if self.last_error or stopped else "ok",
+                "version": served.version, "loaded_at": served.loaded_at,
                 "location": served.location, "follow": self.cfg.follow,
-                "poll_seconds": self.cfg.poll_seconds, "last_check_at": self.last_check_at,
-                "last_reload_error": self.last_error, "reloads": self.reloads}
+                "poll_seconds": self.cfg.poll_seconds, "poll_thread": "stopped" if stopped else
+                ("running" if polling else "off"), "last_check_at": self.last_check_at,
+                "last_success_at": self.last_success_at, "last_reload_error": self.last_error,
+                "reloads": self.reloads}

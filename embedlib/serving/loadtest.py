@@ -154,7 +154,7 @@ def write_version(root: str, dt: str, folder, ids, vectors: np.ndarray, side: st
     pq.write_table(pa.table({"id": pa.array(list(ids), pa.string()), "vector": column}),
                    folder / "part-0.parquet")
     fields = dict(dt=dt, side=side, location=str(folder), n_rows=len(ids),
-                  fingerprint=integrity.ids_fingerprint(ids), dim=dim,
+                  fingerprint=integrity.rows_fingerprint(ids, vectors), dim=dim,
                   created_at="2024-01-01T00:00:00")
     return write_manifest(root, manifest.Manifest(**{**fields, **manifest_fields}))
 
@@ -163,9 +163,26 @@ def write_manifest(root: str, m: manifest.Manifest) -> manifest.Manifest:
     """``m`` under the local manifests folder ``root`` (as registry.register would)."""
     from pathlib import Path
 
-    from embedlib import manifest
-
-    target = Path(root) / m.side / manifest.file_name(m.dt)
+    target = Path(root) / m.side / m.file_name
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(m.to_json())
     return m
+
+
+def write_neighbors(folder, index, k: int, metric: str | None = None, ids=None) -> dict:
+    """The exact top ``k`` of every id of ``index``, or of ``ids`` only (exclude_self, as
+    jobs/build_neighbors.py computes them) in ``folder``/part-0.parquet; the
+    ``Manifest.neighbors`` that names them."""
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from embedlib.steps.build_neighbors import neighbors_batch
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    queries = list(index.ids if ids is None else ids)
+    result = index.topk(queries, k=k, metric=metric, exclude_self=True)
+    pq.write_table(pa.Table.from_batches([neighbors_batch(result)]), folder / "part-0.parquet")
+    return {"location": str(folder), "k": k, "metric": metric or index.metric, "n_rows": len(queries)}

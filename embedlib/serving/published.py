@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pyspark.sql import DataFrame, SparkSession
 
-from embedlib import registry, tables
+from embedlib import locations, registry, tables
 from embedlib.config import Config
 from embedlib.serving.vectors import ID_COL, VECTOR_COL
 
@@ -28,8 +28,8 @@ def published_vectors(spark: SparkSession, cfg: Config, dt: str) -> DataFrame:
 
 
 def partition_files(spark: SparkSession, cfg: Config, dt: str) -> list[str]:
-    """The Parquet files (URIs) of version dt of ``serve.side``.
+    """The Parquet files (locations, ``embedlib/locations.py``) of version dt of ``serve.side``.
 
     Spark is needed only to ask the metastore; the index then reads the files with pyarrow.
     """
-    return sorted(published_vectors(spark, cfg, dt).inputFiles())
+    return sorted(locations.from_uri(uri) for uri in published_vectors(spark, cfg, dt).inputFiles())

@@ -5,8 +5,12 @@ empty id lists, NaN) answer 422, and requests over a bound (``serve.max_*``) 413
 short messages that never echo the input (``limits.py``). Every answer carries the version
 that answered it in the ``X-Embedlib-Version`` header: each request uses one snapshot of the
 served version (``follow.py``), so a hot swap never changes the index under a request.
-Batch endpoints are plain ``def`` functions, run in FastAPI's thread pool; GET /similar is
-micro-batched (``batching.py``) unless ``serve.batch_wait_ms`` is 0.
+Batch endpoints run in FastAPI's thread pool; GET /similar is micro-batched
+(``batching.py``) unless ``serve.batch_wait_ms`` is 0. GET and POST /similar answer 503 when
+their answer takes longer than ``serve.request_timeout_s``. /similar for known ids with k <=
+K, the table's metric and exclude_self is answered from the version's precomputed neighbours
+when its manifest names them (``precomputed.py``); everything else by the exact search. The
+answer says which (``source``).
 """
 from __future__ import annotations
 
@@ -77,11 +81,7 @@ def create_app(served: EmbeddingIndex | VersionFollower, cfg: ServeConfig | None
 
     @app.get("/health")
     def health(request: Request) -> dict:
-        index = snapshot(request).index
-        return {"status": "ok", **follower.status(), "rows": len(index), "dim": index.dim,
-                "dtype": index.dtype, "metric": index.metric, "backend": index.backend.name,
-                "device": index.backend.device, "unknown_ids": index.unknown_ids,
-                "pid": os.getpid(), "micro_batches": batcher and batcher.stats()}
+        return _health(follower, snapshot(request), batcher)
 
     @app.get("/vector")
     def vector(request: Request, id: str = Query(min_length=1, description="an id of the index")):
@@ -105,38 +105,77 @@ def create_app(served: EmbeddingIndex | VersionFollower, cfg: ServeConfig | None
                       metric: Metric | None = None, exclude_self: bool = True):
         limits.check_ids([id], cfg)
         served = snapshot(request)
-        if batcher is not None:
-            result = await asyncio.wrap_future(batcher.submit(served, id, k, metric, exclude_self))
-        else:
-            result = await run_in_threadpool(served.index.topk, [id], k=k, metric=metric,
-                                             exclude_self=exclude_self, unknown_ids="error")
-        return _json({"id": id, "k": k, "metric": metric or served.index.metric,
+        result, source = await _top_k(served, [id], k, metric, exclude_self, cfg.request_timeout_s,
+                                      batcher, unknown_ids="error")
+        return _json({"id": id, "k": k, "metric": metric or served.index.metric, "source": source,
                       "neighbors": _neighbors(result)[0]})
 
     @app.post("/similar")
-    def similar_batch(request: Request, body: SimilarRequest):
+    async def similar_batch(request: Request, body: SimilarRequest):
         k = body.k or cfg.k
         limits.check_ids(body.ids, cfg)
         limits.check_neighbors(len(body.ids), k, cfg)
         served = snapshot(request)
         limits.check_response_size(limits.neighbors_bytes(body.ids, k, served.max_id_length), cfg)
-        result = served.index.topk(body.ids, k=k, metric=body.metric,
-                                   exclude_self=body.exclude_self)
+        result, source = await _top_k(served, body.ids, k, body.metric, body.exclude_self,
+                                      cfg.request_timeout_s)
         return _json({"ids": result.query_ids.tolist(), "k": k,
-                      "metric": body.metric or served.index.metric,
+                      "metric": body.metric or served.index.metric, "source": source,
                       "neighbors": _neighbors(result), "n_unknown": result.n_unknown})
 
     @app.post("/admin/reload")
     def admin_reload(request: Request):
         _authorize(request, cfg)
-        try:
-            outcome = follower.request_reload_everywhere()
-        except ManifestError as exc:
-            return JSONResponse(status_code=409, content={"detail": str(exc)})
-        request.state.version = outcome["version"]
-        return JSONResponse(status_code=409 if outcome["error"] else 200, content=outcome)
+        return _reload(request, follower)
 
     return app
+
+
+async def _top_k(served: ServedVersion, ids: list[str], k: int, metric: str | None, exclude_self: bool,
+                 timeout_s: float, batcher: MicroBatcher | None = None,
+                 unknown_ids: str | None = None) -> tuple[TopKResult, str]:
+    """The top k of ``ids`` and where it came from: ``precomputed`` (the version's neighbours
+    table, where it can answer) or ``exact`` (micro-batched when ``batcher`` is given, for
+    one id), within ``timeout_s``."""
+    result = served.neighbors and served.neighbors.answer(served.index, ids, k, metric, exclude_self)
+    if result:
+        return result, "precomputed"
+    if batcher is not None:
+        pending = asyncio.wrap_future(batcher.submit(served, ids[0], k, metric, exclude_self))
+    else:
+        pending = run_in_threadpool(served.index.topk, ids, k=k, metric=metric, exclude_self=exclude_self,
+                                    unknown_ids=unknown_ids)
+    return await _within(pending, timeout_s), "exact"
+
+
+async def _within(pending, timeout_s: float):
+    """The answer of ``pending`` (an awaitable), or 503 when it is not ready in ``timeout_s``
+    (the wait is cancelled: a micro-batch skips or drops a cancelled request)."""
+    try:
+        return await asyncio.wait_for(pending, timeout_s)
+    except asyncio.TimeoutError:
+        raise HTTPException(503, f"no answer within serve.request_timeout_s={timeout_s:g} s; try again",
+                            headers={"Retry-After": "1"}) from None
+
+
+def _health(follower: VersionFollower, served: ServedVersion, batcher: MicroBatcher | None) -> dict:
+    """/health: the follower's status (``ok`` or ``degraded``), the served index, the process."""
+    index, neighbors = served.index, served.neighbors
+    return {**follower.status(), "rows": len(index), "dim": index.dim,
+            "dtype": index.dtype, "metric": index.metric, "backend": index.backend.name,
+            "device": index.backend.device, "unknown_ids": index.unknown_ids,
+            "pid": os.getpid(), "micro_batches": batcher and batcher.stats(),
+            "precomputed": neighbors and {"k": neighbors.k, "metric": neighbors.metric}}
+
+
+def _reload(request: Request, follower: VersionFollower) -> JSONResponse:
+    """POST /admin/reload: 200 with the outcome, 409 when it failed or there is nothing to reload."""
+    try:
+        outcome = follower.request_reload_everywhere()
+    except ManifestError as exc:
+        return JSONResponse(status_code=409, content={"detail": str(exc)})
+    request.state.version = outcome["version"]
+    return JSONResponse(status_code=409 if outcome["error"] else 200, content=outcome)
 
 
 def _authorize(request: Request, cfg: ServeConfig) -> None:

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
+from embedlib import locations
 from embedlib.errors import EmbedlibError
 from embedlib.vector_codec import batch_matrix
 
@@ -28,7 +29,8 @@ class VectorsError(EmbedlibError):
 
 def read_embeddings(path: str | Path | Sequence[str], id_col: str = ID_COL,
                     vector_col: str = VECTOR_COL) -> tuple[np.ndarray, np.ndarray]:
-    """Ids and vectors of a Parquet file, a folder of them, or a list of files (or URIs).
+    """Ids and vectors of a Parquet file, a folder of them, or a list of files: local paths or
+    locations (``embedlib/locations.py``: not percent-encoded).
 
     Returns
     -------
@@ -38,16 +40,16 @@ def read_embeddings(path: str | Path | Sequence[str], id_col: str = ID_COL,
     paths = [str(path)] if isinstance(path, (str, Path)) else [str(p) for p in path]
     if not paths:
         raise VectorsError("no Parquet files to read")
-    filesystem = None
-    if "://" in paths[0] or paths[0].startswith("file:"):
-        filesystem, _ = pafs.FileSystem.from_uri(paths[0])
-        paths = [pafs.FileSystem.from_uri(p)[1] for p in paths]
-    elif not Path(paths[0]).exists():
+    located = [locations.filesystem(locations.absolute(p)) for p in paths]
+    if None in located:
+        raise VectorsError(f"pyarrow cannot open {paths[located.index(None)]}")
+    filesystem, where = located[0][0], [path for _, path in located]
+    if filesystem.get_file_info(where[0]).type == pafs.FileType.NotFound:
         raise VectorsError(f"embeddings path {paths[0]} does not exist")
-    if len(paths) == 1:
-        _check_one_run(paths[0], filesystem or pafs.LocalFileSystem())
+    if len(where) == 1:
+        _check_one_run(where[0], filesystem)
     try:
-        table = pq.read_table(paths if len(paths) > 1 else paths[0], filesystem=filesystem)
+        table = pq.read_table(where if len(where) > 1 else where[0], filesystem=filesystem)
     except (pa.ArrowInvalid, OSError) as exc:
         raise VectorsError(f"cannot read Parquet at {paths[0]}: {exc}") from None
     return arrays_from_arrow(table, id_col, vector_col)

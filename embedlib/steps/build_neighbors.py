@@ -24,7 +24,7 @@ import pyarrow as pa
 from pyspark import AccumulatorParam, TaskContext
 from pyspark.sql import DataFrame, SparkSession
 
-from embedlib import tables
+from embedlib import manifest, tables
 from embedlib.config import Config
 from embedlib.log import get_logger, step
 from embedlib.serving.backend import BackendError
@@ -79,17 +79,23 @@ def transform(spark: SparkSession, embeddings_df: DataFrame, cfg: Config):
     return neighbors_df, summary, index_bc, backends_acc
 
 
-def load(spark: SparkSession, neighbors_df: DataFrame, cfg: Config, dt: str) -> dict:
+def load(spark: SparkSession, neighbors_df: DataFrame, cfg: Config, dt: str, summary: dict) -> dict:
+    """Write the neighbours partition; for a version that has a manifest, register them with
+    it (a new registration of dt, so the lookup service loads them with its vectors)."""
     table = tables.table_name(cfg.tables, "neighbors")
-    tables.write_partition(spark, neighbors_df, table, dt)
-    return {"neighbors_table": table}
+    location = tables.write_partition(spark, neighbors_df, table, dt)
+    out = {"neighbors_table": table}
+    if dt in manifest.list_dts(manifest.manifest_root(cfg), cfg.serve.side):
+        out["manifest"] = manifest.add_neighbors(spark, cfg, dt, cfg.serve.side, {
+            "location": location, "k": summary["k"], "metric": summary["metric"], "n_rows": summary["items"]})
+    return out
 
 
 def run(spark: SparkSession, cfg: Config, dt: str) -> dict:
     with step(log, f"build_neighbors dt={dt}", spark):
         neighbors_df, summary, index_bc, backends_acc = transform(spark, extract(spark, cfg, dt), cfg)
         try:
-            summary.update(load(spark, neighbors_df, cfg, dt))
+            summary.update(load(spark, neighbors_df, cfg, dt, summary))
         except Exception as exc:
             why = executor_backend_error(exc)
             if why is None:

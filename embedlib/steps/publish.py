@@ -77,15 +77,15 @@ def run(spark: SparkSession, cfg: Config, dt: str, result: Stabilized, parent_dt
                                               schema=schema)
         pub_df = spark.read.parquet(location)
         with phases(f"count_{side}"):
-            counts = pub_df.agg(F.count(F.lit(1)).alias("n"), F.sum(F.col("carried").cast("int")).alias("c"),
-                                integrity.fingerprint_sum().alias("f")).first()
-        written.append((side, location, counts.n, counts.c or 0, transform_matrix, integrity.as_text(counts.f)))
+            n, fingerprint = integrity.counts(pub_df)
+            carried = pub_df.agg(F.sum(F.col("carried").cast("int")).alias("c")).first().c or 0
+        written.append((side, location, n, carried, transform_matrix, fingerprint))
         if side == "item":
             known = n_unshared is not None
             delta_df = publication.delta(side, pub_df, parent_df if chained else None, result.cosines_df,
-                                     cfg.publish.delta_cosine_threshold, counts.n,
+                                     cfg.publish.delta_cosine_threshold, n,
                                      n_new=m["rows_items"] - n_shared if known else None,
-                                     n_evicted=n_unshared - (counts.c or 0) if known else None)
+                                     n_evicted=n_unshared - carried if known else None)
     with phases("delta"):
         delta_location = tables.write_partition(spark, delta_df, tables.table_name(cfg.tables, "deltas"), dt,
                                                 arrow=cfg.tables.vector_io == "arrow")
