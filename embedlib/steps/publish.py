@@ -47,22 +47,10 @@ def run(spark: SparkSession, cfg: Config, dt: str, result: Stabilized, parent_dt
     registered = registry.registered_locations(spark, cfg, dt)
     dim = m["dim"]
     for side, df, source, ids_df, transform_matrix, parent_df, n_shared in sides:
-        schema = publication.as_published(df, dt).schema  # the table's
-        encode = None
-        if source is not None and cfg.tables.vector_io == "arrow":
-            # The tasks read today's files and move each vector to the writer as one binary
-            # block; carried rows are encoded likewise (publication.union_carried).
-            df = source.binary_vectors(spark, dim, "vector")
-            encode = functools.partial(vector_files.binary_frame, col_name="vector", dim=dim)
-        pub_df = publication.as_published(df, dt)
         chained_side = chained and parent_df is not None
         n_unshared = parent[side].n_rows - n_shared if chained_side and n_shared is not None else None
-        if chained_side:
-            pub_df = publication.union_carried(pub_df, parent_df, dt, cfg.publish.ttl_days, ids_df, n_unshared,
-                                               encode)
-        smoothing = cfg.stabilize.smoothing if chained_side else 1.0
-        if smoothing < 1.0:
-            pub_df = publication.with_parent_vectors(pub_df, parent_df)
+        pub_df, schema, smoothing = _rows_to_write(spark, cfg, dt, df, source, ids_df,
+                                                   parent_df if chained_side else None, n_unshared, dim)
         with phases(f"write_{side}"):
             location = tables.write_partition(spark, pub_df, tables.embeddings_table(cfg.tables, side), dt,
                                               keep=[registered.get(side)],
@@ -105,3 +93,26 @@ def run(spark: SparkSession, cfg: Config, dt: str, result: Stabilized, parent_dt
     with phases("register"):
         registry.register(spark, cfg, dt, records)
     return records
+
+
+def _rows_to_write(spark: SparkSession, cfg: Config, dt: str, df: DataFrame, source, ids_df: DataFrame,
+                   parent_df: DataFrame | None, n_unshared: int | None, dim: int) -> tuple:
+    """(the rows to write for one side, the table's schema, the smoothing to apply as they are
+    written): today's raw rows, read by the tasks from their files where they can; with a
+    parent (``parent_df``, a chained side) its carried rows and, for temporal smoothing, its
+    vector of each id alongside (``publication.with_parent_vectors``)."""
+    schema = publication.as_published(df, dt).schema  # the table's
+    encode = None
+    if source is not None and cfg.tables.vector_io == "arrow":
+        # The tasks read today's files and move each vector to the writer as one binary
+        # block; carried rows are encoded likewise (publication.union_carried).
+        df = source.binary_vectors(spark, dim, "vector")
+        encode = functools.partial(vector_files.binary_frame, col_name="vector", dim=dim)
+    pub_df = publication.as_published(df, dt)
+    if parent_df is None:
+        return pub_df, schema, 1.0
+    pub_df = publication.union_carried(pub_df, parent_df, dt, cfg.publish.ttl_days, ids_df, n_unshared, encode)
+    smoothing = cfg.stabilize.smoothing
+    if smoothing < 1.0:
+        pub_df = publication.with_parent_vectors(pub_df, parent_df)
+    return pub_df, schema, smoothing
