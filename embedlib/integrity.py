@@ -133,6 +133,18 @@ def counts(df: DataFrame, id_col: str = "id", vector_col: str = "vector",
     return sum(p.n for p in parts), f"{ROWS_PREFIX}{sum(p.s for p in parts) % 2**64}"
 
 
+def verify(df, what: str, expected_rows: int, expected_fingerprint: str | None) -> int:
+    """Count and fingerprint ``df`` (the kind ``expected_fingerprint`` is) and ``check`` them;
+    the rows read. The IntegrityError carries them too, as ``rows_read``."""
+    rows, fingerprint = counts(df, like=expected_fingerprint)
+    try:
+        check(what, expected_rows, expected_fingerprint, rows, fingerprint)
+    except IntegrityError as exc:
+        exc.rows_read = rows
+        raise
+    return rows
+
+
 def check(what: str, expected_rows: int, expected_fingerprint: str | None,
           rows: int, fingerprint: str) -> None:
     """Raise IntegrityError naming ``what`` and each difference; a None fingerprint (a

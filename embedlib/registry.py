@@ -154,8 +154,7 @@ def read_published(spark: SparkSession, cfg: Config, dt: str, side: str,
     try:
         df = spark.read.parquet(record.location)
         if verify:
-            integrity.check(what, record.n_rows, record.fingerprint,
-                            *integrity.counts(df, like=record.fingerprint))
+            integrity.verify(df, what, record.n_rows, record.fingerprint)
     except (Py4JJavaError, AnalysisException) as exc:  # a truncated or foreign file
         cause = str(exc).strip().splitlines()[0][:300]
         raise integrity.IntegrityError(f"{what} cannot be read: {cause}") from None
@@ -188,13 +187,11 @@ def describe_versions(spark: SparkSession, cfg: Config, dts: list[str] | None = 
     rows = []
     for dt in dts or registered_dts(spark, cfg):
         for side, rec in sorted(read_version(spark, cfg, dt).items()):
-            n_read, problem = None, None
+            n_read, problem = rec.n_rows, None
             try:
-                df, _ = read_published(spark, cfg, dt, side, verify=False)
-                n_read, fingerprint = integrity.counts(df, like=rec.fingerprint)
-                integrity.check(f"version {dt} ({side})", rec.n_rows, rec.fingerprint, n_read, fingerprint)
+                read_published(spark, cfg, dt, side, {side: rec})
             except (RegistryError, integrity.IntegrityError) as exc:
-                problem = str(exc)
+                n_read, problem = getattr(exc, "rows_read", None), str(exc)
             m = rec.metrics
             rows.append({"dt": dt, "side": side, "rows": rec.n_rows, "rows_read": n_read,
                          "carried": rec.n_carried, "parent_dt": rec.parent_dt, "root_reason": rec.root_reason,
