@@ -271,12 +271,16 @@ class EvaluateConfig:
     max_pairs_per_user: int = 0
     # Planted-cluster ground truth (item_id, cluster) CSV for the purity metric; null skips it.
     clusters_path: str | None = None
+    # The co-occurrence kNN baseline next to popularity: a query's k most co-occurring items
+    # within this many positions in the training sequences (no embedding); 0 skips it.
+    cooccurrence_window: int = 5
 
     def __post_init__(self):
         if not 0 < self.test_share < 1:
             raise ConfigError(f"evaluate.test_share must be within (0, 1), got {self.test_share}")
-        if self.k < 1 or self.max_pairs_per_user < 0:
-            raise ConfigError("evaluate.k must be >= 1 and evaluate.max_pairs_per_user >= 0")
+        if self.k < 1 or self.max_pairs_per_user < 0 or self.cooccurrence_window < 0:
+            raise ConfigError("evaluate.k must be >= 1, evaluate.max_pairs_per_user and "
+                              "evaluate.cooccurrence_window >= 0")
 
 
 @dataclass

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 # Exact sums (see the module docstring); 20 integer digits hold any realistic count.
@@ -130,3 +130,13 @@ def sppmi(counts_df: DataFrame, spec: PmiSpec) -> DataFrame:
             .join(col_totals, on="col", how="inner")
             .select("row", "col", value.alias("value"))
             .where(F.col("value") > 0))
+
+
+def top_contexts(counts_df: DataFrame, rows_df: DataFrame, k: int) -> DataFrame:
+    """``row string, col string, rank int``: the ``k`` most co-occurring other items of each
+    ``id`` of ``rows_df`` (the co-occurrence kNN baseline), ties by id."""
+    by_count = Window.partitionBy("row").orderBy(F.desc("count"), "col")
+    return (counts_df.join(rows_df.select(F.col("id").alias("row")), on="row", how="inner")
+            .where(F.col("row") != F.col("col"))
+            .select("row", "col", F.row_number().over(by_count).alias("rank"))
+            .where(F.col("rank") <= k))

@@ -71,7 +71,8 @@ class TrainResult:
     item_df: DataFrame
     context_df: DataFrame | None
     meta: dict = field(default_factory=dict)
-    # Further tables the step writes for the dt (table name -> frame), e.g. ppmi_svd's counts.
+    # Further tables the step writes for the dt (name in tables.database -> frame), e.g.
+    # ppmi_svd's co-occurrence counts.
     tables: dict = field(default_factory=dict)
 
 
@@ -486,6 +487,10 @@ def train(spark: SparkSession, sequences_df: DataFrame, cfg: TrainConfig,
 
     ``init``: start from the parent's vectors (gensim, one model; config.py refuses the rest).
     """
+    if cfg.trainer == "ppmi_svd":
+        from embedlib import ppmi_svd  # it builds on this module's TrainResult and checks
+
+        return ppmi_svd.train(sequences_df, cfg)
     if cfg.trainer == "spark":
         return train_spark(sequences_df, cfg)
     return train_gensim(spark, sequences_df, cfg, corpus_name, init)

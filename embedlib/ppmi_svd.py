@@ -78,9 +78,9 @@ def aligned_context(item_df: DataFrame, context_df: DataFrame, dim: int) -> Data
             .select("id", F.coalesce("context", zeros).alias("vector"), "count"))
 
 
-def train(sequences_df: DataFrame, cfg: TrainConfig) -> tuple[TrainResult, DataFrame]:
-    """Train on ``sequences_df`` (columns of tables.sequences): the result and the
-    co-occurrence counts (``row, col, count``, persisted) for an optional table."""
+def train(sequences_df: DataFrame, cfg: TrainConfig) -> TrainResult:
+    """Train on ``sequences_df`` (columns of tables.sequences). With
+    ``cfg.cooccurrence_table`` the counts (``row, col, count``) are in ``result.tables``."""
     spark = sequences_df.sparkSession
     started, cpu_started, phases = time.perf_counter(), _cpu_now(spark), {}
     counts_df, stats = vocabulary_stats(sequences_df, cfg)
@@ -113,4 +113,7 @@ def train(sequences_df: DataFrame, cfg: TrainConfig) -> tuple[TrainResult, DataF
     meta.update({f"phase_{k}_seconds": v for k, v in phases.items()})
     meta.update(cooccurrence_pairs=pairs, sppmi_entries=nonzero)
     m_df.unpersist()
-    return TrainResult(item_df, context_df, meta), cooc_df
+    if not cfg.cooccurrence_table:
+        cooc_df.unpersist()
+    extra = {cfg.cooccurrence_table: cooc_df} if cfg.cooccurrence_table else {}
+    return TrainResult(item_df, context_df, meta, extra)

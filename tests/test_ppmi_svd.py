@@ -128,7 +128,7 @@ def test_randomized_svd_matches_dense_svd(spark, rng):
 
 
 def train_vectors(spark, sequences_df, cfg):
-    result, _ = ppmi_svd.train(sequences_df, cfg)
+    result = ppmi_svd.train(sequences_df, cfg)
     return vectors_to_numpy(result.item_df), vectors_to_numpy(result.context_df)
 
 

@@ -9,7 +9,7 @@ import datetime as _dt
 
 from pyspark.sql import DataFrame, SparkSession
 
-from embedlib import evaluate, item2vec, ppmi_svd, registry, tables
+from embedlib import evaluate, item2vec, registry, tables
 from embedlib.config import Config
 from embedlib.item2vec import TrainInputError, TrainResult, WarmStart
 from embedlib.log import get_logger, step
@@ -79,12 +79,6 @@ def warm_start(spark: SparkSession, cfg: Config, dt: str) -> WarmStart | None:
 
 
 def transform(spark: SparkSession, sequences_df: DataFrame, cfg: Config, dt: str) -> TrainResult:
-    if cfg.train.trainer == "ppmi_svd":
-        result, cooc_df = ppmi_svd.train(sequences_df, cfg.train)
-        if cfg.train.cooccurrence_table:
-            result.tables[tables.qualified(cfg.tables, cfg.train.cooccurrence_table)] = cooc_df
-        result.meta["cold_dt"] = dt
-        return result
     init = warm_start(spark, cfg, dt)
     result = item2vec.train(spark, sequences_df, cfg.train, corpus_name=f"corpus-{dt}", init=init)
     result.meta["cold_dt"] = init.cold_dt if init else dt
@@ -103,7 +97,8 @@ def load(spark: SparkSession, result: TrainResult, cfg: Config, dt: str) -> dict
             # A context partition left by an earlier gensim run of this dt must not pass
             # for this run's output side.
             tables.drop_partition(spark, table, dt)
-    for table, df in result.tables.items():
+    for name, df in result.tables.items():
+        table = tables.qualified(cfg.tables, name)
         tables.write_partition(spark, df, table, dt)
         written.setdefault("extra_tables", []).append(table)
     runs_table = tables.table_name(cfg.tables, "train_runs")

@@ -1,0 +1,124 @@
+"""The ppmi_svd trainer (issue 23): quality on MovieLens, a parameter sweep, speed against gensim.
+
+1. MovieLens (../shared/data/movielens-latest-small, conf/movielens.yaml's sequences and
+   hold-out, as bench_train): HR@10 of the co-occurrence kNN baseline (a query's 10 most
+   co-occurring items within 5 positions, no embedding), of ppmi_svd with its defaults
+   (window 5, no smoothing, no shift, 64 dimensions, p = 1), of gensim with bench_train's
+   tuned parameters, and a sweep of ppmi_svd's parameters (window, smoothing, shift,
+   eigen_weight, dimensions), one changed at a time from the defaults.
+2. Speed: the whole trainer call (gensim: corpus export, vocabulary, training; ppmi_svd:
+   counts, PPMI, every range-finder pass, the small SVD) on a generated log and on the same
+   sequences repeated ``--scale`` times under renamed users (bench_train's scaled copy: 4x
+   the events and pairs, the same items, so the SVD's size does not grow), with ppmi_svd's
+   phases. The generated log is smaller than bench_train's (``--events``) to fit a shared
+   machine; the load average is recorded.
+
+Writes benchmarks/results/bench_ppmi_svd.json.
+Usage: .venv/bin/python benchmarks/bench_ppmi_svd.py [--events 1000000] [--scale 4]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+from pathlib import Path
+
+from bench_train import (
+    GEN_DT,
+    ML_DT,
+    MOVIELENS,
+    TUNED,
+    WORK,
+    ensure_generated,
+    ensure_scaled,
+    generated_config,
+    sample_load,
+    spark_overrides,
+    with_train,
+)
+from common import write_results
+
+from embedlib import item2vec
+from embedlib.config import load_config
+from embedlib.evaluate import cooccurrence_metrics, evaluate_holdout, temporal_holdout
+from embedlib.spark import get_spark
+from embedlib.steps import build_sequences, train_item2vec
+
+REPO = Path(__file__).resolve().parents[1]
+PPMI = dict(trainer="ppmi_svd", vector_size=64, window=5, ppmi_smoothing=1.0, ppmi_shift=1.0,
+            eigen_weight=1.0, min_count=1)
+SWEEP = (("window", 2), ("window", 10), ("ppmi_smoothing", 0.75), ("ppmi_shift", 2.0),
+         ("eigen_weight", 0.5), ("vector_size", 32), ("vector_size", 128))
+
+
+def movielens(spark, work: Path, sweep: bool) -> dict:
+    cfg = load_config(REPO / "conf" / "movielens.yaml",
+                      spark_overrides(work) + ["tables.database=bench_movielens", "evaluate.cooccurrence_window=0"])
+    build_sequences.run(spark, cfg, ML_DT)
+    holdout = temporal_holdout(train_item2vec.extract(spark, cfg, ML_DT), cfg.evaluate)
+    out = {"cooccurrence": cooccurrence_metrics(spark, holdout, 5, cfg.evaluate.k),
+           "ppmi_svd": evaluate_holdout(spark, holdout, with_train(cfg, **PPMI), "ml-ppmi"),
+           "gensim_tuned": evaluate_holdout(spark, holdout, with_train(cfg, **TUNED, ensemble_size=1),
+                                            "ml-tuned")}
+    if sweep:
+        out["sweep"] = [{"param": key, "value": value, **evaluate_holdout(
+            spark, holdout, with_train(cfg, **{**PPMI, key: value}), "ml-sweep")} for key, value in SWEEP]
+    return out
+
+
+def timed_train(spark, cfg) -> dict:
+    """One trainer call on the dt's sequences: wall seconds and the trainer's figures."""
+    sequences_df = train_item2vec.extract(spark, cfg, GEN_DT)
+    started = time.perf_counter()
+    result = item2vec.train(spark, sequences_df, cfg.train, corpus_name="speed")
+    result.item_df.count()
+    meta = result.meta
+    return {"seconds": time.perf_counter() - started, "vocab_size": meta["vocab_size"],
+            "corpus_tokens": meta["corpus_tokens"], "train_cpu_seconds": meta.get("train_cpu_seconds"),
+            **{k: v for k, v in meta.items() if k.startswith("phase_") or k in ("cooccurrence_pairs", "sppmi_entries")}}
+
+
+def speed(spark, work: Path, events: int, scale: int) -> dict:
+    cfg, spec = generated_config(work, events, 1)
+    out = {"events": events, "sequences": ensure_generated(spark, cfg, spec, work)}
+    for label, run_cfg in (("1x", cfg), (f"{scale}x", ensure_scaled(spark, cfg, scale))):
+        out[f"gensim_{label}"] = timed_train(spark, run_cfg)
+        out[f"ppmi_svd_{label}"] = timed_train(spark, with_train(run_cfg, **{**PPMI, "vector_size": 64}))
+    return out
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--scale", type=int, default=4)
+    parser.add_argument("--no-sweep", action="store_true")
+    parser.add_argument("--work", type=Path, default=WORK.with_name("bench_ppmi_svd"))
+    args = parser.parse_args(argv)
+    os.chdir(REPO)
+    args.work.mkdir(parents=True, exist_ok=True)
+    loads, done = [os.getloadavg()[0]], threading.Event()
+    threading.Thread(target=sample_load, args=(loads, done), daemon=True).start()
+    started = time.perf_counter()
+    spark = get_spark(load_config(REPO / "conf" / "local.yaml", spark_overrides(args.work)).spark, "bench_ppmi_svd")
+    ml = movielens(spark, args.work, not args.no_sweep) if (MOVIELENS / "ratings.csv").exists() else None
+    gen = speed(spark, args.work, args.events, args.scale)
+    done.set()
+    s = args.scale
+    out = {"movielens": ml, "generated": gen, "params": PPMI, "scale": s,
+           "ppmi_svd_vs_gensim_train_seconds": gen["ppmi_svd_1x"]["seconds"] / gen["gensim_1x"]["seconds"],
+           f"ppmi_svd_vs_gensim_train_seconds_{s}x": gen[f"ppmi_svd_{s}x"]["seconds"] / gen[f"gensim_{s}x"]["seconds"],
+           f"ppmi_svd_time_growth_1x_to_{s}x": gen[f"ppmi_svd_{s}x"]["seconds"] / gen["ppmi_svd_1x"]["seconds"],
+           f"gensim_time_growth_1x_to_{s}x": gen[f"gensim_{s}x"]["seconds"] / gen["gensim_1x"]["seconds"],
+           "bench_seconds": time.perf_counter() - started, "load_average_1m_max": max(loads),
+           "load_average_1m_samples": loads}
+    if ml:
+        out.update(movielens_hr10_cooccurrence=ml["cooccurrence"]["cooccurrence_hr"],
+                   movielens_hr10_ppmi_svd=ml["ppmi_svd"]["hr"], movielens_hr10_gensim_tuned=ml["gensim_tuned"]["hr"],
+                   movielens_hr10_popularity=ml["ppmi_svd"]["popularity_hr"])
+        out["movielens_ppmi_svd_vs_cooccurrence"] = out["movielens_hr10_ppmi_svd"] / out["movielens_hr10_cooccurrence"]
+    return write_results("bench_ppmi_svd", out)
+
+
+if __name__ == "__main__":
+    main()
