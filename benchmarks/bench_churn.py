@@ -34,7 +34,9 @@ Spark from the same sequences, published the same way; its training CPU is the S
 (with its Python workers) and the driver's over the whole train call (counts, PPMI, SVD),
 gensim's is its threads' over the training alone (the corpus export and vocabulary scan
 excluded), so the ratio favours gensim. ``same_data_overlap_ppmi_svd``: a second training
-on the first version's data, published against the first as its parent.
+on the second version's data, published against the first training as its parent.
+The results file is written after every version from the second on, so a run cut short
+keeps the versions it finished (``versions`` against ``versions_requested``).
 
 ``--variants single,ppmi_svd`` runs only those (the full set takes long on a shared
 machine) and writes benchmarks/results/bench_churn_<variants>.json, so bench_churn.json
@@ -186,7 +188,7 @@ def train_chain_variant(spark, corpus, holdout, cut_date, cfg, name, state) -> t
     return (ids, trained.counts, trained.item, trained.context), times
 
 
-def run_chain(spark, seq_df, cfg, versions: int, variants: tuple) -> dict:
+def run_chain(spark, seq_df, cfg, versions: int, variants: tuple, on_version=None) -> dict:
     per_version = []
     parents: dict[str, tuple | None] = dict.fromkeys(variants)
     state = {"warm_raw": {}, "cold_dt": {}}
@@ -203,7 +205,7 @@ def run_chain(spark, seq_df, cfg, versions: int, variants: tuple) -> dict:
                     spark, corpus, holdout, cut.date(), cfg, name, state)
                 published, figures = publish(ids, counts, item, context, parents[name])
                 metrics = evaluate.next_item_metrics(ids, published, holdout, K)
-                if name == "ppmi_svd" and v == 0:
+                if name == "ppmi_svd" and v == 1:
                     (ids2, counts2, item2, context2), _ = train_ppmi_svd(holdout.train_df, cfg)
                     same_data = publish(ids2, counts2, item2, context2, (ids, published))[1]
                 parents[name] = (ids, published)
@@ -213,10 +215,12 @@ def run_chain(spark, seq_df, cfg, versions: int, variants: tuple) -> dict:
                                                                for k, x in row[name].items()})
             row["popularity_hr_at_10"] = metrics["popularity_hr"]
             per_version.append(row)
-    out = summarize(per_version, variants)
-    if same_data is not None:
-        out["same_data_overlap_ppmi_svd"] = same_data["overlap_at_10"]
-        out["same_data_overlap_uniform_ppmi_svd"] = same_data["uniform_overlap_at_10"]
+            out = summarize(per_version, variants) if v else None
+            if same_data is not None:
+                out["same_data_overlap_ppmi_svd"] = same_data["overlap_at_10"]
+                out["same_data_overlap_uniform_ppmi_svd"] = same_data["uniform_overlap_at_10"]
+            if out and on_version:
+                on_version(out)
     return out
 
 
@@ -276,12 +280,17 @@ def main(argv=None) -> dict:
     seq_df = build_sequences(read_input(spark, cfg.input), cfg.input, cfg.sequences, DT).sequences_df
     seq_df = spark.createDataFrame(seq_df.toArrow()).persist()  # the log read once
     variants = tuple(args.variants.split(","))
-    results = run_chain(spark, seq_df, cfg.train, args.versions, variants)
-    results["train"] = {k: v for k, v in vars(cfg.train).items() if k != "corpus_dir"}
-    results["seconds"] = time.perf_counter() - started
-    spark.stop()
     name = "bench_churn" if variants == VARIANTS else "bench_churn_" + "_".join(variants)
-    return write_results(name, results)
+
+    def written(results):  # after every version: a run cut short keeps the versions it finished
+        results["train"] = {k: v for k, v in vars(cfg.train).items() if k != "corpus_dir"}
+        results["seconds"] = time.perf_counter() - started
+        results["versions_requested"] = args.versions
+        return write_results(name, results)
+
+    results = run_chain(spark, seq_df, cfg.train, args.versions, variants, written)
+    spark.stop()
+    return written(results)
 
 
 if __name__ == "__main__":

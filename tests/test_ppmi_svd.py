@@ -12,7 +12,7 @@ import pytest
 from embedlib import ppmi_svd, randomized_svd, tables
 from embedlib.config import ConfigError, TrainConfig
 from embedlib.cooccurrence import CountSpec, PmiSpec, cooccurrence_counts, sppmi
-from embedlib.evaluate import vectors_to_numpy
+from embedlib.evaluate import HoldOut, cooccurrence_metrics, vectors_to_numpy
 from embedlib.steps import train_item2vec
 from tests.helpers import CLUSTER_A, CLUSTER_B, SEQ_SCHEMA, planted_sequences, write_sequences
 from tests.helpers import TRAIN_DT as DT
@@ -140,6 +140,16 @@ def test_same_vectors_across_input_partitionings_and_reruns(spark, rng):
         (ids2, item2), (cids2, context2) = train_vectors(spark, other_df, cfg)
         assert list(ids2) == list(ids) and list(cids2) == list(cids)
         assert np.array_equal(item2, item) and np.array_equal(context2, context)
+
+
+def test_cooccurrence_baseline_hit_rate_by_hand(spark):
+    train_df = sequences_frame(spark, [["a", "b", "c"], ["a", "b"], ["a", "c"]])
+    # window 1: #(a, b) = 2, #(a, c) = 1, #(b, c) = 1; a's top 1 is b, c's is a (tie by id)
+    holdout = HoldOut(train_df, np.array(["a", "a", "c", "z"], dtype=object),
+                      np.array(["b", "c", "b", "a"], dtype=object), np.array(["a"], dtype=object), "cut")
+    got = cooccurrence_metrics(spark, holdout, window=1, k=1)
+    assert (got["cooccurrence_hr"], got["cooccurrence_ndcg"]) == (0.25, 0.25)
+    assert cooccurrence_metrics(spark, holdout, window=1, k=2)["cooccurrence_hr"] == 0.75
 
 
 def test_refusals_name_the_key_and_the_reason():
