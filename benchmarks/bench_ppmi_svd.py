@@ -14,8 +14,8 @@
    machine; the load average is recorded.
 
 Writes benchmarks/results/bench_ppmi_svd.json.
-The speed section runs first, then MovieLens, then the sweep; the results file is written
-after each, so an interrupted run keeps what it measured.
+MovieLens runs first, then the speed runs, then the sweep; the results file is written after
+each measurement, so a run cut short keeps what it measured.
 Usage: .venv/bin/python benchmarks/bench_ppmi_svd.py [--events 1000000] [--scale 4] [--no-sweep]
 """
 from __future__ import annotations
@@ -89,21 +89,29 @@ def timed_train(spark, cfg) -> dict:
             **{k: v for k, v in meta.items() if k.startswith("phase_") or k in ("cooccurrence_pairs", "sppmi_entries")}}
 
 
-def speed(spark, work: Path, events: int, scale: int) -> dict:
+def speed(spark, work: Path, events: int, scale: int, out: dict, save) -> None:
+    """Fills ``out`` (gensim_1x, ppmi_svd_1x, gensim_<s>x, ppmi_svd_<s>x), saving after each."""
     cfg, spec = generated_config(work, events, 1)
-    out = {"events": events, "sequences": ensure_generated(spark, cfg, spec, work)}
-    for label, run_cfg in (("1x", cfg), (f"{scale}x", ensure_scaled(spark, cfg, scale))):
+    out.update(events=events, sequences=ensure_generated(spark, cfg, spec, work))
+    for label in ("1x", f"{scale}x"):
+        run_cfg = cfg if label == "1x" else ensure_scaled(spark, cfg, scale)
         out[f"gensim_{label}"] = timed_train(spark, run_cfg)
-        out[f"ppmi_svd_{label}"] = timed_train(spark, with_train(run_cfg, **{**PPMI, "vector_size": 64}))
-    return out
+        save()
+        out[f"ppmi_svd_{label}"] = timed_train(spark, with_train(run_cfg, **PPMI))
+        save()
 
 
 def headline(ml: dict | None, gen: dict, s: int) -> dict:
-    """The keys the issue asks for, copied from the sections."""
-    out = {"ppmi_svd_vs_gensim_train_seconds": gen["ppmi_svd_1x"]["seconds"] / gen["gensim_1x"]["seconds"],
-           f"ppmi_svd_vs_gensim_train_seconds_{s}x": gen[f"ppmi_svd_{s}x"]["seconds"] / gen[f"gensim_{s}x"]["seconds"],
-           f"ppmi_svd_time_growth_1x_to_{s}x": gen[f"ppmi_svd_{s}x"]["seconds"] / gen["ppmi_svd_1x"]["seconds"],
-           f"gensim_time_growth_1x_to_{s}x": gen[f"gensim_{s}x"]["seconds"] / gen["gensim_1x"]["seconds"]}
+    """The keys the issue asks for, copied from the sections measured so far."""
+    out = {}
+    for label in ("1x", f"{s}x"):
+        if f"ppmi_svd_{label}" in gen:
+            suffix = "" if label == "1x" else f"_{label}"
+            out[f"ppmi_svd_vs_gensim_train_seconds{suffix}"] = (gen[f"ppmi_svd_{label}"]["seconds"]
+                                                                / gen[f"gensim_{label}"]["seconds"])
+    if f"ppmi_svd_{s}x" in gen:
+        for t in ("ppmi_svd", "gensim"):
+            out[f"{t}_time_growth_1x_to_{s}x"] = gen[f"{t}_{s}x"]["seconds"] / gen[f"{t}_1x"]["seconds"]
     if ml:
         out.update(movielens_hr10_cooccurrence=ml["cooccurrence"]["cooccurrence_hr"],
                    movielens_hr10_ppmi_svd=ml["ppmi_svd"]["hr"], movielens_hr10_gensim_tuned=ml["gensim_tuned"]["hr"],
@@ -125,23 +133,22 @@ def main(argv=None) -> dict:
     threading.Thread(target=sample_load, args=(loads, done), daemon=True).start()
     started = time.perf_counter()
     spark = get_spark(load_config(REPO / "conf" / "local.yaml", spark_overrides(args.work)).spark, "bench_ppmi_svd")
-    out = {"params": PPMI, "scale": args.scale, "generated": speed(spark, args.work, args.events, args.scale),
-           "movielens": None}
+    out = {"params": PPMI, "scale": args.scale, "generated": {}, "movielens": None}
 
-    def written():  # after each section, so that a long run leaves what it measured
+    def save():  # after each measurement, so that a run cut short keeps what it measured
         return write_results("bench_ppmi_svd", {
             **out, **headline(out["movielens"], out["generated"], args.scale),
             "bench_seconds": time.perf_counter() - started, "load_average_1m_max": max(loads),
             "load_average_1m_samples": loads})
 
-    written()
     if (MOVIELENS / "ratings.csv").exists():
         out["movielens"] = movielens(spark, args.work)
-        written()
-        if not args.no_sweep:
-            out["movielens"]["sweep"] = sweep(spark, args.work)
+        save()
+    speed(spark, args.work, args.events, args.scale, out["generated"], save)
+    if out["movielens"] and not args.no_sweep:
+        out["movielens"]["sweep"] = sweep(spark, args.work)
     done.set()
-    return written()
+    return save()
 
 
 if __name__ == "__main__":
