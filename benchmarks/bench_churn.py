@@ -28,7 +28,21 @@ overlap and HR@10 among 1-10 epochs at alpha 0.005-0.025 tried on the first pair
 epochs or a higher alpha forget the parent, ending below a cold start's overlap) and
 warm_cold84 (the same with train.cold_every_days=84).
 
-Usage: python benchmarks/bench_churn.py [--versions 8] [--set train.epochs=10 ...]
+ppmi_svd (issue 23): the count-based trainer (embedlib.ppmi_svd, PPMI settings: window 5, no
+context smoothing, no shift, 64 dimensions, p = 1, as the issue's numpy trial), trained on
+Spark from the same sequences, published the same way; its training CPU is the Spark JVM's
+(with its Python workers) and the driver's over the whole train call (counts, PPMI, SVD),
+gensim's is its threads' over the training alone (the corpus export and vocabulary scan
+excluded), so the ratio favours gensim. ``same_data_overlap_ppmi_svd``: a second training
+on the second version's data, published against the first training as its parent.
+The results file is written after every version from the second on, so a run cut short
+keeps the versions it finished (``versions`` against ``versions_requested``).
+
+``--variants single,ppmi_svd`` runs only those (the full set takes long on a shared
+machine) and writes benchmarks/results/bench_churn_<variants>.json, so bench_churn.json
+keeps the full run's figures.
+
+Usage: python benchmarks/bench_churn.py [--versions 8] [--variants single,ppmi_svd] [--set train.epochs=10 ...]
 """
 from __future__ import annotations
 
@@ -48,7 +62,7 @@ from pyspark.sql import functions as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_results  # noqa: E402
 
-from embedlib import evaluate, item2vec, knn, linalg  # noqa: E402
+from embedlib import evaluate, item2vec, knn, linalg, ppmi_svd  # noqa: E402
 from embedlib.config import load_config  # noqa: E402
 from embedlib.item2vec import WarmStart  # noqa: E402
 from embedlib.log import get_logger  # noqa: E402
@@ -64,7 +78,9 @@ HORIZON_DAYS = 90
 QUERIES = 500
 K = 10
 WARM = {"warm_epochs": 2, "warm_alpha": 0.01}
-VARIANTS = ("single", "ensemble2", "ensemble4", "warm", "warm_cold84")
+VARIANTS = ("single", "ensemble2", "ensemble4", "warm", "warm_cold84", "ppmi_svd")
+PPMI = {"trainer": "ppmi_svd", "vector_size": 64, "window": 5, "ppmi_smoothing": 1.0, "ppmi_shift": 1.0,
+        "eigen_weight": 1.0}
 log = get_logger("bench_churn")
 
 
@@ -86,6 +102,22 @@ def train_variant(spark, corpus, cfg, name: str, warm: WarmStart | None) -> tupl
         trained = item2vec.train_single(corpus, cfg, warm)
     return trained, {"train_cpu_seconds": trained.cpu_seconds, "train_wall_seconds": trained.seconds,
                      "call_cpu_seconds": cpu_seconds() - cpu0, "call_wall_seconds": time.perf_counter() - wall0}
+
+
+def train_ppmi_svd(train_df, cfg) -> tuple[tuple, dict]:
+    """The ppmi_svd trainer on Spark: (ids, counts, item, context) in numpy and its times."""
+    wall0 = time.perf_counter()
+    result = ppmi_svd.train(train_df, dataclasses.replace(cfg, **PPMI))
+    ids, item = evaluate.vectors_to_numpy(result.item_df)
+    counts = dict(result.item_df.select("id", "count").collect())
+    context_ids, context = evaluate.vectors_to_numpy(result.context_df)
+    pos = {i: n for n, i in enumerate(context_ids)}
+    context = context[[pos[i] for i in ids]]
+    meta = result.meta
+    times = {"train_cpu_seconds": meta["train_cpu_seconds"], "train_wall_seconds": meta["train_seconds"],
+             "call_cpu_seconds": meta["train_cpu_seconds"], "call_wall_seconds": time.perf_counter() - wall0,
+             "phases": {k: v for k, v in meta.items() if k.startswith("phase_")}}
+    return (ids, np.array([counts[i] for i in ids]), item, context), times
 
 
 def linalg_frame(item: np.ndarray, context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -133,11 +165,34 @@ def holdout_for(seq_df, cut: _dt.datetime) -> evaluate.HoldOut:
                             np.array([r.id for r in counts], dtype=object), cut.isoformat())
 
 
-def run_chain(spark, seq_df, cfg, versions: int) -> dict:
+def train_chain_variant(spark, corpus, holdout, cut_date, cfg, name, state) -> tuple[tuple, dict]:
+    """One variant's training for one version: (ids, counts, item, context) and its times."""
+    if name == "ppmi_svd":
+        return train_ppmi_svd(holdout.train_df, cfg)
+    init = None
+    if name.startswith("warm"):
+        every = 84 if name == "warm_cold84" else 0
+        last = state["cold_dt"].get(name)
+        fresh = last is None or (every and (cut_date - _dt.date.fromisoformat(last)).days >= every)
+        init = None if fresh else state["warm_raw"][name]
+        if init is not None:
+            init.cold_dt = last
+        cfg = dataclasses.replace(cfg, **WARM)
+    trained, times = train_variant(spark, corpus, cfg, name, init)
+    ids = np.array([urllib.parse.unquote_plus(k) for k in trained.keys], dtype=object)
+    if name.startswith("warm"):
+        dt = cut_date.isoformat()
+        state["warm_raw"][name] = WarmStart(dt, ids, trained.item, trained.context, dt)
+        state["cold_dt"][name] = dt if init is None else state["cold_dt"][name]
+    times["init"] = "warm" if init is not None else "cold"
+    return (ids, trained.counts, trained.item, trained.context), times
+
+
+def run_chain(spark, seq_df, cfg, versions: int, variants: tuple, on_version=None) -> dict:
     per_version = []
-    parents: dict[str, tuple | None] = dict.fromkeys(VARIANTS)
-    warm_raw: dict[str, WarmStart | None] = {"warm": None, "warm_cold84": None}
-    cold_dt: dict[str, str | None] = {"warm": None, "warm_cold84": None}
+    parents: dict[str, tuple | None] = dict.fromkeys(variants)
+    state = {"warm_raw": {}, "cold_dt": {}}
+    same_data = None
     with tempfile.TemporaryDirectory(prefix="bench-churn-") as tmp:
         for v in range(versions):
             cut = FIRST_CUT + _dt.timedelta(days=STEP_DAYS * v)
@@ -145,36 +200,31 @@ def run_chain(spark, seq_df, cfg, versions: int) -> dict:
             holdout = holdout_for(seq_df, cut)
             corpus = item2vec.export_corpus(holdout.train_df, Path(tmp) / f"corpus-{dt}.txt")
             row = {"version": v, "cut": dt, "test_pairs": len(holdout.queries)}
-            for name in VARIANTS:
-                init = None
-                if name.startswith("warm"):
-                    every = 84 if name == "warm_cold84" else 0
-                    last = cold_dt[name]
-                    fresh = last is None or (every and (cut.date() - _dt.date.fromisoformat(last)).days >= every)
-                    init = None if fresh else warm_raw[name]
-                    if init is not None:
-                        init.cold_dt = last
-                    vcfg = dataclasses.replace(cfg, **WARM)
-                else:
-                    vcfg = cfg
-                trained, times = train_variant(spark, corpus, vcfg, name, init)
-                ids = np.array([urllib.parse.unquote_plus(k) for k in trained.keys], dtype=object)
-                published, figures = publish(ids, trained.counts, trained.item, trained.context, parents[name])
+            for name in variants:
+                (ids, counts, item, context), times = train_chain_variant(
+                    spark, corpus, holdout, cut.date(), cfg, name, state)
+                published, figures = publish(ids, counts, item, context, parents[name])
                 metrics = evaluate.next_item_metrics(ids, published, holdout, K)
+                if name == "ppmi_svd" and v == 1:
+                    (ids2, counts2, item2, context2), _ = train_ppmi_svd(holdout.train_df, cfg)
+                    same_data = publish(ids2, counts2, item2, context2, (ids, published))[1]
                 parents[name] = (ids, published)
-                if name.startswith("warm"):
-                    warm_raw[name] = WarmStart(dt, ids, trained.item, trained.context, dt)
-                    cold_dt[name] = dt if init is None else cold_dt[name]
                 row[name] = {**figures, **times, "hr_at_10": metrics["hr"], "ndcg_at_10": metrics["ndcg"],
-                             "init": "warm" if init is not None else "cold", "items": len(ids)}
+                             "items": len(ids)}
                 log.info("version %d (%s) %s: %s", v, dt, name, {k: round(x, 4) if isinstance(x, float) else x
                                                                for k, x in row[name].items()})
             row["popularity_hr_at_10"] = metrics["popularity_hr"]
             per_version.append(row)
-    return summarize(per_version)
+            out = summarize(per_version, variants) if v else None
+            if same_data is not None:
+                out["same_data_overlap_ppmi_svd"] = same_data["overlap_at_10"]
+                out["same_data_overlap_uniform_ppmi_svd"] = same_data["uniform_overlap_at_10"]
+            if out and on_version:
+                on_version(out)
+    return out
 
 
-def summarize(rows: list[dict]) -> dict:
+def summarize(rows: list[dict], variants: tuple = VARIANTS) -> dict:
     with_parent = rows[1:]
 
     def chain_mean(name, key):
@@ -186,9 +236,9 @@ def summarize(rows: list[dict]) -> dict:
     def cpu(name, key="train_cpu_seconds"):
         return sum(r[name][key] for r in rows)
 
-    out = {"versions": rows, "variants": list(VARIANTS), "first_cut": rows[0]["cut"], "step_days": STEP_DAYS,
+    out = {"versions": rows, "variants": list(variants), "first_cut": rows[0]["cut"], "step_days": STEP_DAYS,
            "horizon_days": HORIZON_DAYS, "queries": QUERIES, "warm_settings": WARM}
-    for label in VARIANTS:
+    for label in variants:
         name = label
         out[f"overlap_{label}"] = chain_mean(name, "overlap_at_10")
         out[f"churn_share_{label}"] = chain_mean(name, "churn_share")
@@ -203,8 +253,9 @@ def summarize(rows: list[dict]) -> dict:
             out[f"train_cpu_ratio_{label}"] = cpu(name) / cpu("single")
             out[f"train_wall_ratio_{label}"] = cpu(name, "train_wall_seconds") / cpu("single", "train_wall_seconds")
             out[f"call_cpu_ratio_{label}"] = cpu(name, "call_cpu_seconds") / cpu("single", "call_cpu_seconds")
-    out["warm_hr_ratio_last_version"] = rows[-1]["warm"]["hr_at_10"] / rows[-1]["single"]["hr_at_10"]
-    out["warm_cold84_hr_ratio_last_version"] = rows[-1]["warm_cold84"]["hr_at_10"] / rows[-1]["single"]["hr_at_10"]
+    for name in ("warm", "warm_cold84"):
+        if name in variants:
+            out[f"{name}_hr_ratio_last_version"] = rows[-1][name]["hr_at_10"] / rows[-1]["single"]["hr_at_10"]
     out["test_pairs_total"] = sum(r["test_pairs"] for r in rows)
     return out
 
@@ -212,6 +263,8 @@ def summarize(rows: list[dict]) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--versions", type=int, default=8)
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="comma-separated, single first (the ratios are to it); default: all")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     if not MOVIELENS.exists():
@@ -226,11 +279,18 @@ def main(argv=None) -> dict:
     started = time.perf_counter()
     seq_df = build_sequences(read_input(spark, cfg.input), cfg.input, cfg.sequences, DT).sequences_df
     seq_df = spark.createDataFrame(seq_df.toArrow()).persist()  # the log read once
-    results = run_chain(spark, seq_df, cfg.train, args.versions)
-    results["train"] = {k: v for k, v in vars(cfg.train).items() if k != "corpus_dir"}
-    results["seconds"] = time.perf_counter() - started
+    variants = tuple(args.variants.split(","))
+    name = "bench_churn" if variants == VARIANTS else "bench_churn_" + "_".join(variants)
+
+    def written(results):  # after every version: a run cut short keeps the versions it finished
+        results["train"] = {k: v for k, v in vars(cfg.train).items() if k != "corpus_dir"}
+        results["seconds"] = time.perf_counter() - started
+        results["versions_requested"] = args.versions
+        return write_results(name, results)
+
+    results = run_chain(spark, seq_df, cfg.train, args.versions, variants, written)
     spark.stop()
-    return write_results("bench_churn", results)
+    return written(results)
 
 
 if __name__ == "__main__":

@@ -283,6 +283,28 @@ def cluster_purity(ids: np.ndarray, vectors: np.ndarray, clusters: dict[str, int
             "random": float(((sizes / len(ids)) ** 2).sum() / (sizes / len(ids)).sum())}
 
 
+def cooccurrence_metrics(spark: SparkSession, holdout: HoldOut, window: int, k: int = 10) -> dict:
+    """HR@k and NDCG@k of the baseline a user tries first: a query's k most co-occurring
+    items (raw counts within ``window`` positions in the training sequences, no embedding).
+
+    Returns
+    -------
+    dict
+        cooccurrence_hr, cooccurrence_ndcg (float), cooccurrence_window (int).
+    """
+    from embedlib.cooccurrence import CountSpec, cooccurrence_counts, top_contexts
+
+    queries_df = spark.createDataFrame([(q,) for q in sorted(set(holdout.queries))], "id string")
+    counts_df = cooccurrence_counts(holdout.train_df, CountSpec(window=window))
+    top = {}
+    for r in top_contexts(counts_df, queries_df, k).collect():
+        top.setdefault(r.row, {})[r.col] = r.rank
+    ranks = np.array([top.get(q, {}).get(t, 0) for q, t in zip(holdout.queries, holdout.targets)],
+                     dtype=np.int64)
+    hr, ndcg = _ranked_metrics(ranks)
+    return {"cooccurrence_hr": hr, "cooccurrence_ndcg": ndcg, "cooccurrence_window": window}
+
+
 def evaluate_holdout(spark: SparkSession, holdout: HoldOut, cfg: Config,
                      name: str = "eval") -> dict:
     """Train cfg.train on the hold-out's training sequences and score its test pairs.
@@ -320,6 +342,9 @@ def evaluate_holdout(spark: SparkSession, holdout: HoldOut, cfg: Config,
               **{key: result.meta[key] for key in ("train_seconds", "words_per_second",
                                                    "vocab_size", "corpus_tokens")},
               **next_item_metrics(ids, vectors, holdout, cfg.evaluate.k)}
+    if cfg.evaluate.cooccurrence_window:
+        report.update(cooccurrence_metrics(spark, holdout, cfg.evaluate.cooccurrence_window,
+                                           cfg.evaluate.k))
     if cfg.evaluate.clusters_path:
         purity = cluster_purity(ids, vectors, read_clusters(cfg.evaluate.clusters_path),
                                 cfg.evaluate.k)

@@ -47,6 +47,8 @@ log = get_logger(__name__)
 EMBEDDING_COLS = ["id", "vector", "count"]
 GENSIM_ONLY = ("negative", "ns_exponent", "sample", "sg", "min_alpha", "workers")
 SPARK_ONLY = ("spark_partitions", "spark_max_sentence_length")
+PPMI_ONLY = ("cooccurrence_weighting", "cooccurrence_max_length", "cooccurrence_table",
+             "ppmi_smoothing", "ppmi_shift", "svd_oversample", "svd_power_iterations", "eigen_weight")
 
 
 class TrainInputError(EmbedlibError):
@@ -69,11 +71,14 @@ class TrainResult:
     item_df: DataFrame
     context_df: DataFrame | None
     meta: dict = field(default_factory=dict)
+    # Further tables the step writes for the dt (name -> frame): ppmi_svd's counts.
+    tables: dict = field(default_factory=dict)
 
 
 def trainer_params(cfg: TrainConfig) -> dict:
     """The parameters that the configured trainer actually uses (for the metadata row)."""
-    skip = SPARK_ONLY if cfg.trainer == "gensim" else GENSIM_ONLY
+    skip = {"gensim": SPARK_ONLY + PPMI_ONLY, "spark": GENSIM_ONLY + PPMI_ONLY,
+            "ppmi_svd": GENSIM_ONLY + SPARK_ONLY + ("epochs", "alpha", "ensemble_runner")}[cfg.trainer]
     return {k: v for k, v in asdict(cfg).items() if k not in skip and k != "corpus_dir"}
 
 
@@ -428,7 +433,7 @@ def train_gensim(spark: SparkSession, sequences_df: DataFrame, cfg: TrainConfig,
         else:
             trained = train_single(corpus, cfg, init)
     ids = np.array([urllib.parse.unquote_plus(k) for k in trained.keys], dtype=object)
-    meta = _meta(cfg, len(ids), trained.sequences, trained.tokens, corpus.export_seconds,
+    meta = run_meta(cfg, len(ids), trained.sequences, trained.tokens, corpus.export_seconds,
                  trained.seconds, has_context=True, init=init)
     meta.update(trained.meta)
     meta["train_cpu_seconds"] = trained.cpu_seconds  # in the step's summary, not in train_runs
@@ -455,12 +460,12 @@ def train_spark(sequences_df: DataFrame, cfg: TrainConfig) -> TrainResult:
     item_df = (model.getVectors()
                .join(counts_df, on=F.col("word") == F.col("id"), how="inner")
                .select("id", vector_to_array("vector", "float32").alias("vector"), "count"))
-    meta = _meta(cfg, int(stats["vocab"]), items_df.count(), int(stats["tokens"]), 0.0, seconds,
+    meta = run_meta(cfg, int(stats["vocab"]), items_df.count(), int(stats["tokens"]), 0.0, seconds,
                  has_context=False)
     return TrainResult(item_df, None, meta)
 
 
-def _meta(cfg: TrainConfig, vocab_size: int, sequences: int, tokens: int, export_seconds: float,
+def run_meta(cfg: TrainConfig, vocab_size: int, sequences: int, tokens: int, export_seconds: float,
           seconds: float, has_context: bool, init: WarmStart | None = None) -> dict:
     """The train_runs row. words/s counts every member's tokens: k members over one corpus
     are k times the words."""
@@ -487,6 +492,9 @@ def train(spark: SparkSession, sequences_df: DataFrame, cfg: TrainConfig,
 
     ``init``: start from the parent's vectors (gensim, one model; config.py refuses the rest).
     """
+    if cfg.trainer == "ppmi_svd":
+        from embedlib import ppmi_svd  # it builds on this module's TrainResult and checks
+        return ppmi_svd.train(sequences_df, cfg)
     if cfg.trainer == "spark":
         return train_spark(sequences_df, cfg)
     return train_gensim(spark, sequences_df, cfg, corpus_name, init)

@@ -22,6 +22,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -169,7 +171,7 @@ def bench_serving(r: dict) -> str:
     parts.append(f"GPU: {r.get('gpu_note', 'not measured')}" if not gpu else
                  "GPU: " + ", ".join(f"{k} {v}" for k, v in gpu.items() if not isinstance(v, (dict, list))))
     parts.append(_machine(r))
-    return "\n\n".join(parts)
+    return "\n\n".join(p for p in parts if p)
 
 
 def bench_service(r: dict) -> str:
@@ -263,10 +265,11 @@ def bench_train(r: dict) -> str:
                       for label, key in (("users by hash partition (the export)", "export"),
                                          ("global sort by user", "global_sort"))])]
     parts.append(_machine(r))
-    return "\n\n".join(parts)
+    return "\n\n".join(p for p in parts if p)
 
 CHURN_LABELS = {"single": "single model", "ensemble2": "ensemble of 2", "ensemble4": "ensemble of 4",
-                "warm": "warm start", "warm_cold84": "warm start, cold every 84 days"}
+                "warm": "warm start", "warm_cold84": "warm start, cold every 84 days",
+                "ppmi_svd": "ppmi_svd (counts, SPPMI, SVD)"}
 
 
 def bench_churn(r: dict) -> str:
@@ -338,7 +341,90 @@ def bench_backfill(r: dict) -> str:
         _table(["dt", "max abs difference"], rows)])
 
 
+def _load(r: dict) -> str:
+    m = r.get("machine", {})
+    return (f"{m.get('cpu_count', '?')} cores shared with other work: load average "
+            f"{m.get('load_average_1m_at_start', 0):.1f} at the start, {m.get('load_average_1m_at_end', 0):.1f} "
+            "at the end; the seconds are those of a busy machine.")
+
+
+def bench_churn_ppmi(r: dict) -> str:
+    """The chain with the count-based trainer next to the single SGNS model."""
+    rows = [[CHURN_LABELS.get(v, v), f"{r[f'overlap_{v}']:.3f}", f"{r[f'overlap_uniform_{v}']:.3f}",
+             f"{r[f'churn_share_{v}']:.3f}", f"{r[f'stabilized_cosine_{v}']:.3f}", f"{r[f'hr_mean_{v}']:.4f}",
+             "1" if v == "single" else f"{r[f'hr_ratio_{v}_vs_single']:.3f}",
+             "1" if v == "single" else f"{r[f'train_cpu_ratio_{v}']:.2f}"] for v in r["variants"]]
+    per_version = [[str(x["version"]), x["cut"], _n(x["test_pairs"]),
+                    *(f"{x[v]['overlap_at_10']:.3f}" if "overlap_at_10" in x[v] else "-" for v in r["variants"]),
+                    *(f"{x[v]['hr_at_10']:.4f}" for v in r["variants"])] for x in r["versions"]]
+    phases = sorted({k for x in r["versions"] for k in x["ppmi_svd"].get("phases", {})},
+                    key=lambda k: list(r["versions"][0]["ppmi_svd"]["phases"]).index(k))
+    phase_rows = [[k.removeprefix("phase_").removesuffix("_seconds"),
+                   f"{np.mean([x['ppmi_svd']['phases'][k] for x in r['versions']]):.1f}"] for k in phases]
+    return "\n\n".join([
+        f"The chain of the section above ({len(r['versions'])} versions from {r['first_cut']}"
+        + (f", the first {len(r['versions'])} of {r['versions_requested']} requested: the run was cut short"
+           if r.get("versions_requested", len(r["versions"])) > len(r["versions"]) else "") + ", "
+        f"{r['step_days']} days apart, {_n(r['test_pairs_total'])} test pairs), run with the single SGNS model "
+        "and the count-based trainer only. Chain means:",
+        _table(["variant", "overlap@10", "overlap@10 (uniform)", "churn > half", "stabilized cosine", "HR@10",
+                "HR@10 / single (paired)", "training CPU / single"], rows),
+        f"A second training on the second version's sequences keeps {r['same_data_overlap_ppmi_svd']:.3f} of the "
+        f"neighbours of the first ({r['same_data_overlap_uniform_ppmi_svd']:.3f} uniform): the trainer is "
+        "deterministic. Per version:",
+        _table(["version", "cut", "test pairs", *(f"overlap {v}" for v in r["variants"]),
+                *(f"HR@10 {v}" for v in r["variants"])], per_version),
+        "ppmi_svd's phases, mean seconds per version (each Spark pass, with its Gram passes):",
+        _table(["phase", "seconds"], phase_rows), _load(r)])
+
+
+def bench_churn_ppmi_readme(r: dict) -> str:
+    return _table(["trainer", "overlap@10 to parent", "HR@10 / single SGNS", "same-data rerun overlap@10"],
+                  [["gensim SGNS, single model", f"{r['overlap_single']:.3f}", "1", "-"],
+                   ["ppmi_svd", f"{r['overlap_ppmi_svd']:.3f}", f"{r['hr_ratio_ppmi_svd_vs_single']:.3f}",
+                    f"{r['same_data_overlap_ppmi_svd']:.3f}"]])
+
+
+def bench_ppmi_svd(r: dict) -> str:
+    parts = []
+    if r.get("movielens"):
+        ml = r["movielens"]
+        ppmi, cooc = ml["ppmi_svd"], ml["cooccurrence"]
+        parts += [f"MovieLens hold-out of `conf/movielens.yaml` ({_n(ppmi['test_pairs'])} pairs):",
+                  _table(["model", "HR@10", "NDCG@10"], [
+                      ["popularity", f"{ppmi['popularity_hr']:.4f}", f"{ppmi['popularity_ndcg']:.4f}"],
+                      ["item co-occurrence kNN (window 5, raw counts)",
+                       f"{cooc['cooccurrence_hr']:.4f}", f"{cooc['cooccurrence_ndcg']:.4f}"],
+                      ["gensim SGNS, bench_train's tuned parameters", f"{ml['gensim_tuned']['hr']:.4f}",
+                       f"{ml['gensim_tuned']['ndcg']:.4f}"],
+                      ["ppmi_svd, defaults", f"{ml['ppmi_svd']['hr']:.4f}", f"{ml['ppmi_svd']['ndcg']:.4f}"]])]
+        if ml.get("sweep"):
+            parts += ["One parameter changed at a time from the defaults:",
+                      _table(["parameter", "value", "HR@10", "NDCG@10", "seconds"],
+                             [[x["param"], x["value"], f"{x['hr']:.4f}", f"{x['ndcg']:.4f}",
+                               f"{x['wall_seconds']:.0f}"] for x in ml["sweep"]])]
+    g, s = r["generated"], r["scale"]
+    runs = [(t, label) for label in ("1x", f"{s}x") for t in ("gensim", "ppmi_svd") if f"{t}_{label}" in g]
+    if runs:
+        parts += [f"Speed, the whole trainer call on a generated log of {_n(g['events'])} events (and, where "
+                  f"measured, on its sequences repeated {s} times: the same items, {s}x the events):",
+                  _table(["trainer", "log", "seconds", "items", "tokens"],
+                         [[t, label, f"{g[f'{t}_{label}']['seconds']:.1f}", _n(g[f'{t}_{label}']['vocab_size']),
+                           _n(g[f'{t}_{label}']['corpus_tokens'])] for t, label in runs])]
+        ratios = [f"{k}: {r[k]:.2f}" for k in sorted(r) if k.startswith(("ppmi_svd_vs_gensim", "ppmi_svd_time_growth",
+                                                                         "gensim_time_growth"))]
+        phases = [[k.removeprefix("phase_").removesuffix("_seconds"), f"{v:.1f}"]
+                  for k, v in g.get("ppmi_svd_1x", {}).items() if k.startswith("phase_")]
+        parts += ["; ".join(ratios) + "." if ratios else "",
+                  _table(["ppmi_svd phase (1x)", "seconds"], phases) if phases else ""]
+    parts.append(f"Load average during the run: up to {r['load_average_1m_max']:.1f} on "
+                 f"{r['machine']['cpu_count']} cores shared with other work.")
+    return "\n\n".join(p for p in parts if p)
+
+
 RENDERERS: dict[str, Callable[[dict], str]] = {
+    "bench_churn_single_ppmi_svd": bench_churn_ppmi, "bench_churn_single_ppmi_svd.readme": bench_churn_ppmi_readme,
+    "bench_ppmi_svd": bench_ppmi_svd,
     "bench_sequences": bench_sequences, "bench_train": bench_train, "bench_stabilize": bench_stabilize,
     "stability_movielens": stability_movielens, "bench_serving": bench_serving, "bench_service": bench_service,
     "bench_churn": bench_churn, "bench_churn.readme": bench_churn_readme,

@@ -97,6 +97,10 @@ def load(spark: SparkSession, result: TrainResult, cfg: Config, dt: str) -> dict
             # A context partition left by an earlier gensim run of this dt must not pass
             # for this run's output side.
             tables.drop_partition(spark, table, dt)
+    for name, df in result.tables.items():
+        table = tables.qualified(cfg.tables, name)
+        tables.write_partition(spark, df, table, dt)
+        written.setdefault("extra_tables", []).append(table)
     runs_table = tables.table_name(cfg.tables, "train_runs")
     meta = result.meta
     row = [tuple(meta[name.split()[0]] for name in TRAIN_RUNS_SCHEMA.split(", "))]
