@@ -60,18 +60,12 @@ import numpy as np
 from pyspark.sql import functions as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_results  # noqa: E402
+from common import movielens_sequences, write_results  # noqa: E402
 
 from embedlib import evaluate, item2vec, knn, linalg, ppmi_svd  # noqa: E402
-from embedlib.config import load_config  # noqa: E402
 from embedlib.item2vec import WarmStart  # noqa: E402
 from embedlib.log import get_logger  # noqa: E402
-from embedlib.sequences import build_sequences  # noqa: E402
-from embedlib.tables import read_input  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-MOVIELENS = REPO.parent / "shared" / "data" / "movielens-latest-small" / "ratings.csv"
-DT = "2018-09-24"
 FIRST_CUT = _dt.datetime(2017, 1, 15, tzinfo=_dt.timezone.utc)
 STEP_DAYS = 28
 HORIZON_DAYS = 90
@@ -267,18 +261,12 @@ def main(argv=None) -> dict:
                         help="comma-separated, single first (the ratios are to it); default: all")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    if not MOVIELENS.exists():
-        print(f"skipped: {MOVIELENS} is absent")
-        return {}
-    from embedlib.spark import get_spark
-
-    cfg = load_config(REPO / "conf" / "movielens.yaml",
-                      [f"input.path={MOVIELENS}", "spark.warehouse_dir=benchmarks/work/churn_wh",
-                       "spark.master=local[2]", "train.ensemble_size=1", "train.init=cold", *args.overrides])
-    spark = get_spark(cfg.spark, "bench_churn")
     started = time.perf_counter()
-    seq_df = build_sequences(read_input(spark, cfg.input), cfg.input, cfg.sequences, DT).sequences_df
-    seq_df = spark.createDataFrame(seq_df.toArrow()).persist()  # the log read once
+    loaded = movielens_sequences("bench_churn", ["spark.master=local[2]", "train.ensemble_size=1",
+                                                 "train.init=cold", *args.overrides])
+    if loaded is None:
+        return {}
+    cfg, spark, seq_df = loaded  # the log read once
     variants = tuple(args.variants.split(","))
     name = "bench_churn" if variants == VARIANTS else "bench_churn_" + "_".join(variants)
 
