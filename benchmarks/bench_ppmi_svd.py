@@ -41,7 +41,7 @@ from bench_train import (
 )
 from common import write_results
 
-from embedlib import item2vec
+from embedlib import trainers
 from embedlib.config import load_config
 from embedlib.evaluate import cooccurrence_metrics, evaluate_holdout, temporal_holdout
 from embedlib.spark import get_spark
@@ -81,7 +81,7 @@ def timed_train(spark, cfg) -> dict:
     """One trainer call on the dt's sequences: wall seconds and the trainer's figures."""
     sequences_df = train_item2vec.extract(spark, cfg, GEN_DT)
     started = time.perf_counter()
-    result = item2vec.train(spark, sequences_df, cfg.train, corpus_name="speed")
+    result = trainers.train(spark, sequences_df, cfg.train, corpus_name="speed")
     result.item_df.count()
     meta = result.meta
     return {"seconds": time.perf_counter() - started, "vocab_size": meta["vocab_size"],

@@ -27,7 +27,7 @@ from pyspark.sql import functions as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import movielens_sequences, neighbour_overlap, write_results  # noqa: E402
 
-from embedlib import evaluate, item2vec  # noqa: E402
+from embedlib import evaluate, trainers  # noqa: E402
 from embedlib.alignment import TodayAndParent, stabilize  # noqa: E402
 from embedlib.log import get_logger  # noqa: E402
 
@@ -94,11 +94,11 @@ def main(argv=None) -> dict:
     window_df = train_df.where(F.col("start_ts") < F.lit(cut - _dt.timedelta(days=WINDOW_DAYS)))
     log.info("training 4 models (%s trainer)", cfg.train.trainer)
     seed = cfg.train.seed
-    run_a = item2vec.train(spark, train_df, cfg.train, corpus_name="full_a")
+    run_a = trainers.train(spark, train_df, cfg.train, corpus_name="full_a")
     cfg.train.seed = seed + 1
-    run_b = item2vec.train(spark, train_df, cfg.train, corpus_name="full_b")
+    run_b = trainers.train(spark, train_df, cfg.train, corpus_name="full_b")
     cfg.train.seed = seed
-    run_w = item2vec.train(spark, window_df, cfg.train, corpus_name="window")
+    run_w = trainers.train(spark, window_df, cfg.train, corpus_name="window")
     same = compare(spark, cfg, run_a, run_b, holdout)
     nxt = compare(spark, cfg, run_w, run_a, holdout)
     pop = evaluate.next_item_metrics(*to_numpy(run_a.item_df), holdout, 10)["popularity_hr"]

@@ -484,17 +484,3 @@ def run_meta(cfg: TrainConfig, vocab_size: int, sequences: int, tokens: int, exp
             "member_cpu_seconds_json": None, "member_agreement": None,
             "init": "warm" if init else "cold", "init_parent_dt": init.parent_dt if init else None,
             "cold_dt": init.cold_dt if init else None}
-
-
-def train(spark: SparkSession, sequences_df: DataFrame, cfg: TrainConfig,
-          corpus_name: str = "corpus", init: WarmStart | None = None) -> TrainResult:
-    """Train the configured trainer on ``sequences_df`` (columns of tables.sequences).
-
-    ``init``: start from the parent's vectors (gensim, one model; config.py refuses the rest).
-    """
-    if cfg.trainer == "ppmi_svd":
-        from embedlib import ppmi_svd  # it builds on this module's TrainResult and checks
-        return ppmi_svd.train(sequences_df, cfg)
-    if cfg.trainer == "spark":
-        return train_spark(sequences_df, cfg)
-    return train_gensim(spark, sequences_df, cfg, corpus_name, init)

@@ -24,9 +24,10 @@ def modules() -> dict[str, Path]:
 
 
 def imported(name: str, path: Path, known: set[str]) -> set[str]:
-    """The package modules that ``name`` imports at module level (not inside functions)."""
+    """The package modules that ``name`` imports, at module level or inside a function (a
+    deferred import hides a circle, it does not remove it)."""
     out = set()
-    for node in ast.parse(path.read_text()).body:
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             out |= {a.name for a in node.names if a.name in known}
         elif isinstance(node, ast.ImportFrom) and node.module:

@@ -8,7 +8,7 @@ import urllib.parse
 import numpy as np
 import pytest
 
-from embedlib import item2vec, tables
+from embedlib import item2vec, tables, trainers
 from embedlib.config import ConfigError
 from embedlib.item2vec import TrainInputError
 from embedlib.steps import train_item2vec
@@ -122,7 +122,7 @@ def test_bad_corpus_is_an_error(spark, cfg_factory, trainer, sequences, train, m
     cfg = cfg_factory(train={**FAST, "trainer": trainer, **train})
     rows = [("u", f"{i}-0", items, len(items), None, None) for i, items in enumerate(sequences)]
     with pytest.raises(TrainInputError, match=message):
-        item2vec.train(spark, spark.createDataFrame(rows, SEQ_SCHEMA), cfg.train)
+        trainers.train(spark, spark.createDataFrame(rows, SEQ_SCHEMA), cfg.train)
 
 
 @pytest.mark.parametrize("trainer", ["gensim", "spark"])

@@ -9,7 +9,7 @@ import datetime as _dt
 
 from pyspark.sql import DataFrame, SparkSession
 
-from embedlib import evaluate, item2vec, registry, tables
+from embedlib import evaluate, registry, tables, trainers
 from embedlib.config import Config
 from embedlib.item2vec import TrainInputError, TrainResult, WarmStart
 from embedlib.log import get_logger, step
@@ -80,7 +80,7 @@ def warm_start(spark: SparkSession, cfg: Config, dt: str) -> WarmStart | None:
 
 def transform(spark: SparkSession, sequences_df: DataFrame, cfg: Config, dt: str) -> TrainResult:
     init = warm_start(spark, cfg, dt)
-    result = item2vec.train(spark, sequences_df, cfg.train, corpus_name=f"corpus-{dt}", init=init)
+    result = trainers.train(spark, sequences_df, cfg.train, corpus_name=f"corpus-{dt}", init=init)
     result.meta["cold_dt"] = init.cold_dt if init else dt
     return result
 
