@@ -1,7 +1,9 @@
+import dataclasses
+
 import pytest
 import yaml
 
-from embedlib.config import ConfigError, as_dict, config_from_dict, load_config
+from embedlib.config import ConfigError, config_from_dict, load_config
 from tests.helpers import REPO
 
 
@@ -11,7 +13,7 @@ def test_shipped_configs_load(name):
     assert cfg.source.endswith(name)
     # Every value written in the file is the value loaded (a loader that dropped or
     # defaulted a key would differ somewhere; each file sets non-default values).
-    loaded = as_dict(cfg)
+    loaded = dataclasses.asdict(cfg)
     written = list(_leaves(yaml.safe_load((REPO / "conf" / name).read_text())))
     assert len(written) > 10
     for keys, value in written:

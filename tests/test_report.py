@@ -1,6 +1,7 @@
 """Run reports: rendered from a real small run's tables, figures checked against the registry."""
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import re
@@ -14,7 +15,6 @@ from matplotlib.image import imread
 
 from embedlib import registry, run_stats
 from embedlib.cli import main as cli_main
-from embedlib.config import as_dict
 from embedlib.report import build_report, popularity_curve
 from embedlib.sample_data import SampleSpec, write_sample
 from embedlib.steps import build_sequences, stabilize, train_item2vec
@@ -115,7 +115,7 @@ def test_report_figures_match_the_registry(spark, run_cfg, report_dir):
 
 @pytest.mark.slow
 def test_console_command_renders_root_and_unknown_dts(spark, run_cfg, tmp_path, capsys):
-    conf = {k: v for k, v in as_dict(run_cfg).items() if k != "source"}
+    conf = {k: v for k, v in dataclasses.asdict(run_cfg).items() if k != "source"}
     (tmp_path / "conf.yaml").write_text(yaml.safe_dump(conf))
     out = tmp_path / "out"
     assert cli_main(["report", "--conf", str(tmp_path / "conf.yaml"), "--dt", ROOT_DT,
