@@ -261,6 +261,8 @@ def main(argv=None) -> dict:
                         help="comma-separated, single first (the ratios are to it); default: all")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
+    if args.versions < 2:
+        parser.error("--versions must be at least 2: the figures compare each version with its parent")
     started = time.perf_counter()
     loaded = movielens_sequences("bench_churn", ["spark.master=local[2]", "train.ensemble_size=1",
                                                  "train.init=cold", *args.overrides])

@@ -7,6 +7,7 @@ in ``churn``; docs/stabilization.md derives them and says what each metric means
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -165,8 +166,8 @@ def checked_gram(side: TodayAndParent, dim: int, cfg: StabilizeConfig) -> tuple[
             raise StabilizeError(message + "; set stabilize.on_invalid_vectors=drop to drop them")
         log.warning("%s: dropped", message)
         side = TodayAndParent(side.name, side.df.where(~spark_passes.invalid_vector("vector", dim)), side.prev_df,
-                    prev_source=side.prev_source)
-        g = spark_passes.gram(side.df, "vector", dim)
+                              prev_source=side.prev_source)
+        g = dataclasses.replace(g, n_invalid=0)  # the pass summed the valid rows only: the same Gram
     if g.n_rows == 0:
         raise StabilizeError(f"{side.name}: no valid vector to stabilize")
     log.info("%s: Gram pass over %d vectors (dim %d)", side.name, g.n_rows, dim)
@@ -302,7 +303,8 @@ def stabilize(items: TodayAndParent, other: TodayAndParent | None, cfg: Stabiliz
     f_t = m_t @ o
     f_w = m_w @ o if m_w is not None else None
     with phases("score_sample"):
-        metrics.update(score_preservation(items.df, other.df if other else None, f_t, f_w, cfg))
+        sample = score_sample(items.df, other.df if other else None, cfg.score_sample)
+        metrics.update(score_preservation(sample, f_t, f_w))
     log.info("score preservation: max relative error %.3g over %d sampled pairs",
              metrics["score_max_rel_err"], metrics["score_pairs"])
     cosines_df, cached = None, []
@@ -313,7 +315,8 @@ def stabilize(items: TodayAndParent, other: TodayAndParent | None, cfg: Stabiliz
     if joined is not None:
         joined.unpersist()
     if root_reason is None and cfg.smoothing < 1.0:
-        metrics.update(smoothing_metrics(items, other, f_t, f_w, cfg))
+        metrics.update(smoothing_metrics(sample, items.prev_df, other.prev_df if other else None, f_t, f_w,
+                                         cfg.smoothing))
     result = Stabilized(items.df, other.df if other else None, f_t, f_w, mode, root_reason, metrics, cosines_df,
                         items.source, other.source if other else None, cached)
     try:
@@ -389,39 +392,54 @@ def _align(items: TodayAndParent, other: TodayAndParent | None, m_t, m_w, n_item
     return o, joined, cg.top, metrics
 
 
-def score_preservation(items_df, other_df, f_t, f_w, cfg: StabilizeConfig) -> dict:
-    """Max |S_new - S_raw| / max |S_raw| over sampled pairs, with float32 storage of S_new.
+@dataclass
+class ScoreSample:
+    """The rows of each side that the score metrics use: the first ``stabilize.score_sample``
+    (any rows check the arithmetic, and a limit reads one file split instead of every vector).
 
-    S = T W^T (item x other) when there is a second matrix, else T T^T (item x item).
-
-    Parameters
+    Attributes
     ----------
-    items_df : DataFrame with column vector array<float> of length e
-        Raw T; valid vectors.
-    other_df : DataFrame with column vector array<float> of length e, or None
-        Raw W.
-    f_t : ndarray, shape (e, e)
-        Published T = raw T @ f_t.
-    f_w : ndarray, shape (e, e), or None
-        Published W = raw W @ f_w; unused when ``other_df`` is None.
-    cfg : StabilizeConfig
-        ``score_sample``: the first rows of each side used.
+    item_ids : list of str
+    items : ndarray, shape (m, e), float64
+        Raw T.
+    other_ids : list of str or None
+    other : ndarray, shape (m', e), float64, or None
+        Raw W; None without a second matrix.
+    """
+
+    item_ids: list
+    items: np.ndarray
+    other_ids: list | None = None
+    other: np.ndarray | None = None
+
+
+def score_sample(items_df: DataFrame, other_df: DataFrame | None, n: int) -> ScoreSample:
+    """The first ``n`` rows (id, vector) of each side, read once for every score metric."""
+    item_ids, items = _first_rows(items_df, n)
+    other_ids, other = _first_rows(other_df, n) if other_df is not None else (None, None)
+    return ScoreSample(item_ids, items, other_ids, other)
+
+
+def score_preservation(sample: ScoreSample, f_t, f_w) -> dict:
+    """Max |S_new - S_raw| / max |S_raw| over the sampled pairs, with float32 storage of S_new.
+
+    S = T W^T (item x other) when there is a second matrix, else T T^T (item x item);
+    published T = raw T @ f_t, published W = raw W @ f_w (f_w unused without W).
 
     Returns
     -------
     dict
         score_max_rel_err (float; 0 when S_raw is zero), score_pairs (int).
     """
-    t = _sample_matrix(items_df, cfg.score_sample)
-    w, f_other = (_sample_matrix(other_df, cfg.score_sample), f_w) if other_df is not None else (t, f_t)
+    t = sample.items
+    w, f_other = (sample.other, f_w) if sample.other is not None else (t, f_t)
     before = t @ w.T
     after = (t @ f_t).astype(np.float32).astype(np.float64) @ (w @ f_other).astype(np.float32).astype(np.float64).T
-    scale = np.abs(before).max()
-    err = float(np.abs(after - before).max() / scale) if scale > 0 else 0.0
-    return {"score_max_rel_err": err, "score_pairs": int(before.size)}
+    return {"score_max_rel_err": _max_rel_err(after, before), "score_pairs": int(before.size)}
 
 
-def smoothing_metrics(items: TodayAndParent, other: TodayAndParent | None, f_t, f_w, cfg: StabilizeConfig) -> dict:
+def smoothing_metrics(sample: ScoreSample, items_prev_df: DataFrame, other_prev_df: DataFrame | None,
+                      f_t, f_w, beta: float) -> dict:
     """What temporal smoothing costs (``stabilize.smoothing`` = beta < 1, a chained version).
 
     Returns
@@ -433,23 +451,25 @@ def smoothing_metrics(items: TodayAndParent, other: TodayAndParent | None, f_t, 
         pairs of ``score_preservation`` when the smoothed vectors are published (recorded,
         not gated: published scores are no longer those of one trained model).
     """
-    beta = cfg.smoothing
-    t_ids, t = _sample_rows(items.df, cfg.score_sample)
-    t_pub = _smoothed_rows(t_ids, t @ f_t, items.prev_df, beta)
-    if other is not None:
-        w_ids, w = _sample_rows(other.df, cfg.score_sample)
-        w_pub = _smoothed_rows(w_ids, w @ f_w, other.prev_df, beta) if other.prev_df is not None else w @ f_w
+    t = sample.items
+    t_pub = _smoothed_rows(sample.item_ids, t @ f_t, items_prev_df, beta)
+    if sample.other is not None:
+        w = sample.other
+        w_pub = _smoothed_rows(sample.other_ids, w @ f_w, other_prev_df, beta) if other_prev_df is not None else w @ f_w
     else:
         w, w_pub = t, t_pub
-    before, after = t @ w.T, t_pub @ w_pub.T
-    scale = np.abs(before).max()
     return {"smoothing": beta, "smoothing_versions_to_90pct": float(np.log(0.1) / np.log(1.0 - beta)),
-            "smoothed_score_max_rel_err": float(np.abs(after - before).max() / scale) if scale > 0 else 0.0}
+            "smoothed_score_max_rel_err": _max_rel_err(t_pub @ w_pub.T, t @ w.T)}
+
+
+def _max_rel_err(after: np.ndarray, before: np.ndarray) -> float:
+    scale = np.abs(before).max()
+    return float(np.abs(after - before).max() / scale) if scale > 0 else 0.0
 
 
 def _smoothed_rows(ids: list, aligned: np.ndarray, prev_df: DataFrame, beta: float) -> np.ndarray:
-    # prev_df: (id, vector) of the parent, published; only the sampled ids reach the driver.
-    """beta * aligned + (1 - beta) * the parent's vector, row by row where the parent has the id."""
+    """beta * aligned + (1 - beta) * the parent's vector (``prev_df``, published), row by row
+    where the parent has the id; only the sampled ids' rows reach the driver."""
     ids_df = prev_df.sparkSession.createDataFrame([(i,) for i in ids], "id string")
     found = {r.id: r.vector for r in prev_df.join(F.broadcast(ids_df), on="id", how="inner").collect()}
     out = aligned.copy()
@@ -459,17 +479,10 @@ def _smoothed_rows(ids: list, aligned: np.ndarray, prev_df: DataFrame, beta: flo
     return out
 
 
-def _sample_rows(df: DataFrame, n: int) -> tuple[list, np.ndarray]:
+def _first_rows(df: DataFrame, n: int) -> tuple[list, np.ndarray]:
     """(ids, float64 matrix) of the first n rows of ``df``."""
     rows = df.select("id", "vector").limit(n).collect()
     return [r.id for r in rows], np.array([r.vector for r in rows], dtype=np.float64)
-
-
-def _sample_matrix(df: DataFrame, n: int) -> np.ndarray:
-    # The first n rows: any rows check the arithmetic, and a limit reads one file split
-    # instead of every vector.
-    rows = df.select("vector").limit(n).collect()
-    return np.array([r.vector for r in rows], dtype=np.float64)
 
 
 def _check_gates(metrics: dict, cfg: StabilizeConfig) -> None:

@@ -82,7 +82,8 @@ class SameIdPass:
     cached : list
         The pass's persisted output and the broadcast its plan reads: ``release`` them.
     query_ids, before, after : list
-        As ``neighbour_churn`` returns them.
+        The queries in ``query_order``; per query, its nearest ids among the parent's
+        vectors (``before``) and today's stabilized ones (``after``).
     """
 
     shared: int
@@ -162,12 +163,13 @@ class _PartitionScan:
     ``cand_ids``), which ``parse`` reads and ``merge`` combines."""
 
     def __init__(self, query_bc, f: np.ndarray, dim: int, k: int, shape: tuple, moved_threshold: float,
-                 smoothing: float = 1.0):
+                 smoothing: float):
         self.query_bc, self.f, self.dim, self.k = query_bc, f, dim, k
         self.shape, self.moved_threshold, self.smoothing = shape, moved_threshold, smoothing
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         qids, qv = self.query_bc.value
+        qid_array = pa.array(qids, type=pa.string())
         best = (np.full(self.shape, -np.inf, dtype=np.float32), np.full(self.shape, None, dtype=object))
         n, sums, hist = 0, np.zeros(2), np.zeros((2, COSINE_BINS), dtype=np.int64)
         for batch in batches:
@@ -190,16 +192,16 @@ class _PartitionScan:
                 yield pa.record_batch([ids.filter(pa.array(moved)), pa.array(cos[0][moved]), pa.array(cos[1][moved]),
                                        pa.nulls(m, pa.binary()), pa.nulls(m, pa.list_(pa.string()))], names=_NAMES)
             if qids:
-                best = self._candidates(best, qids, qv, ids, (stab, b))
+                best = self._candidates(best, qid_array, qv, ids, (stab, b))
         blob = np.concatenate([[n], sums, hist.ravel(), best[0].ravel().astype(np.float64)]).tobytes()
         yield pa.record_batch([pa.nulls(1, pa.string()), pa.nulls(1, pa.float64()), pa.nulls(1, pa.float64()),
                                pa.array([blob]), pa.array([best[1].ravel().tolist()], type=pa.list_(pa.string()))],
                               names=_NAMES)
 
-    def _candidates(self, best: tuple, qids: list, qv: np.ndarray, ids: pa.Array, sides: tuple) -> tuple:
+    def _candidates(self, best: tuple, qids: pa.Array, qv: np.ndarray, ids: pa.Array, sides: tuple) -> tuple:
         """``best`` merged with the queries' k best rows of this batch, per side."""
         # Each query's own row in this batch, if it is here: never its own neighbour.
-        where = pc.index_in(pa.array(qids, type=ids.type), value_set=ids)
+        where = pc.index_in(qids if qids.type == ids.type else qids.cast(ids.type), value_set=ids)
         exclude = where.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
         id_values = ids.to_numpy(zero_copy_only=False)
         found = [knn.block_candidates(qv[s], x, id_values, self.k, exclude) for s, x in enumerate(sides)]

@@ -20,7 +20,7 @@ import pyarrow.csv as pacsv
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from embedlib import trainers
+from embedlib import spark_passes, trainers
 from embedlib.config import Config, EvaluateConfig
 from embedlib.errors import EmbedlibError
 from embedlib.knn import nearest_neighbors
@@ -338,6 +338,7 @@ def evaluate_holdout(spark: SparkSession, holdout: HoldOut, cfg: Config,
     started = time.perf_counter()
     result = trainers.train(spark, holdout.train_df, cfg.train, corpus_name=name)
     ids, vectors = vectors_to_numpy(result.item_df)
+    spark_passes.release(result.cached)
     report = {"trainer": cfg.train.trainer, "wall_seconds": time.perf_counter() - started,
               **{key: result.meta[key] for key in ("train_seconds", "words_per_second",
                                                    "vocab_size", "corpus_tokens")},

@@ -89,6 +89,11 @@ def rows_sum(ids: pa.Array, vectors: pa.Array) -> int:
     a list array of floats (any list type; a null vector hashes as an empty one)."""
     crc = np.fromiter((zlib.crc32(i.encode("utf-8")) if i is not None else 0 for i in ids.to_pylist()),
                       dtype=np.uint64, count=len(ids))
+    return _crc_rows_sum(crc, vectors)
+
+
+def _crc_rows_sum(crc: np.ndarray, vectors: pa.Array) -> int:
+    """``rows_sum`` from the ids' CRC-32 (uint64, 0 for a null id)."""
     return int(_mix64(_vector_hashes(vectors) ^ (crc * _PHI)).sum(dtype=np.uint64))
 
 
@@ -112,14 +117,19 @@ def fingerprint_like(expected: str | None, ids, vectors) -> str:
 
 
 def _sum_task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """One task of ``counts``: its rows and fingerprint sum (as a signed 64-bit value)."""
-    n, total = 0, 0
+    """One task of ``counts``: its rows, fingerprint sum (as a signed 64-bit value) and the sum
+    of the optional third column. Column 0 is the ids' CRC-32, computed by Spark (``F.crc32``
+    is zlib's CRC-32 of the UTF-8 bytes), so no id is hashed in Python."""
+    n, total, extra = 0, 0, 0
     for batch in batches:
         n += batch.num_rows
-        total = (total + rows_sum(batch.column(0), batch.column(1))) % 2**64
+        crc = pc.fill_null(batch.column(0), 0).to_numpy(zero_copy_only=False).astype(np.uint64)
+        total = (total + _crc_rows_sum(crc, batch.column(1))) % 2**64
+        if batch.num_columns > 2:
+            extra += pc.sum(pc.cast(batch.column(2), pa.int64())).as_py() or 0
     signed = total - 2**64 if total >= 2**63 else total
-    yield pa.RecordBatch.from_arrays([pa.array([n], pa.int64()), pa.array([signed], pa.int64())],
-                                     names=["n", "s"])
+    yield pa.RecordBatch.from_arrays([pa.array([n], pa.int64()), pa.array([signed], pa.int64()),
+                                      pa.array([extra], pa.int64())], names=["n", "s", "c"])
 
 
 def counts(df: DataFrame, id_col: str = "id", vector_col: str = "vector",
@@ -129,8 +139,18 @@ def counts(df: DataFrame, id_col: str = "id", vector_col: str = "vector",
     if like is not None and like.startswith(PREFIX):
         row = df.agg(F.count(F.lit(1)).alias("n"), fingerprint_sum(id_col).alias("s")).first()
         return int(row.n), as_text(row.s)
-    parts = df.select(id_col, vector_col).mapInArrow(_sum_task, "n long, s long").collect()
-    return sum(p.n for p in parts), f"{ROWS_PREFIX}{sum(p.s for p in parts) % 2**64}"
+    n, fingerprint, _ = counts_and_sum(df, None, id_col, vector_col)
+    return n, fingerprint
+
+
+def counts_and_sum(df: DataFrame, sum_col: str | None, id_col: str = "id",
+                   vector_col: str = "vector") -> tuple[int, str, int]:
+    """(rows, row fingerprint, sum of the integer or boolean column ``sum_col`` (0 without
+    one)) of ``df`` in one job: what the publication records of a written side."""
+    cols = [F.crc32(F.col(id_col).cast("binary")), F.col(vector_col)]
+    cols += [F.col(sum_col).cast("long")] if sum_col else []
+    parts = df.select(*cols).mapInArrow(_sum_task, "n long, s long, c long").collect()
+    return sum(p.n for p in parts), f"{ROWS_PREFIX}{sum(p.s for p in parts) % 2**64}", sum(p.c for p in parts)
 
 
 def verify(df, what: str, expected_rows: int, expected_fingerprint: str | None) -> int:

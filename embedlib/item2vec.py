@@ -73,6 +73,8 @@ class TrainResult:
     meta: dict = field(default_factory=dict)
     # Further tables the step writes for the dt (name -> frame): ppmi_svd's counts.
     tables: dict = field(default_factory=dict)
+    # Frames persisted under the vectors: the caller releases them once they are written.
+    cached: list = field(default_factory=list)
 
 
 def trainer_params(cfg: TrainConfig) -> dict:

@@ -38,7 +38,9 @@ from embedlib.tables import hadoop_fs
 log = get_logger(__name__)
 
 _lock = threading.Lock()
-_held: dict[str, Lease] = {}  # the leases this process holds, by path
+# The leases this process holds, by (warehouse, database, dt): not by path, whose spelling
+# changes once the database exists (the metastore's location against the warehouse setting).
+_held: dict[tuple, Lease] = {}
 
 
 class LeaseHeldError(EmbedlibError):
@@ -47,6 +49,7 @@ class LeaseHeldError(EmbedlibError):
 
 @dataclass
 class Lease:
+    key: tuple
     path: str
     holder: dict
     count: int = 1
@@ -73,11 +76,12 @@ def describe(holder: dict) -> str:
 
 def acquire(spark: SparkSession, cfg: Config, dt: str, job: str) -> Lease:
     """Take the lease of (database, dt) for ``job`` (again in this process: counted)."""
-    path = lease_path(spark, cfg, dt)
+    key = (spark.conf.get("spark.sql.warehouse.dir"), cfg.tables.database, dt)
     with _lock:
-        if path in _held:
-            _held[path].count += 1
-            return _held[path]
+        if key in _held:
+            _held[key].count += 1
+            return _held[key]
+        path = lease_path(spark, cfg, dt)
         holder = {"job": job, "pid": os.getpid(), "host": socket.gethostname(),
                   "started": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")}
         fs, jpath = hadoop_fs(spark, path)
@@ -94,7 +98,7 @@ def acquire(spark: SparkSession, cfg: Config, dt: str, job: str) -> Lease:
                 current, _ = _read(spark, fs, jpath)
                 raise LeaseHeldError(f"dt={dt} of database {cfg.tables.database}: the lease {path} was "
                                      f"taken by another run ({describe(current)}) as this one broke it")
-        lease = _held[path] = Lease(path, holder)
+        lease = _held[key] = Lease(key, path, holder)
     threading.Thread(target=_refresh, args=(spark, lease, cfg.tables.lease_refresh_seconds),
                      name=f"lease-{dt}", daemon=True).start()
     log.info("lease of %s dt=%s taken (%s)", cfg.tables.database, dt, path)
@@ -107,7 +111,7 @@ def release(spark: SparkSession, lease: Lease) -> None:
         lease.count -= 1
         if lease.count > 0:
             return
-        del _held[lease.path]
+        del _held[lease.key]
         lease.stop.set()
         fs, jpath = hadoop_fs(spark, lease.path)
         current, _ = _read(spark, fs, jpath)

@@ -44,11 +44,6 @@ def absolute(location: str | Path) -> str:
     return location if split(location) is not None else str(Path(location).resolve())
 
 
-def is_local(location: str) -> bool:
-    parts = split(location)
-    return parts is not None and parts[0] == "file"
-
-
 def from_uri(uri: str) -> str:
     """The location of a percent-encoded URI (``file:///a%20b`` -> ``file:/a b``), as
     ``new Path(new URI(uri))`` in Hadoop."""

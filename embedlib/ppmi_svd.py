@@ -59,13 +59,14 @@ def count_spec(cfg: TrainConfig) -> CountSpec:
     return CountSpec(cfg.window, cfg.cooccurrence_weighting, cfg.min_count, cfg.cooccurrence_max_length)
 
 
-def vocabulary_stats(sequences_df: DataFrame, cfg: TrainConfig) -> tuple[DataFrame, dict]:
-    """The admitted items' counts (persisted) and the corpus figures; refuses as gensim does."""
+def vocabulary_stats(sequences_df: DataFrame, cfg: TrainConfig) -> tuple[DataFrame, DataFrame, dict]:
+    """(the admitted items' counts, the persisted frame they are read from, the corpus
+    figures); refuses as gensim does."""
     counts_df = item_counts(sequences_df).persist(StorageLevel.MEMORY_AND_DISK)
     stats = counts_df.agg(F.count(F.lit(1)).alias("distinct"), F.sum("count").alias("tokens"),
                           F.count(F.when(F.col("count") >= cfg.min_count, 1)).alias("vocab")).first()
     item2vec.check_vocabulary(stats["distinct"], stats["vocab"] or 0, cfg)
-    return counts_df.where(F.col("count") >= cfg.min_count), stats.asDict()
+    return counts_df.where(F.col("count") >= cfg.min_count), counts_df, stats.asDict()
 
 
 def aligned_context(item_df: DataFrame, context_df: DataFrame, dim: int) -> DataFrame:
@@ -82,7 +83,7 @@ def train(sequences_df: DataFrame, cfg: TrainConfig) -> TrainResult:
     ``cfg.cooccurrence_table`` the counts (``row, col, count``) are in ``result.tables``."""
     spark = sequences_df.sparkSession
     started, cpu_started, phases = time.perf_counter(), _cpu_now(spark), {}
-    counts_df, stats = vocabulary_stats(sequences_df, cfg)
+    counts_df, all_counts_df, stats = vocabulary_stats(sequences_df, cfg)
     cooc_df = cooccurrence_counts(sequences_df, count_spec(cfg)).persist(StorageLevel.MEMORY_AND_DISK)
     pairs = cooc_df.count()
     phases["count"] = time.perf_counter() - started
@@ -115,4 +116,5 @@ def train(sequences_df: DataFrame, cfg: TrainConfig) -> TrainResult:
     if not cfg.cooccurrence_table:
         cooc_df.unpersist()
     extra = {cfg.cooccurrence_table: cooc_df} if cfg.cooccurrence_table else {}
-    return TrainResult(item_df, context_df, meta, extra)
+    cached = [all_counts_df, item_df, *svd.cached] + ([cooc_df] if cfg.cooccurrence_table else [])
+    return TrainResult(item_df, context_df, meta, extra, cached)

@@ -219,6 +219,7 @@ class SvdResult:
     singular_values: np.ndarray
     phases: dict
     conditions: list
+    cached: list  # the persisted frames the vectors are read from: release them after use
 
 
 class _Phases(dict):
@@ -269,4 +270,4 @@ def randomized_svd(entries_df: DataFrame, rank: int, oversample: int, power_iter
     context_t[:, :kept] = qz.t @ w_t[:kept].T * (signs * s[:kept] ** (1 - eigen_weight))
     phases["small_svd"] = time.perf_counter() - started
     return SvdResult(to_vectors(y_df, width, item_t), to_vectors(z_df, qz.t.shape[0], context_t),
-                     s[:kept], dict(phases), conditions)
+                     s[:kept], dict(phases), conditions, [y_df, z_df])

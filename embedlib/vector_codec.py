@@ -82,9 +82,10 @@ def valid_rows(batch: pa.RecordBatch, cols: Sequence[str], dim: int) -> np.ndarr
             keep &= pc.binary_length(arr).fill_null(-1).to_numpy() == 4 * dim
         else:
             keep &= arr.value_lengths().fill_null(-1).to_numpy() == dim
-            for i in np.flatnonzero(keep):
-                if arr[i].values.null_count:
-                    keep[i] = False
+            values = arr.flatten()
+            if values.null_count:  # the rows that hold a null element, without a Python loop
+                parents = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False)
+                keep[parents[values.is_null().to_numpy(zero_copy_only=False)]] = False
         rows = np.flatnonzero(keep)
         if rows.size:
             x = batch_matrix(arr.take(pa.array(rows)), dim)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 
 from embedlib import integrity, publication, registry, spark_passes, tables, vector_files
 from embedlib.alignment import Stabilized
@@ -65,8 +64,7 @@ def run(spark: SparkSession, cfg: Config, dt: str, result: Stabilized, parent_dt
                                               schema=schema)
         pub_df = spark.read.parquet(location)
         with phases(f"count_{side}"):
-            n, fingerprint = integrity.counts(pub_df)
-            carried = pub_df.agg(F.sum(F.col("carried").cast("int")).alias("c")).first().c or 0
+            n, fingerprint, carried = integrity.counts_and_sum(pub_df, "carried")
         written.append((side, location, n, carried, transform_matrix, fingerprint))
         if side == "item":
             known = n_unshared is not None

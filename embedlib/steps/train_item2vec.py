@@ -9,7 +9,7 @@ import datetime as _dt
 
 from pyspark.sql import DataFrame, SparkSession
 
-from embedlib import evaluate, registry, tables, trainers
+from embedlib import evaluate, registry, spark_passes, tables, trainers
 from embedlib.config import Config
 from embedlib.item2vec import TrainInputError, TrainResult, WarmStart
 from embedlib.log import get_logger, step
@@ -111,6 +111,9 @@ def load(spark: SparkSession, result: TrainResult, cfg: Config, dt: str) -> dict
 def run(spark: SparkSession, cfg: Config, dt: str) -> dict:
     with step(log, f"train_item2vec dt={dt} trainer={cfg.train.trainer}", spark):
         result = transform(spark, extract(spark, cfg, dt), cfg, dt)
-        summary = {**load(spark, result, cfg, dt),
-                   **{k: v for k, v in result.meta.items() if not k.endswith("_json")}}
+        try:
+            summary = {**load(spark, result, cfg, dt),
+                       **{k: v for k, v in result.meta.items() if not k.endswith("_json")}}
+        finally:
+            spark_passes.release(result.cached)
     return summary
