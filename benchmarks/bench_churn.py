@@ -35,6 +35,12 @@ Spark from the same sequences, published the same way; its training CPU is the S
 gensim's is its threads' over the training alone (the corpus export and vocabulary scan
 excluded), so the ratio favours gensim. ``same_data_overlap_ppmi_svd``: a second training
 on the second version's data, published against the first training as its parent.
+Smoothed variants (``<variant>_smooth<beta>``, e.g. ppmi_svd_smooth0.5, ensemble4_smooth0.3):
+the variant's training of each version, published as the stabilize step does with
+stabilize.smoothing = beta (beta * aligned + (1 - beta) * the parent's published vector for
+the ids the parent has); the training is shared with the unsmoothed variant, so their
+training CPU is the same. ``best_overlap_variant``: the variant with the highest overlap
+among those whose HR@10 is at least BEST_MIN_HR_RATIO times the single model's.
 The results file is written after every version from the second on, so a run cut short
 keeps the versions it finished (``versions`` against ``versions_requested``).
 
@@ -72,7 +78,10 @@ HORIZON_DAYS = 90
 QUERIES = 500
 K = 10
 WARM = {"warm_epochs": 2, "warm_alpha": 0.01}
-VARIANTS = ("single", "ensemble2", "ensemble4", "warm", "warm_cold84", "ppmi_svd")
+VARIANTS = ("single", "ensemble2", "ensemble4", "warm", "warm_cold84", "ppmi_svd", "ppmi_svd_smooth0.7",
+            "ppmi_svd_smooth0.5", "ensemble4_smooth0.5", "ensemble4_smooth0.3")
+# best_overlap_variant: the variant with the highest overlap among those at >= this HR@10 ratio
+BEST_MIN_HR_RATIO = 1.05
 PPMI = {"trainer": "ppmi_svd", "vector_size": 64, "window": 5, "ppmi_smoothing": 1.0, "ppmi_shift": 1.0,
         "eigen_weight": 1.0}
 log = get_logger("bench_churn")
@@ -120,20 +129,24 @@ def linalg_frame(item: np.ndarray, context: np.ndarray) -> tuple[np.ndarray, np.
     return item.astype(np.float64) @ canon.m_t, context.astype(np.float64) @ canon.m_w
 
 
-def publish(ids: np.ndarray, counts: np.ndarray, item: np.ndarray, context: np.ndarray, parent
-            ) -> tuple[np.ndarray, dict]:
+def publish(ids: np.ndarray, counts: np.ndarray, item: np.ndarray, context: np.ndarray, parent,
+            beta: float = 1.0) -> tuple[np.ndarray, dict]:
     """Stabilize as the step does (mode canonicalize_align): canonicalize, then rotate onto the
-    parent's published vectors over the shared ids; the figures against the parent."""
+    parent's published vectors over the shared ids, then (``beta`` < 1, stabilize.smoothing)
+    publish beta * aligned + (1 - beta) * parent for the shared ids; the figures compare the
+    published vectors with the parent's."""
     t, _ = linalg_frame(item, context)
     if parent is None:
         return t, {}
     p_ids, p_vec = parent
     pos = {i: n for n, i in enumerate(p_ids)}
     rows = np.array([(n, pos[i]) for n, i in enumerate(ids) if i in pos])
-    a, b = t[rows[:, 0]], p_vec[rows[:, 1]]
-    o = linalg.procrustes_rotation(a.T @ b)
+    b = p_vec[rows[:, 1]]
+    o = linalg.procrustes_rotation(t[rows[:, 0]].T @ b)
     t = t @ o
-    a = a @ o
+    if beta < 1.0:
+        t[rows[:, 0]] = beta * t[rows[:, 0]] + (1.0 - beta) * b
+    a = t[rows[:, 0]]
     cos = np.einsum("ij,ij->i", a, b) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     figures = {"stabilized_cosine": float(cos.mean()), "shared_ids": int(len(a))}
     weights = counts[rows[:, 0]].astype(np.float64)
@@ -144,6 +157,12 @@ def publish(ids: np.ndarray, counts: np.ndarray, item: np.ndarray, context: np.n
         figures[f"{draw}overlap_at_10"] = float(overlap.mean())
         figures[f"{draw}churn_share"] = float(np.mean(overlap < 0.5))
     return t, figures
+
+
+def smoothing_of(name: str) -> tuple[str, float]:
+    """``ppmi_svd_smooth0.5`` -> ("ppmi_svd", 0.5): the trained variant and stabilize.smoothing."""
+    base, _, beta = name.partition("_smooth")
+    return base, float(beta) if beta else 1.0
 
 
 def holdout_for(seq_df, cut: _dt.datetime) -> evaluate.HoldOut:
@@ -194,10 +213,13 @@ def run_chain(spark, seq_df, cfg, versions: int, variants: tuple, on_version=Non
             holdout = holdout_for(seq_df, cut)
             corpus = item2vec.export_corpus(holdout.train_df, Path(tmp) / f"corpus-{dt}.txt")
             row = {"version": v, "cut": dt, "test_pairs": len(holdout.queries)}
+            trained = {}  # a smoothed variant publishes its base variant's training
             for name in variants:
-                (ids, counts, item, context), times = train_chain_variant(
-                    spark, corpus, holdout, cut.date(), cfg, name, state)
-                published, figures = publish(ids, counts, item, context, parents[name])
+                base, beta = smoothing_of(name)
+                if base not in trained:
+                    trained[base] = train_chain_variant(spark, corpus, holdout, cut.date(), cfg, base, state)
+                (ids, counts, item, context), times = trained[base]
+                published, figures = publish(ids, counts, item, context, parents[name], beta)
                 metrics = evaluate.next_item_metrics(ids, published, holdout, K)
                 if name == "ppmi_svd" and v == 1:
                     (ids2, counts2, item2, context2), _ = train_ppmi_svd(holdout.train_df, cfg)
@@ -251,6 +273,11 @@ def summarize(rows: list[dict], variants: tuple = VARIANTS) -> dict:
         if name in variants:
             out[f"{name}_hr_ratio_last_version"] = rows[-1][name]["hr_at_10"] / rows[-1]["single"]["hr_at_10"]
     out["test_pairs_total"] = sum(r["test_pairs"] for r in rows)
+    shippable = [v for v in variants if v != "single" and out[f"hr_ratio_{v}_vs_single"] >= BEST_MIN_HR_RATIO]
+    if shippable:
+        best = max(shippable, key=lambda v: out[f"overlap_{v}"])
+        out.update(best_overlap_variant=best, best_overlap=out[f"overlap_{best}"],
+                   best_overlap_hr_ratio=out[f"hr_ratio_{best}_vs_single"], best_min_hr_ratio=BEST_MIN_HR_RATIO)
     return out
 
 
