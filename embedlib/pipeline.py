@@ -9,6 +9,7 @@ before it: the same versions as one dt after the other.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +33,9 @@ def forward_hit_rate(spark: SparkSession, cfg: Config, dt: str) -> dict:
     """HR@k of the PARENT version on the transitions of day ``dt`` (never trained on them).
 
     Queries are consecutive items of dt's sequences that start on day dt; the popularity
-    baseline answers with the parent's most trained items. Empty dict for a root version.
+    baseline answers with the parent's most trained items, the co-occurrence baseline
+    (``evaluate.cooccurrence_window`` > 0) with each query's most co-occurring items in the
+    parent's sequences. Empty dict for a root version.
     """
     parent = registry.read_version(spark, cfg, dt)["item"].parent_dt
     if parent is None:
@@ -49,7 +52,12 @@ def forward_hit_rate(spark: SparkSession, cfg: Config, dt: str) -> dict:
                                np.array(pairs["target"].to_pylist(), dtype=object),
                                np.array(popular, dtype=object), day.isoformat())
     ids, vectors = evaluate.vectors_to_numpy(published_df)
-    return {"version": parent, **evaluate.next_item_metrics(ids, vectors, holdout, k)}
+    out = {"version": parent, **evaluate.next_item_metrics(ids, vectors, holdout, k)}
+    if cfg.evaluate.cooccurrence_window:
+        trained = dataclasses.replace(holdout, train_df=tables.read_partition(
+            spark, tables.table_name(cfg.tables, "sequences"), parent))
+        out.update(evaluate.cooccurrence_metrics(spark, trained, cfg.evaluate.cooccurrence_window, k))
+    return out
 
 
 def write_report(spark: SparkSession, cfg: Config, dt: str) -> dict:
@@ -206,6 +214,7 @@ def summary_rows(results: dict[str, dict]) -> list[dict]:
             "score_err": stab.get("score_max_rel_err"),
             "hr@10_parent": ev.get("hr"),
             "hr@10_popular": ev.get("popularity_hr"),
+            "hr@10_cooc": ev.get("cooccurrence_hr"),
         })
     return rows
 

@@ -149,3 +149,33 @@ def test_nearest_neighbors_break_ties_like_the_lookup_index():
     np.testing.assert_array_equal(nearest_neighbors(vectors, np.array([0]), 3), [[1, 2, 3]])
     index = EmbeddingIndex([f"r{i}" for i in range(5)], vectors, backend="numpy")
     assert index.topk(["r0"], k=3, exclude_self=True).ids.tolist() == [["r1", "r2", "r3"]]
+
+
+def test_forward_hit_rate_scores_the_cooccurrence_baseline_of_the_parents_sequences(spark, cfg_factory,
+                                                                                    monkeypatch):
+    """The run summary's baselines: the parent's sequences a-b-c and a-b make b a's most
+    co-occurring item and a one of c's; d never co-occurs with b there. Of dt's pairs
+    a->b, c->a, b->d two are hits."""
+    import datetime as dt_
+    from types import SimpleNamespace
+
+    from embedlib import pipeline
+    from tests.helpers import SEQ_SCHEMA
+
+    def sequences(day, lists):
+        start = dt_.datetime.fromisoformat(day) + dt_.timedelta(hours=1)
+        return spark.createDataFrame([(f"u{n}", f"s{n}", items, len(items), start, start)
+                                      for n, items in enumerate(lists)], SEQ_SCHEMA)
+
+    frames = {"2024-01-01": sequences("2024-01-01", [["a", "b", "c"], ["a", "b"], ["d", "e"]]),
+              "2024-01-02": sequences("2024-01-02", [["a", "b"], ["c", "a"], ["b", "d"]])}
+    published = spark.createDataFrame([(i, [1.0, float(n)], 3 - n // 2) for n, i in enumerate("abcde")],
+                                      "id string, vector array<float>, count long")
+    monkeypatch.setattr(pipeline.registry, "read_version",
+                        lambda spark, cfg, dt: {"item": SimpleNamespace(parent_dt="2024-01-01")})
+    monkeypatch.setattr(pipeline.registry, "read_published", lambda spark, cfg, dt, side: (published, None))
+    monkeypatch.setattr(pipeline.tables, "read_partition", lambda spark, table, dt: frames[dt])
+    out = pipeline.forward_hit_rate(spark, cfg_factory(), "2024-01-02")
+    assert out["version"] == "2024-01-01" and out["cooccurrence_window"] == 5
+    assert out["cooccurrence_hr"] == pytest.approx(2 / 3)
+    assert pipeline.summary_rows({"2024-01-02": {"forward_hit_rate": out}})[0]["hr@10_cooc"] == out["cooccurrence_hr"]
