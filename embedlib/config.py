@@ -399,13 +399,11 @@ class ServeConfig:
     # Version manifests, written at register time, read by the service without Spark
     # (embedlib/manifest.py); "" is <spark.warehouse_dir>/<tables.database>.db/_manifests.
     manifests: str = ""
-    # "latest": the service polls the manifests every poll_seconds and swaps to a newer
-    # version; "none": it serves the version it started with (POST /admin/reload still works
-    # where there are manifests).
+    # "latest": poll the manifests every poll_seconds, swap to a newer version; "none": serve
+    # the version it started with (POST /admin/reload still works where there are manifests).
     follow: str = "none"
     poll_seconds: float = 60.0
-    # POST /admin/reload: from loopback clients only while empty; with a token, from any
-    # client that sends "Authorization: Bearer <token>".
+    # POST /admin/reload: loopback clients only while empty; else "Authorization: Bearer <token>".
     admin_token: str = ""
     # Request bounds (413 or 422 beyond them): body bytes, characters per id, ids per batch,
     # neighbours per request (ids x k), and the worst-case size of an answer.
@@ -418,12 +416,14 @@ class ServeConfig:
     # batch_wait_ms of the first are scored in one matmul (at most batch_max); 0 turns it off.
     batch_wait_ms: float = 2.0
     batch_max: int = 64
-    # GET and POST /similar answer 503 (with Retry-After) when their answer is not ready
-    # within this many seconds (a request stuck behind a long batch, an overloaded device);
-    # the work in progress is abandoned, never half-answered.
+    # GET and POST /similar answer 503 (with Retry-After) when not answered within this many
+    # seconds (stuck behind a long batch, an overloaded device); never half-answered.
     request_timeout_s: float = 30.0
     # uvicorn worker processes (scripts/serve.py); each loads its own copy of the index.
     workers: int = 1
+    # uvicorn's access log, one INFO line per request: off, since at thousands of lookups/s
+    # the line costs a large share of each request's time (docs/serving.md).
+    access_log: bool = False
 
     def __post_init__(self):
         check_choice("serve.backend", self.backend, ("auto", "numpy", "cupy"))

@@ -50,13 +50,14 @@ def main(argv=None):
                                              path=args.path, dt=args.dt))
     serve = startup.serve_config(spec).serve
     if serve.workers == 1:
-        uvicorn.run(startup.build_app(spec), host=serve.host, port=serve.port, log_level="info")
+        uvicorn.run(startup.build_app(spec), host=serve.host, port=serve.port, log_level="info",
+                    access_log=serve.access_log)
         return
     with tempfile.TemporaryDirectory(prefix="embedlib-serve-") as worker_dir:
         spec.worker_dir = worker_dir
         startup.spec_to_env(spec)
         uvicorn.run("embedlib.serving.startup:app_from_env", factory=True, workers=serve.workers,
-                    host=serve.host, port=serve.port, log_level="info")
+                    host=serve.host, port=serve.port, log_level="info", access_log=serve.access_log)
 
 
 if __name__ == "__main__":

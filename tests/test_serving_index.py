@@ -180,3 +180,12 @@ def test_cupy_results_equal_numpy_results(random_data):
 def test_serve_config_is_checked(key, value, message):
     with pytest.raises(ConfigError, match=message):
         config_from_dict({"serve": {key: value}})
+
+
+def test_rows_of_one_id_is_the_hash_lookup_of_the_batch_path():
+    ids = [f"i{j}" for j in range(50)]
+    index = EmbeddingIndex(ids, np.eye(50, 4, dtype=np.float32), backend="numpy")
+    for one in ("i0", "i49", "i7", "nope", ""):
+        assert index.rows_of([one]).tolist() == index.rows_of([one, "i3"])[:1].tolist()
+        assert index.rows_of(np.array([one], dtype=object)).dtype == np.int64
+    assert index.rows_of(["i7"]).tolist() == [7] and index.rows_of(["nope"]).tolist() == [-1]

@@ -199,6 +199,13 @@ class EmbeddingIndex:
         -------
         ndarray, shape (m,), int64
         """
+        if len(ids) == 1:  # one id (GET /similar, /vector): a hash lookup, no Index to build
+            try:
+                row = self._rows.get_loc(ids[0])
+            except (KeyError, TypeError):
+                return np.array([-1], dtype=np.int64)
+            if isinstance(row, (int, np.integer)):
+                return np.array([row], dtype=np.int64)
         return self._rows.get_indexer(pd.Index(np.asarray(ids, dtype=object))).astype(np.int64)
 
     def lookup(self, ids: Sequence[str], unknown_ids: str | None = None) -> LookupResult:
