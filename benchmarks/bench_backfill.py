@@ -5,8 +5,9 @@ issue 26).
 Both backfills run jobs/run_pipeline.py over the same six dts (conf/local.yaml on the
 sample log of `make sample`, or a smaller one with --n-events), each in a process of its
 own, with their own warehouse and database on one metastore service started here from
-scripts/metastore.py (and stopped at the end). gensim is made repeatable (train.workers=1
-per model, a fixed PYTHONHASHSEED) so that both must publish the same vectors: the result
+scripts/metastore.py (and stopped at the end). conf/local.yaml's trainer (ppmi_svd) is
+deterministic, and gensim (--set train.trainer=gensim) is made repeatable (train.workers=1
+per model, a fixed PYTHONHASHSEED), so that both must publish the same vectors: the result
 records, per dt, the largest absolute difference between the two runs' published item
 vectors (same ids required). The runs alternate (sequential first) --rounds times; the
 medians count.

@@ -79,7 +79,7 @@ QUERIES = 500
 K = 10
 WARM = {"warm_epochs": 2, "warm_alpha": 0.01}
 VARIANTS = ("single", "ensemble2", "ensemble4", "warm", "warm_cold84", "ppmi_svd", "ppmi_svd_smooth0.7",
-            "ppmi_svd_smooth0.5", "ensemble4_smooth0.5", "ensemble4_smooth0.3")
+            "ppmi_svd_smooth0.5", "ppmi_svd_smooth0.3", "ensemble4_smooth0.5", "ensemble4_smooth0.3")
 # best_overlap_variant: the variant with the highest overlap among those at >= this HR@10 ratio
 BEST_MIN_HR_RATIO = 1.05
 PPMI = {"trainer": "ppmi_svd", "vector_size": 64, "window": 5, "ppmi_smoothing": 1.0, "ppmi_shift": 1.0,

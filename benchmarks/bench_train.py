@@ -55,10 +55,11 @@ MOVIELENS = REPO.parent / "shared" / "data" / "movielens-latest-small"
 ML_DT, GEN_DT = "2018-09-24", "2024-01-10"
 # word2vec's skip-gram defaults (TrainConfig's defaults), and the tuned set for MovieLens
 # (Caselles-Dupre et al. 2018: a wider window, stronger down-sampling, more epochs).
-DEFAULT = dict(vector_size=64, window=5, negative=5, ns_exponent=0.75, sample=1e-3, epochs=5,
-               alpha=0.025)
-TUNED = dict(vector_size=32, window=20, negative=5, ns_exponent=0.75, sample=1e-4, epochs=10,
-             alpha=0.025)
+# gensim's settings (conf/local.yaml's own trainer is ppmi_svd): the defaults and the tuned ones.
+DEFAULT = dict(trainer="gensim", vector_size=64, window=5, negative=5, ns_exponent=0.75, sample=1e-3,
+               epochs=5, alpha=0.025)
+TUNED = dict(trainer="gensim", vector_size=32, window=20, negative=5, ns_exponent=0.75, sample=1e-4,
+             epochs=10, alpha=0.025)
 SPARK = dict(DEFAULT, trainer="spark", spark_partitions=1)
 
 

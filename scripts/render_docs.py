@@ -194,9 +194,24 @@ def bench_service(r: dict) -> str:
         f"(reloads of {reloads} s), {r['failed_requests_during_swaps']} failed requests; requests "
         f"during the reloads: p50 {_n(swaps['p50_ms_during_reloads'], 1)} ms, "
         f"p99 {_n(swaps['p99_ms_during_reloads'], 1)} ms.",
+        precomputed_line(r),
         f"Server memory (RSS, MiB): {_n(mem['before_load']['rss_mib'], 1)} before the load, "
         f"{_n(mem['after_swaps']['peak_rss_mib'], 1)} at the peak of the swaps (two indexes), "
         f"{_n(mem['after_swaps']['rss_mib'], 1)} after them. {_machine(r)}"])
+
+
+def precomputed_line(r: dict) -> str:
+    """bench_service's precomputed-neighbours phase, where the run had one."""
+    if "qps_c16_precomputed" not in r:
+        return ""
+    pre = r["precomputed"]
+    sim, swap = pre["similar"], pre["rerun_swap"]
+    return (f"Precomputed neighbours (`neighbors` table of the served version, swapped in by a rerun of the "
+            f"served dt under a 16-client load: {swap['load']['failed']} failed of "
+            f"{_n(swap['load']['requests'])} requests): `GET /similar` from 16 clients "
+            f"{_n(sim['qps'], 1)} req/s, p50 {_n(sim['p50_ms'], 2)} ms, p99 {_n(sim['p99_ms'], 2)} ms, "
+            f"p99.9 {_n(sim['p99_9_ms'], 2)} ms: {r['precomputed_qps_vs_exact_c16']:.1f}x the exact path's "
+            f"requests/s at 16 clients.")
 
 
 def bench_train(r: dict) -> str:
@@ -269,7 +284,13 @@ def bench_train(r: dict) -> str:
 
 CHURN_LABELS = {"single": "single model", "ensemble2": "ensemble of 2", "ensemble4": "ensemble of 4",
                 "warm": "warm start", "warm_cold84": "warm start, cold every 84 days",
-                "ppmi_svd": "ppmi_svd (counts, SPPMI, SVD)"}
+                "ppmi_svd": "ppmi_svd"}
+
+
+def churn_label(variant: str) -> str:
+    """``ensemble4_smooth0.3`` -> "ensemble of 4, smoothing 0.3"."""
+    base, _, beta = variant.partition("_smooth")
+    return CHURN_LABELS.get(base, base) + (f", smoothing {beta}" if beta else "")
 
 
 def bench_churn(r: dict) -> str:
@@ -278,7 +299,7 @@ def bench_churn(r: dict) -> str:
     for v in r["variants"]:
         ratio = "1" if v == "single" else f"{r[f'hr_ratio_{v}_vs_single']:.3f}"
         cpu = "1" if v == "single" else f"{r[f'train_cpu_ratio_{v}']:.2f}"
-        rows.append([CHURN_LABELS.get(v, v), f"{r[f'overlap_{v}']:.3f}", f"{r[f'churn_share_{v}']:.3f}",
+        rows.append([churn_label(v), f"{r[f'overlap_{v}']:.3f}", f"{r[f'churn_share_{v}']:.3f}",
                      f"{r[f'overlap_uniform_{v}']:.3f}", f"{r[f'stabilized_cosine_{v}']:.3f}",
                      f"{r[f'hr_mean_{v}']:.4f}", ratio, cpu])
     last = r["versions"][-1]
@@ -295,7 +316,7 @@ def bench_churn(r: dict) -> str:
         f"alpha {warm['warm_alpha']}. Chain means (overlap over the versions with a parent):",
         _table(["variant", "overlap@10", "churn > half", "overlap@10 (uniform)", "stabilized cosine",
                 "HR@10", "HR@10 / single (paired)", "training CPU / single"], rows),
-        _table(["version", "cut", "test pairs", *(f"overlap {CHURN_LABELS.get(v, v)}" for v in r["variants"]),
+        _table(["version", "cut", "test pairs", *(f"overlap {churn_label(v)}" for v in r["variants"]),
                 "HR@10 single", "HR@10 ensemble of 4", "HR@10 warm"], per_version),
         f"Warm start at the last version: HR@10 {last['warm']['hr_at_10']:.4f} against the single model's "
         f"{last['single']['hr_at_10']:.4f} (ratio {r['warm_hr_ratio_last_version']:.3f}; with a cold start every "
@@ -305,12 +326,15 @@ def bench_churn(r: dict) -> str:
 
 
 def bench_churn_readme(r: dict) -> str:
-    return _table(["variant", "overlap@10 to parent", "HR@10 / single", "training CPU / single"],
-                  [[CHURN_LABELS[v], f"{r[f'overlap_{v}']:.3f}",
-                    "1" if v == "single" else f"{r[f'hr_ratio_{v}_vs_single']:.3f}",
-                    "1" if v == "single" else f"{r[f'train_cpu_ratio_{v}']:.2f}"]
-                   for v in ("single", "ensemble2", "ensemble4", "warm")]) + (
-        "\n\n" + warm_advice(r))
+    """The README's one table of the chain: gensim alone, as an ensemble, warm-started, and
+    the count-based trainer with its smoothed publications; why the default is what it is."""
+    shown = [v for v in r["variants"] if v in ("single", "ensemble2", "ensemble4", "warm")
+             or v.startswith("ppmi_svd")]
+    table = _table(["variant", "overlap@10 to parent", "HR@10 / single", "training CPU / single"],
+                   [[churn_label(v), f"{r[f'overlap_{v}']:.3f}",
+                     "1" if v == "single" else f"{r[f'hr_ratio_{v}_vs_single']:.3f}",
+                     "1" if v == "single" else f"{r[f'train_cpu_ratio_{v}']:.2f}"] for v in shown])
+    return "\n\n".join([table, default_advice(r), warm_advice(r)])
 
 
 def warm_advice(r: dict) -> str:
@@ -322,9 +346,9 @@ def warm_advice(r: dict) -> str:
         return said + ("It falls behind as the chain grows, so `init: cold` stays the default; a warm start "
                        "wants `cold_every_days`.")
     return said + (f"It held up over this chain, so a warm start (about {r['train_cpu_ratio_warm']:.2f}x the "
-                   "training CPU) is an option where training time matters most; the shipped configs stay "
-                   f"cold with an ensemble of 4, whose HR@10 is {r['hr_ratio_ensemble4_vs_single']:.3f}x the "
-                   f"single model's over the chain against the warm start's {r['hr_ratio_warm_vs_single']:.3f}x.")
+                   "training CPU) is an option where gensim's training time matters most; an ensemble of 4 "
+                   f"scores {r['hr_ratio_ensemble4_vs_single']:.3f}x the single model's HR@10 over the chain "
+                   f"against the warm start's {r['hr_ratio_warm_vs_single']:.3f}x.")
 
 
 def bench_backfill(r: dict) -> str:
@@ -349,8 +373,10 @@ def _load(r: dict) -> str:
 
 
 def bench_churn_ppmi(r: dict) -> str:
-    """The chain with the count-based trainer next to the single SGNS model."""
-    rows = [[CHURN_LABELS.get(v, v), f"{r[f'overlap_{v}']:.3f}", f"{r[f'overlap_uniform_{v}']:.3f}",
+    """The chain with the count-based trainer (and its smoothed publications) next to the single
+    SGNS model."""
+    r = {**r, "variants": [v for v in r["variants"] if v == "single" or v.startswith("ppmi_svd")]}
+    rows = [[churn_label(v), f"{r[f'overlap_{v}']:.3f}", f"{r[f'overlap_uniform_{v}']:.3f}",
              f"{r[f'churn_share_{v}']:.3f}", f"{r[f'stabilized_cosine_{v}']:.3f}", f"{r[f'hr_mean_{v}']:.4f}",
              "1" if v == "single" else f"{r[f'hr_ratio_{v}_vs_single']:.3f}",
              "1" if v == "single" else f"{r[f'train_cpu_ratio_{v}']:.2f}"] for v in r["variants"]]
@@ -366,7 +392,8 @@ def bench_churn_ppmi(r: dict) -> str:
         + (f", the first {len(r['versions'])} of {r['versions_requested']} requested: the run was cut short"
            if r.get("versions_requested", len(r["versions"])) > len(r["versions"]) else "") + ", "
         f"{r['step_days']} days apart, {_n(r['test_pairs_total'])} test pairs), run with the single SGNS model "
-        "and the count-based trainer only. Chain means:",
+        "the single SGNS model and the count-based trainer, unsmoothed and published with "
+        "stabilize.smoothing (a smoothed variant publishes the same training). Chain means:",
         _table(["variant", "overlap@10", "overlap@10 (uniform)", "churn > half", "stabilized cosine", "HR@10",
                 "HR@10 / single (paired)", "training CPU / single"], rows),
         f"A second training on the second version's sequences keeps {r['same_data_overlap_ppmi_svd']:.3f} of the "
@@ -375,14 +402,50 @@ def bench_churn_ppmi(r: dict) -> str:
         _table(["version", "cut", "test pairs", *(f"overlap {v}" for v in r["variants"]),
                 *(f"HR@10 {v}" for v in r["variants"])], per_version),
         "ppmi_svd's phases, mean seconds per version (each Spark pass, with its Gram passes):",
-        _table(["phase", "seconds"], phase_rows), _load(r)])
+        _table(["phase", "seconds"], phase_rows), best_variant(r), _load(r)])
 
 
-def bench_churn_ppmi_readme(r: dict) -> str:
-    return _table(["trainer", "overlap@10 to parent", "HR@10 / single SGNS", "same-data rerun overlap@10"],
-                  [["gensim SGNS, single model", f"{r['overlap_single']:.3f}", "1", "-"],
-                   ["ppmi_svd", f"{r['overlap_ppmi_svd']:.3f}", f"{r['hr_ratio_ppmi_svd_vs_single']:.3f}",
-                    f"{r['same_data_overlap_ppmi_svd']:.3f}"]])
+def best_variant(r: dict) -> str:
+    """The most stable variant at the HR@10 floor, and what its smoothing costs in freshness."""
+    if "best_overlap_variant" not in r:
+        return f"No variant reached {r.get('best_min_hr_ratio', 1.05)}x the single model's HR@10."
+    best = r["best_overlap_variant"]
+    _, _, beta = best.partition("_smooth")
+    fresh = (f" With smoothing {beta}, a changed item needs log(0.1) / log(1 - {beta}) = "
+             f"{np.log(0.1) / np.log(1 - float(beta)):.1f} versions to move 90% of the way to its new "
+             "vector." if beta else "")
+    return (f"Most stable variant at HR@10 >= {r['best_min_hr_ratio']}x the single model's "
+            f"(`best_overlap_variant`): {churn_label(best)}, overlap@10 {r['best_overlap']:.3f} at HR@10 "
+            f"{r['best_overlap_hr_ratio']:.3f}x." + fresh)
+
+
+
+
+
+def default_advice(r: dict) -> str:
+    """Which trainer the shipped configs use, and smoothing's trade, from the chain."""
+    unsmoothed = [v for v in r["variants"] if "_smooth" not in v]
+    best_hr = max(unsmoothed, key=lambda v: 1.0 if v == "single" else r[f"hr_ratio_{v}_vs_single"])
+    best_overlap = max(unsmoothed, key=lambda v: r[f"overlap_{v}"])
+    said = (f"A second ppmi_svd training on the same sequences keeps {r['same_data_overlap_ppmi_svd']:.3f} of "
+            "each item's neighbours (it is deterministic). ")
+    if best_hr == best_overlap == "ppmi_svd":
+        said += ("Of the trainers it has both the highest HR@10 and the highest overlap, so `conf/local.yaml` "
+                 "and `conf/cluster.example.yaml` ship `train.trainer: ppmi_svd` (gensim's Item2Vec is "
+                 "`--set train.trainer=gensim` away).")
+    else:
+        said += (f"The highest HR@10 is {churn_label(best_hr)}'s, the highest overlap {churn_label(best_overlap)}'s: "
+                 "the shipped trainer (ppmi_svd) should be revisited.")
+    smoothed = sorted((v for v in r["variants"] if v.startswith("ppmi_svd_smooth")),
+                      key=lambda v: -float(v.partition("_smooth")[2]))
+    if smoothed:
+        said += (" Smoothing trades freshness for overlap (versions for a changed item to move 90% of the "
+                 "way: " + ", ".join(f"{v.partition('_smooth')[2]}: "
+                                     f"{np.log(0.1) / np.log(1 - float(v.partition('_smooth')[2])):.1f}"
+                                     for v in smoothed) +
+                 "), lowers HR@10 and makes item . context scores no longer those of one model, so it stays "
+                 "off by default (`stabilize.smoothing: 1.0`).")
+    return said
 
 
 def bench_ppmi_svd(r: dict) -> str:
@@ -423,7 +486,7 @@ def bench_ppmi_svd(r: dict) -> str:
 
 
 RENDERERS: dict[str, Callable[[dict], str]] = {
-    "bench_churn_single_ppmi_svd": bench_churn_ppmi, "bench_churn_single_ppmi_svd.readme": bench_churn_ppmi_readme,
+    "bench_churn.ppmi": bench_churn_ppmi,
     "bench_ppmi_svd": bench_ppmi_svd,
     "bench_sequences": bench_sequences, "bench_train": bench_train, "bench_stabilize": bench_stabilize,
     "stability_movielens": stability_movielens, "bench_serving": bench_serving, "bench_service": bench_service,
