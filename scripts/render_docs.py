@@ -208,7 +208,7 @@ def precomputed_line(r: dict) -> str:
     sim, swap = pre["similar"], pre["rerun_swap"]
     return (f"Precomputed neighbours (`neighbors` table of the served version, swapped in by a rerun of the "
             f"served dt under a 16-client load: {swap['load']['failed']} failed of "
-            f"{_n(swap['load']['requests'])} requests): `GET /similar` from 16 clients "
+            f"{_n(swap['load']['requests'])} requests): {_n(sim['requests'])} `GET /similar` from 16 clients, "
             f"{_n(sim['qps'], 1)} req/s, p50 {_n(sim['p50_ms'], 2)} ms, p99 {_n(sim['p99_ms'], 2)} ms, "
             f"p99.9 {_n(sim['p99_9_ms'], 2)} ms: {r['precomputed_qps_vs_exact_c16']:.1f}x the exact path's "
             f"requests/s at 16 clients.")
