@@ -460,7 +460,9 @@ def bench_ppmi_svd(r: dict) -> str:
                        f"{cooc['cooccurrence_hr']:.4f}", f"{cooc['cooccurrence_ndcg']:.4f}"],
                       ["gensim SGNS, bench_train's tuned parameters", f"{ml['gensim_tuned']['hr']:.4f}",
                        f"{ml['gensim_tuned']['ndcg']:.4f}"],
-                      ["ppmi_svd, defaults", f"{ml['ppmi_svd']['hr']:.4f}", f"{ml['ppmi_svd']['ndcg']:.4f}"]])]
+                      ["ppmi_svd, defaults", f"{ml['ppmi_svd']['hr']:.4f}", f"{ml['ppmi_svd']['ndcg']:.4f}"]]),
+                  f"ppmi_svd's HR@10 is {r['movielens_ppmi_svd_vs_cooccurrence']:.3f} times the co-occurrence "
+                  "kNN's (`movielens_ppmi_svd_vs_cooccurrence`)."]
         if ml.get("sweep"):
             parts += ["One parameter changed at a time from the defaults:",
                       _table(["parameter", "value", "HR@10", "NDCG@10", "seconds"],
@@ -480,8 +482,8 @@ def bench_ppmi_svd(r: dict) -> str:
                   for k, v in g.get("ppmi_svd_1x", {}).items() if k.startswith("phase_")]
         parts += ["; ".join(ratios) + "." if ratios else "",
                   _table(["ppmi_svd phase (1x)", "seconds"], phases) if phases else ""]
-    parts.append(f"Load average during the run: up to {r['load_average_1m_max']:.1f} on "
-                 f"{r['machine']['cpu_count']} cores shared with other work.")
+    parts.append(f"Load average during the run (the benchmark's own processes included): up to "
+                 f"{r['load_average_1m_max']:.1f} on {r['machine']['cpu_count']} cores.")
     return "\n\n".join(p for p in parts if p)
 
 
