@@ -57,6 +57,7 @@ def collect_figures(spark: SparkSession, cfg: Config, dt: str) -> dict:
         "churn": churn_figures(versions, dt, cfg.stabilize.overlap_k),
         "sequences": sequence_figures(spark, cfg, dt, steps.get("build_sequences")),
         "training": training_figures(spark, cfg, dt, steps.get("train_item2vec")),
+        "hit_rate": hit_rate_figures(steps.get("forward_hit_rate")),
         "changes": change_figures(spark, cfg, dt, versions),
         "steps": steps,
     }
@@ -224,6 +225,20 @@ def training_figures(spark: SparkSession, cfg: Config, dt: str, summary: dict | 
                       "train_seconds": [r.train_seconds for r in rows]},
             # A trainer that records its loss puts it in its step summary as epoch_losses.
             "epoch_losses": (summary or {}).get("epoch_losses")}
+
+
+def hit_rate_figures(summary: dict | None) -> dict:
+    """HR@k and NDCG@k of the parent version on dt's transitions, next to the popularity and
+    co-occurrence baselines (the forward_hit_rate step's summary)."""
+    if summary is None:
+        return {"missing": "forward_hit_rate has not run for this dt"}
+    if not summary:
+        return {"missing": "no parent version (a root) or no transitions on this dt: nothing to score"}
+    rows = {"parent version": ("hr", "ndcg"), "popularity": ("popularity_hr", "popularity_ndcg"),
+            "co-occurrence kNN": ("cooccurrence_hr", "cooccurrence_ndcg")}
+    return {"version": summary.get("version"), "pairs": summary.get("test_pairs"),
+            "rows": {name: {"hr": summary.get(hr), "ndcg": summary.get(ndcg)}
+                     for name, (hr, ndcg) in rows.items() if summary.get(hr) is not None}}
 
 
 def change_figures(spark: SparkSession, cfg: Config, dt: str,

@@ -34,7 +34,7 @@ every figure is in <a href="report.json">report.json</a></p>
 def render(figures: dict, folder: Path) -> Path:
     """Write the PNG plots and index.html of ``figures`` into ``folder``; the page's path."""
     sections = (_version_section, _cosine_section, _trend_section, _churn_section, _sequence_section,
-                _training_section, _change_section)
+                _training_section, _hit_rate_section, _change_section)
     body = "\n".join(section(figures, folder) for section in sections)
     page = folder / "index.html"
     page.write_text(PAGE.format(dt=html.escape(figures["dt"]), generated_at=html.escape(figures["generated_at"]),
@@ -184,6 +184,18 @@ def _training_section(figures: dict, folder: Path) -> str:
         axes[1].set(xlabel="epoch", ylabel="loss", title="training loss")
     note = "" if losses else "<p class=\"meta\">loss: not recorded by the trainer</p>"
     return title + _image(fig, folder, "training.png") + note + _table(training["run"])
+
+
+def _hit_rate_section(figures: dict, folder: Path) -> str:
+    hit = figures["hit_rate"]
+    title = "<h2>Next-day hit rate</h2>"
+    if _missing(hit):
+        return title + _note(_missing(hit))
+    head = (f"<p class=\"meta\">the parent version {html.escape(str(hit['version']))} on this dt's "
+            f"{html.escape(_fmt(hit['pairs']))} next-item pairs, next to the baselines</p>")
+    rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{_fmt(v['hr'])}</td><td>{_fmt(v['ndcg'])}</td></tr>"
+                   for name, v in hit["rows"].items())
+    return title + head + f"<table><tr><th></th><th>HR@k</th><th>NDCG@k</th></tr>{rows}</table>"
 
 
 def _change_section(figures: dict, folder: Path) -> str:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from matplotlib.image import imread
 
-from embedlib import registry, run_stats
+from embedlib import pipeline, registry, run_stats
 from embedlib.cli import main as cli_main
 from embedlib.report import build_report, popularity_curve
 from embedlib.sample_data import SampleSpec, write_sample
@@ -22,7 +22,7 @@ from tests.helpers import make_config
 
 ROOT_DT, DT = "2024-01-09", "2024-01-10"
 STEPS = (("build_sequences", build_sequences.run), ("train_item2vec", train_item2vec.run),
-         ("stabilize", stabilize.run))
+         ("stabilize", stabilize.run), ("forward_hit_rate", pipeline.forward_hit_rate))
 PLOTS = ("cosine.png", "trends.png", "churn.png", "sequences.png", "training.png", "changes.png")
 
 
@@ -111,6 +111,14 @@ def test_report_figures_match_the_registry(spark, run_cfg, report_dir):
     training = figures["training"]
     assert training["trend"]["dt"] == [ROOT_DT, DT]
     assert training["run"]["words_per_second"] == summary["train_item2vec"]["words_per_second"] > 0
+    hit, forward = figures["hit_rate"], summary["forward_hit_rate"]
+    assert hit["version"] == ROOT_DT and hit["pairs"] == forward["test_pairs"] > 0
+    assert hit["rows"] == {"parent version": {"hr": forward["hr"], "ndcg": forward["ndcg"]},
+                           "popularity": {"hr": forward["popularity_hr"], "ndcg": forward["popularity_ndcg"]},
+                           "co-occurrence kNN": {"hr": forward["cooccurrence_hr"],
+                                                 "ndcg": forward["cooccurrence_ndcg"]}}
+    section = text[text.index("Next-day hit rate"):]
+    assert "co-occurrence kNN" in section[:section.index("</table>")]
 
 
 @pytest.mark.slow
