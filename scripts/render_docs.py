@@ -469,6 +469,16 @@ def bench_ppmi_svd(r: dict) -> str:
                              [[x["param"], x["value"], f"{x['hr']:.4f}", f"{x['ndcg']:.4f}",
                                f"{x['wall_seconds']:.0f}"] for x in ml["sweep"]])]
     g, s = r["generated"], r["scale"]
+    if g.get("quality"):
+        q = g["quality"]
+        parts += [f"Generated log ({_n(g['events'])} events), its temporal hold-out "
+                  f"({_n(q['gensim']['test_pairs'])} pairs):",
+                  _table(["model", "HR@10", "NDCG@10"], [
+                      ["popularity", f"{q['gensim']['popularity_hr']:.4f}", f"{q['gensim']['popularity_ndcg']:.4f}"],
+                      ["item co-occurrence kNN (window 5, raw counts)", f"{q['gensim']['cooccurrence_hr']:.4f}",
+                       f"{q['gensim']['cooccurrence_ndcg']:.4f}"],
+                      ["gensim SGNS, bench_train's settings", f"{q['gensim']['hr']:.4f}", f"{q['gensim']['ndcg']:.4f}"],
+                      ["ppmi_svd, defaults", f"{q['ppmi_svd']['hr']:.4f}", f"{q['ppmi_svd']['ndcg']:.4f}"]])]
     runs = [(t, label) for label in ("1x", f"{s}x") for t in ("gensim", "ppmi_svd") if f"{t}_{label}" in g]
     if runs:
         parts += [f"Speed, the whole trainer call on a generated log of {_n(g['events'])} events (and, where "
