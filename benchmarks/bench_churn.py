@@ -145,7 +145,7 @@ def publish(ids: np.ndarray, counts: np.ndarray, item: np.ndarray, context: np.n
     o = linalg.procrustes_rotation(t[rows[:, 0]].T @ b)
     t = t @ o
     if beta < 1.0:
-        t[rows[:, 0]] = beta * t[rows[:, 0]] + (1.0 - beta) * b
+        t[rows[:, 0]] = linalg.smoothed(t[rows[:, 0]], b, beta)
     a = t[rows[:, 0]]
     cos = np.einsum("ij,ij->i", a, b) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     figures = {"stabilized_cosine": float(cos.mean()), "shared_ids": int(len(a))}

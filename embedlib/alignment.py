@@ -458,7 +458,7 @@ def smoothing_metrics(sample: ScoreSample, items_prev_df: DataFrame, other_prev_
         w_pub = _smoothed_rows(sample.other_ids, w @ f_w, other_prev_df, beta) if other_prev_df is not None else w @ f_w
     else:
         w, w_pub = t, t_pub
-    return {"smoothing": beta, "smoothing_versions_to_90pct": float(np.log(0.1) / np.log(1.0 - beta)),
+    return {"smoothing": beta, "smoothing_versions_to_90pct": linalg.versions_to_90pct(beta),
             "smoothed_score_max_rel_err": _max_rel_err(t_pub @ w_pub.T, t @ w.T)}
 
 
@@ -475,7 +475,7 @@ def _smoothed_rows(ids: list, aligned: np.ndarray, prev_df: DataFrame, beta: flo
     out = aligned.copy()
     for k, i in enumerate(ids):
         if i in found:
-            out[k] = beta * aligned[k] + (1.0 - beta) * np.asarray(found[i], dtype=np.float64)
+            out[k] = linalg.smoothed(aligned[k], np.asarray(found[i], dtype=np.float64), beta)
     return out
 
 

@@ -21,7 +21,7 @@ from pyspark.sql.types import BinaryType
 
 from embedlib import knn
 from embedlib.config import StabilizeConfig
-from embedlib.linalg import paired_cosines
+from embedlib.linalg import paired_cosines, smoothed
 from embedlib.log import get_logger
 from embedlib.spark_passes import reduce_partials, release
 from embedlib.vector_codec import batch_matrix, checked_matrix
@@ -178,7 +178,7 @@ class _PartitionScan:
             t, b64 = t.astype(np.float64), b.astype(np.float64)
             stab = t @ self.f
             if self.smoothing < 1.0:  # what is published: docs/stabilization.md, temporal smoothing
-                stab = self.smoothing * stab + (1.0 - self.smoothing) * b64
+                stab = smoothed(stab, b64, self.smoothing)
             b_norm = np.linalg.norm(b64, axis=1)
             cos = [paired_cosines(x, b64, b_norm) for x in (t, stab)]
             n += len(cos[0])

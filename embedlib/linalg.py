@@ -21,6 +21,18 @@ class LinalgError(EmbedlibError):
     """The vectors cannot give a meaningful result (rank, NaN, shapes); the message says why."""
 
 
+def smoothed(aligned: np.ndarray, parent: np.ndarray, beta: float) -> np.ndarray:
+    """Temporal smoothing (``stabilize.smoothing`` = beta): beta * aligned + (1 - beta) * parent,
+    row by row; what is published for an id the parent has (docs/stabilization.md)."""
+    return beta * aligned + (1.0 - beta) * parent
+
+
+def versions_to_90pct(beta: float) -> float:
+    """Versions a changed item needs to move 90% of the way to its new vector under smoothing
+    beta < 1: log(0.1) / log(1 - beta)."""
+    return float(np.log(0.1) / np.log(1.0 - beta))
+
+
 def paired_cosines(a: np.ndarray, b: np.ndarray, b_norm: np.ndarray | None = None) -> np.ndarray:
     """Row i: cos(a[i], b[i]), 0 where either row is zero. ``b_norm``: b's row norms, when known."""
     b_norm = np.linalg.norm(b, axis=1) if b_norm is None else b_norm

@@ -20,7 +20,7 @@ from pyspark.broadcast import Broadcast
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from embedlib.linalg import paired_cosines
+from embedlib.linalg import paired_cosines, smoothed
 from embedlib.vector_codec import batch_matrix, checked_matrix, list_column, valid_rows
 from embedlib.vector_files import FileSource
 
@@ -380,7 +380,7 @@ def _smoothed(y: np.ndarray, parent: pa.Array, todo: np.ndarray, dim: int, smoot
         b = batch_matrix(parent.filter(pa.array(has)), dim)
         if b is None:
             raise ValueError(f"a parent vector is not of length {dim} or has a null element")
-        y[has] = smoothing * y[has] + (1.0 - smoothing) * b.astype(np.float64)
+        y[has] = smoothed(y[has], b.astype(np.float64), smoothing)
     return y
 
 

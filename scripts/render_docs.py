@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from embedlib import linalg
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -412,7 +414,7 @@ def best_variant(r: dict) -> str:
     best = r["best_overlap_variant"]
     _, _, beta = best.partition("_smooth")
     fresh = (f" With smoothing {beta}, a changed item needs log(0.1) / log(1 - {beta}) = "
-             f"{np.log(0.1) / np.log(1 - float(beta)):.1f} versions to move 90% of the way to its new "
+             f"{linalg.versions_to_90pct(float(beta)):.1f} versions to move 90% of the way to its new "
              "vector." if beta else "")
     return (f"Most stable variant at HR@10 >= {r['best_min_hr_ratio']}x the single model's "
             f"(`best_overlap_variant`): {churn_label(best)}, overlap@10 {r['best_overlap']:.3f} at HR@10 "
@@ -441,7 +443,7 @@ def default_advice(r: dict) -> str:
     if smoothed:
         said += (" Smoothing trades freshness for overlap (versions for a changed item to move 90% of the "
                  "way: " + ", ".join(f"{v.partition('_smooth')[2]}: "
-                                     f"{np.log(0.1) / np.log(1 - float(v.partition('_smooth')[2])):.1f}"
+                                     f"{linalg.versions_to_90pct(float(v.partition('_smooth')[2])):.1f}"
                                      for v in smoothed) +
                  "), lowers HR@10 and makes item . context scores no longer those of one model, so it stays "
                  "off by default (`stabilize.smoothing: 1.0`).")

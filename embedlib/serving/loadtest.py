@@ -82,9 +82,9 @@ async def _closed_loop(host: str, port: int, requests: list, concurrency: int, m
                 status, headers, data = await asyncio.wait_for(_response(conn[0]), 60)
                 version = headers.get(VERSION_HEADER.lower())
                 if headers.get("connection") == "close":
-                    conn = _closed(conn)
+                    conn = _close(conn)
             except (OSError, EOFError, ValueError, asyncio.TimeoutError) as exc:
-                conn = _closed(conn)
+                conn = _close(conn)
                 status, version, data = 0, None, repr(exc).encode()
             result.starts.append(t0)
             result.latencies.append(time.perf_counter() - t0)
@@ -93,7 +93,7 @@ async def _closed_loop(host: str, port: int, requests: list, concurrency: int, m
             result.bodies.append((j, data) if keep_bodies or status != 200 else None)
             if status != 200:
                 result.errors.append(data[:300])
-        _closed(conn)
+        _close(conn)
 
     await asyncio.gather(*(client() for _ in range(concurrency)))
     result.seconds = time.perf_counter() - started
@@ -131,10 +131,10 @@ async def _response(reader: asyncio.StreamReader) -> tuple[int, dict, bytes]:
     return status, headers, await reader.read()
 
 
-def _closed(conn) -> None:
+def _close(conn: tuple | None) -> None:
+    """Close a (reader, writer) connection if there is one; None, the client's next connection."""
     if conn is not None:
         conn[1].close()
-    return None
 
 
 def wait_until_up(port: int, host: str = "127.0.0.1", timeout: float = 120.0,
