@@ -168,6 +168,7 @@ def main(argv=None) -> dict:
     if sections != set(SECTIONS) and kept.exists():
         previous = json.loads(kept.read_text())
         out.update({k: previous[k] for k in ("generated", "movielens", "scale") if previous.get(k) is not None})
+        loads[:0] = previous.get("load_average_1m_samples", [])  # the kept sections' load too
 
     def save():  # after each measurement, so that a run cut short keeps what it measured
         return write_results("bench_ppmi_svd", {
