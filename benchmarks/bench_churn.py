@@ -41,6 +41,12 @@ stabilize.smoothing = beta (beta * aligned + (1 - beta) * the parent's published
 the ids the parent has); the training is shared with the unsmoothed variant, so their
 training CPU is the same. ``best_overlap_variant``: the variant with the highest overlap
 among those whose HR@10 is at least BEST_MIN_HR_RATIO times the single model's.
+Settings variants (``ppmi_svd_<setting><value>``: dims, window, power (svd_power_iterations),
+oversample (svd_oversample), eigen (eigen_weight), weighting (cooccurrence_weighting), alpha
+(ppmi_smoothing, the context exponent), e.g.
+ppmi_svd_dims128, ppmi_svd_weightingdistance): PPMI with that one setting changed, for what
+moves ppmi_svd's overlap; ``--settings`` runs PPMI_SETTING_VARIANTS into
+bench_churn_ppmi_settings.json.
 The results file is written after every version from the second on, so a run cut short
 keeps the versions it finished (``versions`` against ``versions_requested``).
 
@@ -49,6 +55,8 @@ machine) and writes benchmarks/results/bench_churn_<variants>.json, so bench_chu
 keeps the full run's figures.
 
 Usage: python benchmarks/bench_churn.py [--versions 8] [--variants single,ppmi_svd] [--set train.epochs=10 ...]
+       [--out NAME]
+       python benchmarks/bench_churn.py --settings   (the PPMI_SETTING_VARIANTS run, bench_churn_ppmi_settings.json)
 """
 from __future__ import annotations
 
@@ -69,6 +77,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import movielens_sequences, write_results  # noqa: E402
 
 from embedlib import evaluate, item2vec, knn, linalg, ppmi_svd  # noqa: E402
+from embedlib.config import ConfigError, TrainConfig  # noqa: E402
 from embedlib.item2vec import WarmStart  # noqa: E402
 from embedlib.log import get_logger  # noqa: E402
 
@@ -84,6 +93,14 @@ VARIANTS = ("single", "ensemble2", "ensemble4", "warm", "warm_cold84", "ppmi_svd
 BEST_MIN_HR_RATIO = 1.05
 PPMI = {"trainer": "ppmi_svd", "vector_size": 64, "window": 5, "ppmi_smoothing": 1.0, "ppmi_shift": 1.0,
         "eigen_weight": 1.0}
+# ppmi_svd_<setting><value> variants (e.g. ppmi_svd_dims128): PPMI with one setting changed.
+PPMI_SETTINGS = {"dims": "vector_size", "window": "window", "power": "svd_power_iterations",
+                 "oversample": "svd_oversample", "eigen": "eigen_weight", "weighting": "cooccurrence_weighting",
+                 "alpha": "ppmi_smoothing"}
+# The settings file (--variants PPMI_SETTING_VARIANTS --out bench_churn_ppmi_settings): what moves
+# ppmi_svd's overlap.
+PPMI_SETTING_VARIANTS = ("single", "ppmi_svd", "ppmi_svd_dims128", "ppmi_svd_oversample54", "ppmi_svd_window10",
+                         "ppmi_svd_weightingdistance", "ppmi_svd_alpha0.75")
 log = get_logger("bench_churn")
 
 
@@ -107,10 +124,34 @@ def train_variant(spark, corpus, cfg, name: str, warm: WarmStart | None) -> tupl
                      "call_cpu_seconds": cpu_seconds() - cpu0, "call_wall_seconds": time.perf_counter() - wall0}
 
 
-def train_ppmi_svd(train_df, cfg) -> tuple[tuple, dict]:
+def ppmi_settings(name: str) -> dict:
+    """``ppmi_svd_dims128`` -> {"vector_size": 128}: the trainer settings a ppmi_svd variant
+    changes from PPMI ({} for ``ppmi_svd``)."""
+    rest = name.removeprefix("ppmi_svd")
+    if not rest:
+        return {}
+    key = next((k for k in PPMI_SETTINGS if rest.startswith("_" + k)), None)
+    if key is None:
+        raise ValueError(f"variant {name}: unknown setting; known: ppmi_svd_<{'|'.join(PPMI_SETTINGS)}><value>")
+    field = PPMI_SETTINGS[key]
+    kind = type(getattr(TrainConfig(), field))
+    try:
+        settings = {field: kind(rest.removeprefix("_" + key))}
+        dataclasses.replace(TrainConfig(), **{**PPMI, **settings})  # the config's own checks
+    except (ValueError, ConfigError) as e:
+        raise ValueError(f"variant {name}: {e}") from None
+    return settings
+
+
+def ppmi_config(cfg: TrainConfig, name: str = "ppmi_svd") -> TrainConfig:
+    """The trainer config of ppmi_svd variant ``name``: PPMI and the variant's setting over ``cfg``."""
+    return dataclasses.replace(cfg, **{**PPMI, **ppmi_settings(name)})
+
+
+def train_ppmi_svd(train_df, cfg, name: str = "ppmi_svd") -> tuple[tuple, dict]:
     """The ppmi_svd trainer on Spark: (ids, counts, item, context) in numpy and its times."""
     wall0 = time.perf_counter()
-    result = ppmi_svd.train(train_df, dataclasses.replace(cfg, **PPMI))
+    result = ppmi_svd.train(train_df, ppmi_config(cfg, name))
     ids, item = evaluate.vectors_to_numpy(result.item_df)
     counts = dict(result.item_df.select("id", "count").collect())
     context_ids, context = evaluate.vectors_to_numpy(result.context_df)
@@ -180,8 +221,8 @@ def holdout_for(seq_df, cut: _dt.datetime) -> evaluate.HoldOut:
 
 def train_chain_variant(spark, corpus, holdout, cut_date, cfg, name, state) -> tuple[tuple, dict]:
     """One variant's training for one version: (ids, counts, item, context) and its times."""
-    if name == "ppmi_svd":
-        return train_ppmi_svd(holdout.train_df, cfg)
+    if name.startswith("ppmi_svd"):
+        return train_ppmi_svd(holdout.train_df, cfg, name)
     init = None
     if name.startswith("warm"):
         every = 84 if name == "warm_cold84" else 0
@@ -287,20 +328,34 @@ def main(argv=None) -> dict:
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="comma-separated, single first (the ratios are to it); default: all")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--out", help="results name (benchmarks/results/<out>.json); default bench_churn for "
+                        "all the variants, bench_churn_<variants> for a subset")
+    parser.add_argument("--settings", action="store_true", help="the ppmi_svd settings run: --variants "
+                        f"{','.join(PPMI_SETTING_VARIANTS)} --out bench_churn_ppmi_settings")
     args = parser.parse_args(argv)
+    if args.settings:
+        if args.variants != ",".join(VARIANTS):
+            parser.error("--settings runs its own variants: leave out --variants")
+        args.variants, args.out = ",".join(PPMI_SETTING_VARIANTS), args.out or "bench_churn_ppmi_settings"
     if args.versions < 2:
         parser.error("--versions must be at least 2: the figures compare each version with its parent")
+    variants = tuple(args.variants.split(","))
+    try:
+        [ppmi_settings(smoothing_of(v)[0]) for v in variants if v.startswith("ppmi_svd")]
+    except ValueError as e:
+        parser.error(str(e))
     started = time.perf_counter()
     loaded = movielens_sequences("bench_churn", ["spark.master=local[2]", "train.ensemble_size=1",
                                                  "train.init=cold", *args.overrides])
     if loaded is None:
         return {}
     cfg, spark, seq_df = loaded  # the log read once
-    variants = tuple(args.variants.split(","))
-    name = "bench_churn" if variants == VARIANTS else "bench_churn_" + "_".join(variants)
+    name = args.out or ("bench_churn" if variants == VARIANTS else "bench_churn_" + "_".join(variants))
 
     def written(results):  # after every version: a run cut short keeps the versions it finished
         results["train"] = {k: v for k, v in vars(cfg.train).items() if k != "corpus_dir"}
+        results["ppmi_settings"] = {v: {**PPMI, **ppmi_settings(smoothing_of(v)[0])}
+                                    for v in variants if v.startswith("ppmi_svd")}
         results["seconds"] = time.perf_counter() - started
         results["versions_requested"] = args.versions
         return write_results(name, results)

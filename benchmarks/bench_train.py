@@ -1,4 +1,4 @@
-"""Training benchmarks (issues 3 and 18): the step against raw gensim, gensim vs Spark MLlib.
+"""Training benchmarks (issues 3, 18 and 23): the step against raw gensim, the trainers' quality.
 
 1. The step against raw gensim (issue 18): the train_item2vec job (corpus export, then
    gensim training) against raw gensim (gensim.models.Word2Vec, nothing of embedlib) on
@@ -12,9 +12,14 @@
    (read, + shuffle and sort, + encoded lines), the text write, the join of the parts, and
    two global-sort plans for comparison (the plan before issue 18's change, and a global
    sort with the cheap empty-line filter).
-2. gensim vs Spark MLlib on MovieLens (if ../shared/data has it) and on a generated log
-   of at least 10M tokens: wall time and HR@10 on the same temporal hold-out. MovieLens
-   also gets default and tuned gensim parameters and the popularity baseline.
+2. gensim, Spark MLlib and ppmi_svd on MovieLens (if ../shared/data has it) and on a
+   generated log of at least 10M tokens: wall time and HR@10 on the same temporal hold-out,
+   next to the popularity baseline and the baseline a user tries first, the item
+   co-occurrence kNN (a query's 10 most co-occurring items within 5 positions, no
+   embedding). MovieLens also gets default and tuned gensim parameters and a sweep of
+   ppmi_svd's parameters (window, context smoothing, shift, eigen_weight, dimensions), one
+   changed at a time from its defaults (``--no-sweep`` skips it). ppmi_svd's speed against
+   gensim at this log's size and 4x is bench_ppmi_svd's (the same generated log).
 3. Scaling: raw gensim words/s with 1 and 2 workers on the generated corpus.
 4. The export's line order (users by hash partition) against a global sort's: HR@10 of raw
    gensim on the generated hold-out's training corpus written both ways, several seeds each.
@@ -23,7 +28,7 @@ Prints one JSON object on the last line and writes it to benchmarks/results/benc
 (load averages at start and end included: run it alone). Work files (generated log,
 warehouse, corpus) go under --work. ``make docs`` (scripts/render_docs.py) renders the
 figures in docs/benchmarks.md from the results file.
-Usage: .venv/bin/python benchmarks/bench_train.py [--events N] [--quick]
+Usage: .venv/bin/python benchmarks/bench_train.py [--events N] [--quick] [--no-sweep]
 """
 from __future__ import annotations
 
@@ -44,7 +49,7 @@ from pyspark.sql import functions as F
 
 from embedlib import item2vec, tables
 from embedlib.config import Config, load_config
-from embedlib.evaluate import evaluate_holdout, next_item_metrics, temporal_holdout
+from embedlib.evaluate import cooccurrence_metrics, evaluate_holdout, next_item_metrics, temporal_holdout
 from embedlib.sample_data import SampleSpec, write_sample
 from embedlib.spark import get_spark
 from embedlib.steps import build_sequences, train_item2vec
@@ -61,6 +66,13 @@ DEFAULT = dict(trainer="gensim", vector_size=64, window=5, negative=5, ns_expone
 TUNED = dict(trainer="gensim", vector_size=32, window=20, negative=5, ns_exponent=0.75, sample=1e-4,
              epochs=10, alpha=0.025)
 SPARK = dict(DEFAULT, trainer="spark", spark_partitions=1)
+# The count-based trainer with TrainConfig's defaults, every item admitted as in gensim's runs.
+PPMI = dict(trainer="ppmi_svd", vector_size=64, window=5, ppmi_smoothing=1.0, ppmi_shift=1.0,
+            eigen_weight=1.0, min_count=1)
+# ppmi_svd's parameters changed one at a time from PPMI on the MovieLens hold-out.
+PPMI_SWEEP = (("window", 10), ("window", 2), ("ppmi_smoothing", 0.75), ("ppmi_shift", 2.0),
+              ("eigen_weight", 0.5), ("vector_size", 128), ("vector_size", 32))
+COOC_WINDOW = 5  # the co-occurrence kNN baseline's window (raw counts, no embedding)
 
 
 def with_train(cfg: Config, **params) -> Config:
@@ -74,14 +86,20 @@ def spark_overrides(work: Path) -> list[str]:
             "train.ensemble_size=1", f"train.corpus_dir={work / 'corpus'}"]
 
 
-def movielens(spark, work: Path) -> dict:
-    """Default, tuned and Spark MLlib runs on one MovieLens hold-out."""
-    cfg = load_config(REPO / "conf" / "movielens.yaml",
-                      spark_overrides(work) + ["tables.database=bench_movielens"])
+def movielens(spark, work: Path, sweep: bool) -> dict:
+    """Default, tuned and Spark MLlib runs, ppmi_svd (and its sweep) and the co-occurrence kNN
+    baseline on one MovieLens hold-out."""
+    cfg = load_config(REPO / "conf" / "movielens.yaml", spark_overrides(work) + [
+        "tables.database=bench_movielens", "evaluate.cooccurrence_window=0"])  # the baseline once, below
     build_sequences.run(spark, cfg, ML_DT)
     holdout = temporal_holdout(train_item2vec.extract(spark, cfg, ML_DT), cfg.evaluate)
-    return {name: evaluate_holdout(spark, holdout, with_train(cfg, **params), f"ml-{name}")
-            for name, params in (("default", DEFAULT), ("tuned", TUNED), ("spark", SPARK))}
+    out = {name: evaluate_holdout(spark, holdout, with_train(cfg, **params), f"ml-{name}")
+           for name, params in (("default", DEFAULT), ("tuned", TUNED), ("spark", SPARK), ("ppmi_svd", PPMI))}
+    out["cooccurrence"] = cooccurrence_metrics(spark, holdout, COOC_WINDOW, cfg.evaluate.k)
+    if sweep:
+        out["ppmi_svd_sweep"] = [{"param": key, "value": value, **evaluate_holdout(
+            spark, holdout, with_train(cfg, **{**PPMI, key: value}), "ml-sweep")} for key, value in PPMI_SWEEP]
+    return out
 
 
 def generated_config(work: Path, n_events: int, epochs: int) -> tuple[Config, SampleSpec]:
@@ -89,7 +107,7 @@ def generated_config(work: Path, n_events: int, epochs: int) -> tuple[Config, Sa
     cfg = load_config(REPO / "conf" / "local.yaml", spark_overrides(work) + [
         f"input.path={work / 'gen' / 'events'}", "tables.database=bench_generated",
         "sequences.lookback_days=10", "sequences.now=2024-01-11T00:00:00",
-        f"evaluate.clusters_path={work / 'gen' / 'items.csv'}",
+        f"evaluate.clusters_path={work / 'gen' / 'items.csv'}", "evaluate.cooccurrence_window=0",
         *(f"train.{k}={v}" for k, v in DEFAULT.items()), f"train.epochs={epochs}"])
     return cfg, spec
 
@@ -118,7 +136,10 @@ def ensure_scaled(spark, cfg: Config, scale: int) -> Config:
         with_train(cfg, corpus_dir=f"{cfg.train.corpus_dir}_x{scale}"),
         tables=dataclasses.replace(cfg.tables, database=f"{cfg.tables.database}_x{scale}"))
     seq_table = tables.table_name(scaled.tables, "sequences")
-    if GEN_DT not in tables.list_partitions(spark, seq_table):
+    # Made from the generated log the spec marker names: a regenerated log makes it again.
+    spec, marker = Path(cfg.input.path).parent / "spec.json", Path(cfg.input.path).parent / f"scaled-x{scale}.json"
+    if GEN_DT not in tables.list_partitions(spark, seq_table) or \
+            not marker.exists() or marker.read_text() != spec.read_text():
         base_df = train_item2vec.extract(spark, cfg, GEN_DT)
         copies = [base_df.withColumns({name: F.concat(name, F.lit(f"#{k}"))
                                        for name in ("user_id", "session_id")})
@@ -127,6 +148,7 @@ def ensure_scaled(spark, cfg: Config, scale: int) -> Config:
         for copy_df in copies[1:]:
             scaled_df = scaled_df.unionByName(copy_df)
         tables.write_partition(spark, scaled_df, seq_table, GEN_DT)
+        marker.write_text(spec.read_text())
     return scaled
 
 
@@ -284,6 +306,8 @@ def generated(spark, work: Path, args) -> dict:
     out["gensim"] = evaluate_holdout(spark, holdout, cfg, "gen-gensim")
     out["spark"] = evaluate_holdout(
         spark, holdout, with_train(cfg, trainer="spark", spark_partitions=2), "gen-spark")
+    out["ppmi_svd"] = evaluate_holdout(spark, holdout, with_train(cfg, **PPMI), "gen-ppmi")
+    out["cooccurrence"] = cooccurrence_metrics(spark, holdout, COOC_WINDOW, cfg.evaluate.k)
     if args.order_seeds:
         out["order_check"] = order_check(spark, cfg, holdout, args.order_seeds)
     return out
@@ -339,6 +363,8 @@ def headline(ml: dict | None, gen: dict, scale: int) -> dict:
             generated_hr10_popularity=gen["gensim"]["popularity_hr"],
             generated_purity_gensim=gen["gensim"]["cluster_purity"],
             generated_purity_spark=gen["spark"]["cluster_purity"], **scaling,
+            generated_hr10_ppmi_svd=gen["ppmi_svd"]["hr"], generated_purity_ppmi_svd=gen["ppmi_svd"]["cluster_purity"],
+            generated_hr10_cooccurrence=gen["cooccurrence"]["cooccurrence_hr"],
             scaling_2_vs_1_workers=scaling["scaling_words_per_s_2_workers"]
             / scaling["scaling_words_per_s_1_workers"])
     if "order_check" in gen:
@@ -347,11 +373,13 @@ def headline(ml: dict | None, gen: dict, scale: int) -> dict:
             "same_lines", "same_vocabulary")})
     keys = ("movielens_hr10_popularity", "movielens_hr10_default", "movielens_hr10_tuned",
             "movielens_hr10_spark", "movielens_test_pairs", "movielens_tuned_vs_popularity",
-            "movielens_gensim_vs_spark_speedup")
+            "movielens_gensim_vs_spark_speedup", "movielens_hr10_ppmi_svd", "movielens_hr10_cooccurrence",
+            "movielens_ppmi_svd_vs_cooccurrence")
     values = [None] * len(keys) if ml is None else [
         ml["default"]["popularity_hr"], ml["default"]["hr"], ml["tuned"]["hr"], ml["spark"]["hr"],
         ml["default"]["test_pairs"], ml["tuned"]["hr"] / ml["default"]["popularity_hr"],
-        ml["spark"]["wall_seconds"] / ml["default"]["wall_seconds"]]
+        ml["spark"]["wall_seconds"] / ml["default"]["wall_seconds"], ml["ppmi_svd"]["hr"],
+        ml["cooccurrence"]["cooccurrence_hr"], ml["ppmi_svd"]["hr"] / ml["cooccurrence"]["cooccurrence_hr"]]
     return {**out, **dict(zip(keys, values))}
 
 
@@ -366,6 +394,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--scale-repeats", type=int, default=1, help="the same at --scale")
     parser.add_argument("--order-seeds", type=int, default=5,
                         help="seeds per line order in the HR@10 check of the export's order (0: none)")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the sweep of ppmi_svd's parameters "
+                        f"on the MovieLens hold-out ({len(PPMI_SWEEP)} trainings)")
     parser.add_argument("--work", type=Path, default=WORK, help="generated log, warehouse, corpus")
     parser.add_argument("--quick", action="store_true", help="only the step-vs-raw sections, "
                         "written to <work>/bench_train_quick.json (develop with a small --events)")
@@ -387,10 +417,11 @@ def main(argv=None) -> dict:
     threading.Thread(target=sample_load, args=(loads, done), daemon=True).start()
     spark = get_spark(load_config(REPO / "conf" / "local.yaml", spark_overrides(args.work)).spark,
                       "bench_train")
-    ml = None if args.quick or not (MOVIELENS / "ratings.csv").exists() else movielens(spark, args.work)
+    ml = (None if args.quick or not (MOVIELENS / "ratings.csv").exists()
+          else movielens(spark, args.work, not args.no_sweep))
     gen = generated(spark, args.work, args)
     result = {**headline(ml, gen, args.scale), "spark_master": "local[2]", "params": {
-        "default": DEFAULT, "tuned": TUNED, "spark": SPARK,
+        "default": DEFAULT, "tuned": TUNED, "spark": SPARK, "ppmi_svd": PPMI, "cooccurrence_window": COOC_WINDOW,
         "generated": {**DEFAULT, "epochs": args.gen_epochs, "spark_partitions": 2}},
         "scale": args.scale, "repeats": args.repeats, "scale_repeats": args.scale_repeats,
         "movielens": ml, "generated": gen, "bench_seconds": time.perf_counter() - started,

@@ -199,8 +199,8 @@ class TrainConfig:
     cooccurrence_max_length: int = 1000
     # Keep the counts as this table (one dt partition; columns row, col, count); null: not kept.
     cooccurrence_table: str | None = None
-    # Context-distribution smoothing exponent of the PMI (1.0: none; word2vec's 0.75 gave
-    # about 15% lower HR@10 on MovieLens) and the k of its log(k) shift (1.0: none).
+    # Context-distribution smoothing exponent of the PMI (1.0: none; word2vec uses 0.75; see
+    # bench_train's sweep) and the k of its log(k) shift (1.0: none).
     ppmi_smoothing: float = 1.0
     ppmi_shift: float = 1.0
     # Randomized SVD: columns beyond train.vector_size in the range finder, and power

@@ -474,8 +474,11 @@ def run_meta(cfg: TrainConfig, vocab_size: int, sequences: int, tokens: int, exp
     epochs = cfg.warm_epochs if init else cfg.epochs
     words = tokens * epochs * cfg.ensemble_size
     words_per_second = words / max(seconds, 1e-9)
-    log.info("%s trained: %d items, %d tokens x %d epochs x %d model(s) in %.1fs (%.0f words/s)",
-             cfg.trainer, vocab_size, tokens, epochs, cfg.ensemble_size, seconds, words_per_second)
+    if cfg.trainer == "ppmi_svd":  # no epochs, one factorization
+        log.info("ppmi_svd trained: %d items, %d tokens in %.1fs", vocab_size, tokens, seconds)
+    else:
+        log.info("%s trained: %d items, %d tokens x %d epochs x %d model(s) in %.1fs (%.0f words/s)",
+                 cfg.trainer, vocab_size, tokens, epochs, cfg.ensemble_size, seconds, words_per_second)
     return {"trainer": cfg.trainer, "params_json": json.dumps(trainer_params(cfg), sort_keys=True),
             "vocab_size": vocab_size, "corpus_tokens": tokens,
             "corpus_sequences": sequences, "export_seconds": export_seconds,

@@ -246,27 +246,45 @@ def bench_train(r: dict) -> str:
                   _table(["phase", "s"], [[label, _n(ph[f"{key}_seconds"], 2)] for label, key in steps])]
     if ml:
         d = ml["default"]
-        ml_rows = [["popularity", "the k most frequent training items", f"{d['popularity_hr']:.3f}",
-                    f"{d['popularity_ndcg']:.3f}", "-"]]
-        for name, label in (("default", "gensim default"), ("tuned", "gensim tuned"), ("spark", "Spark MLlib")):
-            params = ", ".join(f"{k}={v}" for k, v in sorted(r["params"][name].items()) if k != "trainer")
-            ml_rows.append([label, params, f"{ml[name]['hr']:.3f}", f"{ml[name]['ndcg']:.3f}",
-                            _n(ml[name]["wall_seconds"], 1)])
+        ml_rows = [["popularity", "the k most frequent training items", f"{d['popularity_hr']:.4f}",
+                    f"{d['popularity_ndcg']:.4f}", "-"]]
+        if "cooccurrence" in ml:
+            c = ml["cooccurrence"]
+            ml_rows.append(["item co-occurrence kNN", f"raw counts within {c['cooccurrence_window']} positions, "
+                            "no embedding", f"{c['cooccurrence_hr']:.4f}", f"{c['cooccurrence_ndcg']:.4f}", "-"])
+        for name, label in (("default", "gensim default"), ("tuned", "gensim tuned"), ("spark", "Spark MLlib"),
+                            ("ppmi_svd", "ppmi_svd")):
+            if name in ml:
+                params = ", ".join(f"{k}={v}" for k, v in sorted(r["params"][name].items()) if k != "trainer")
+                ml_rows.append([label, params, f"{ml[name]['hr']:.4f}", f"{ml[name]['ndcg']:.4f}",
+                                _n(ml[name]["wall_seconds"], 1)])
         parts += [f"MovieLens ml-latest-small, hold-out after {d['cut_time']} ({_n(d['test_pairs'])} test pairs):",
                   _table(["run", "parameters", "HR@10", "NDCG@10", "wall s"], ml_rows),
                   f"Tuned gensim / popularity HR@10: {r['movielens_tuned_vs_popularity']:.2f}x. Spark MLlib / "
                   f"gensim default wall time: {r['movielens_gensim_vs_spark_speedup']:.2f}x."]
+        if r.get("movielens_ppmi_svd_vs_cooccurrence") is not None:
+            parts[-1] += (f" ppmi_svd / co-occurrence kNN HR@10: {r['movielens_ppmi_svd_vs_cooccurrence']:.3f} "
+                          "(`movielens_ppmi_svd_vs_cooccurrence`).")
+        if ml.get("ppmi_svd_sweep"):
+            parts += ["ppmi_svd's parameters, one changed at a time from the defaults above, on the same hold-out:",
+                      _table(["parameter", "value", "HR@10", "NDCG@10", "wall s"],
+                             [[x["param"], x["value"], f"{x['hr']:.4f}", f"{x['ndcg']:.4f}",
+                               _n(x["wall_seconds"], 1)] for x in ml["ppmi_svd_sweep"]])]
     if "gensim" in gen:
-        g, sp = gen["gensim"], gen["spark"]
+        g = gen["gensim"]
+        rows = [[label, _n(gen[name]["wall_seconds"], 1), f"{gen[name]['hr']:.4f}", f"{gen[name]['ndcg']:.4f}",
+                 f"{gen[name]['cluster_purity']:.3f}"]
+                for name, label in (("gensim", "gensim, 2 workers"), ("spark", "Spark MLlib, 2 partitions"),
+                                    ("ppmi_svd", "ppmi_svd, defaults")) if name in gen]
+        if "cooccurrence" in gen:
+            c = gen["cooccurrence"]
+            rows.append([f"item co-occurrence kNN (window {c['cooccurrence_window']})", "-",
+                         f"{c['cooccurrence_hr']:.4f}", f"{c['cooccurrence_ndcg']:.4f}", "-"])
+        rows.append(["popularity", "-", f"{g['popularity_hr']:.4f}", f"{g['popularity_ndcg']:.4f}",
+                     f"random: {g['cluster_random']:.3f}"])
         parts += [f"Generated log ({_n(gen['spec']['n_events'])} events, {_n(r['generated_tokens'])} training "
                   f"tokens), hold-out of {_n(g['test_pairs'])} pairs:",
-                  _table(["trainer", "wall s", "HR@10", "NDCG@10", "cluster purity@10"], [
-                      ["gensim, 2 workers", _n(g["wall_seconds"], 1), f"{g['hr']:.3f}", f"{g['ndcg']:.3f}",
-                       f"{g['cluster_purity']:.3f}"],
-                      ["Spark MLlib, 2 partitions", _n(sp["wall_seconds"], 1), f"{sp['hr']:.3f}",
-                       f"{sp['ndcg']:.3f}", f"{sp['cluster_purity']:.3f}"],
-                      ["popularity", "-", f"{g['popularity_hr']:.3f}", f"{g['popularity_ndcg']:.3f}",
-                       f"random: {g['cluster_random']:.3f}"]]),
+                  _table(["trainer", "wall s", "HR@10", "NDCG@10", "cluster purity@10"], rows),
                   f"Raw gensim, 1 epoch: {_n(r['scaling_words_per_s_1_workers'])} words/s with 1 worker, "
                   f"{_n(r['scaling_words_per_s_2_workers'])} with 2 ({r['scaling_2_vs_1_workers']:.2f}x)."]
     if "order_check" in gen:
@@ -374,6 +392,17 @@ def _load(r: dict) -> str:
             "at the end; the seconds are those of a busy machine.")
 
 
+PHASES = ("count", "pmi", "range_m_omega", "power", "b_transpose", "small_svd")
+
+
+def _phase_order(key: str) -> tuple:
+    """ppmi_svd's ``phase_<name>_seconds`` keys in the order the trainer runs them (the results
+    files sort their keys): counts, PMI, M Omega, the power passes in turn, B^T, the small SVD."""
+    name = key.removeprefix("phase_").removesuffix("_seconds")
+    first = next((i for i, p in enumerate(PHASES) if name.startswith(p)), len(PHASES))
+    return first, name.replace("_mt_q", "_1").replace("_m_q", "_2")  # each power pass: M^T Q, then M Q
+
+
 def bench_churn_ppmi(r: dict) -> str:
     """The chain with the count-based trainer (and its smoothed publications) next to the single
     SGNS model."""
@@ -385,15 +414,14 @@ def bench_churn_ppmi(r: dict) -> str:
     per_version = [[str(x["version"]), x["cut"], _n(x["test_pairs"]),
                     *(f"{x[v]['overlap_at_10']:.3f}" if "overlap_at_10" in x[v] else "-" for v in r["variants"]),
                     *(f"{x[v]['hr_at_10']:.4f}" for v in r["variants"])] for x in r["versions"]]
-    phases = sorted({k for x in r["versions"] for k in x["ppmi_svd"].get("phases", {})},
-                    key=lambda k: list(r["versions"][0]["ppmi_svd"]["phases"]).index(k))
+    phases = sorted({k for x in r["versions"] for k in x["ppmi_svd"].get("phases", {})}, key=_phase_order)
     phase_rows = [[k.removeprefix("phase_").removesuffix("_seconds"),
                    f"{np.mean([x['ppmi_svd']['phases'][k] for x in r['versions']]):.1f}"] for k in phases]
     return "\n\n".join([
         f"The chain of the section above ({len(r['versions'])} versions from {r['first_cut']}"
         + (f", the first {len(r['versions'])} of {r['versions_requested']} requested: the run was cut short"
            if r.get("versions_requested", len(r["versions"])) > len(r["versions"]) else "") + ", "
-        f"{r['step_days']} days apart, {_n(r['test_pairs_total'])} test pairs), run with the single SGNS model "
+        f"{r['step_days']} days apart, {_n(r['test_pairs_total'])} test pairs), run with "
         "the single SGNS model and the count-based trainer, unsmoothed and published with "
         "stabilize.smoothing (a smoothed variant publishes the same training). Chain means:",
         _table(["variant", "overlap@10", "overlap@10 (uniform)", "churn > half", "stabilized cosine", "HR@10",
@@ -451,55 +479,124 @@ def default_advice(r: dict) -> str:
 
 
 def bench_ppmi_svd(r: dict) -> str:
-    parts = []
-    if r.get("movielens"):
-        ml = r["movielens"]
-        ppmi, cooc = ml["ppmi_svd"], ml["cooccurrence"]
-        parts += [f"MovieLens hold-out of `conf/movielens.yaml` ({_n(ppmi['test_pairs'])} pairs):",
-                  _table(["model", "HR@10", "NDCG@10"], [
-                      ["popularity", f"{ppmi['popularity_hr']:.4f}", f"{ppmi['popularity_ndcg']:.4f}"],
-                      ["item co-occurrence kNN (window 5, raw counts)",
-                       f"{cooc['cooccurrence_hr']:.4f}", f"{cooc['cooccurrence_ndcg']:.4f}"],
-                      ["gensim SGNS, bench_train's tuned parameters", f"{ml['gensim_tuned']['hr']:.4f}",
-                       f"{ml['gensim_tuned']['ndcg']:.4f}"],
-                      ["ppmi_svd, defaults", f"{ml['ppmi_svd']['hr']:.4f}", f"{ml['ppmi_svd']['ndcg']:.4f}"]]),
-                  f"ppmi_svd's HR@10 is {r['movielens_ppmi_svd_vs_cooccurrence']:.3f} times the co-occurrence "
-                  "kNN's (`movielens_ppmi_svd_vs_cooccurrence`)."]
-        if ml.get("sweep"):
-            parts += ["One parameter changed at a time from the defaults:",
-                      _table(["parameter", "value", "HR@10", "NDCG@10", "seconds"],
-                             [[x["param"], x["value"], f"{x['hr']:.4f}", f"{x['ndcg']:.4f}",
-                               f"{x['wall_seconds']:.0f}"] for x in ml["sweep"]])]
     g, s = r["generated"], r["scale"]
-    if g.get("quality"):
-        q = g["quality"]
-        parts += [f"Generated log ({_n(g['events'])} events), its temporal hold-out "
-                  f"({_n(q['gensim']['test_pairs'])} pairs):",
-                  _table(["model", "HR@10", "NDCG@10"], [
-                      ["popularity", f"{q['gensim']['popularity_hr']:.4f}", f"{q['gensim']['popularity_ndcg']:.4f}"],
-                      ["item co-occurrence kNN (window 5, raw counts)", f"{q['gensim']['cooccurrence_hr']:.4f}",
-                       f"{q['gensim']['cooccurrence_ndcg']:.4f}"],
-                      ["gensim SGNS, bench_train's settings", f"{q['gensim']['hr']:.4f}", f"{q['gensim']['ndcg']:.4f}"],
-                      ["ppmi_svd, defaults", f"{q['ppmi_svd']['hr']:.4f}", f"{q['ppmi_svd']['ndcg']:.4f}"]])]
     runs = [(t, label) for label in ("1x", f"{s}x") for t in ("gensim", "ppmi_svd") if f"{t}_{label}" in g]
-    if runs:
-        parts += [f"Speed, the whole trainer call on a generated log of {_n(g['events'])} events (and, where "
-                  f"measured, on its sequences repeated {s} times: the same items, {s}x the events):",
-                  _table(["trainer", "log", "seconds", "items", "tokens"],
-                         [[t, label, f"{g[f'{t}_{label}']['seconds']:.1f}", _n(g[f'{t}_{label}']['vocab_size']),
-                           _n(g[f'{t}_{label}']['corpus_tokens'])] for t, label in runs])]
-        ratios = [f"{k}: {r[k]:.2f}" for k in sorted(r) if k.startswith(("ppmi_svd_vs_gensim", "ppmi_svd_time_growth",
-                                                                         "gensim_time_growth"))]
-        phases = [[k.removeprefix("phase_").removesuffix("_seconds"), f"{v:.1f}"]
-                  for k, v in g.get("ppmi_svd_1x", {}).items() if k.startswith("phase_")]
-        parts += ["; ".join(ratios) + "." if ratios else "",
-                  _table(["ppmi_svd phase (1x)", "seconds"], phases) if phases else ""]
+    parts = [f"The whole trainer call on bench_train's generated log of {_n(g['events'])} events and on its "
+             f"sequences repeated {s} times (the same items, {s}x the events):",
+             _table(["trainer", "log", "seconds", "CPU s", "items", "tokens"],
+                    [[t, label, f"{g[f'{t}_{label}']['seconds']:.1f}",
+                      _g(g[f"{t}_{label}"]["train_cpu_seconds"], 4), _n(g[f"{t}_{label}"]["vocab_size"]),
+                      _n(g[f"{t}_{label}"]["corpus_tokens"])] for t, label in runs]),
+             "; ".join(f"`{k}`: {r[k]:.2f}" for k in sorted(r) if k.startswith(
+                 ("ppmi_svd_vs_gensim", "ppmi_svd_time_growth", "gensim_time_growth"))) + ".",
+             "CPU seconds: gensim's are its training threads', ppmi_svd's the Spark JVM's and its Python "
+             "workers' over the whole call."]
+    labels = [label for label in ("1x", f"{s}x") if f"ppmi_svd_{label}" in g]
+    names = sorted((k for k in g.get("ppmi_svd_1x", {}) if k.startswith("phase_")), key=_phase_order)
+    if names:
+        parts += ["ppmi_svd's phases (seconds; each range-finder pass is one Spark multiply with its Gram pass):",
+                  _table(["phase", *labels], [[k.removeprefix("phase_").removesuffix("_seconds"),
+                                               *(f"{g[f'ppmi_svd_{label}'].get(k, 0):.1f}" for label in labels)]
+                                              for k in names]),
+                  "Co-occurring pairs and SPPMI entries: " + ", ".join(
+                      f"{label} {_n(g[f'ppmi_svd_{label}'].get('cooccurrence_pairs', 0))} / "
+                      f"{_n(g[f'ppmi_svd_{label}'].get('sppmi_entries', 0))}" for label in labels) + "."]
     parts.append(f"Load average during the run (the benchmark's own processes included): up to "
                  f"{r['load_average_1m_max']:.1f} on {r['machine']['cpu_count']} cores.")
     return "\n\n".join(p for p in parts if p)
 
 
+def bench_churn_ppmi_settings(r: dict) -> str:
+    """What moves ppmi_svd's overlap: one trainer setting changed at a time on the chain."""
+    base, settings = "ppmi_svd", r["ppmi_settings"]
+
+    def vs_base(v, key):  # paired per version, as the ratios to the single model
+        return np.mean([x[v][key] / x[base][key] for x in r["versions"]])
+
+    def label(v):
+        changed = {k: x for k, x in settings.get(v, {}).items() if settings[base].get(k) != x}
+        return churn_label(v) + "".join(f", `{k}: {x}`" for k, x in changed.items()) if v != base else \
+            "ppmi_svd, defaults"
+
+    rows = [[label(v), f"{r[f'overlap_{v}']:.3f}", f"{r[f'overlap_uniform_{v}']:.3f}", f"{r[f'churn_share_{v}']:.3f}",
+             f"{r[f'hr_mean_{v}']:.4f}", "1" if v == "single" else f"{r[f'hr_ratio_{v}_vs_single']:.3f}",
+             f"{vs_base(v, 'hr_at_10'):.3f}",
+             f"{sum(x[v]['train_wall_seconds'] for x in r['versions']) / len(r['versions']):.1f}"]
+            for v in r["variants"]]
+    tried = [v for v in r["variants"] if v.startswith(base + "_")]
+    best = max(tried, key=lambda v: r[f"overlap_{v}"]) if tried else None
+    if best and r[f"overlap_{best}"] > r[f"overlap_{base}"]:
+        said = (f"The highest overlap here is {label(best)}: {r[f'overlap_{best}']:.3f} against "
+                f"{r[f'overlap_{base}']:.3f} with the defaults, at {vs_base(best, 'hr_at_10'):.3f}x their HR@10.")
+    else:
+        said = "No setting tried here keeps more neighbours than the defaults."
+    return "\n\n".join([
+        f"The same chain ({len(r['versions'])} versions from {r['first_cut']}, {r['step_days']} days apart), "
+        "ppmi_svd with one setting changed at a time from its defaults (each row names it), the single SGNS "
+        "model for reference. Chain means; HR@10 ratios paired per version:",
+        _table(["variant", "overlap@10", "overlap@10 (uniform)", "churn > half", "HR@10", "HR@10 / single",
+                "HR@10 / ppmi_svd defaults", "training s per version"], rows),
+        said, _machine(r)])
+
+
+# docs/pipeline.md's sizing example: 10M items, 10B events, a few hundred SPPMI entries per item.
+SCALE_EVENTS, SCALE_ENTRIES, SCALE_CORES = 10e9, 2e9, 100
+
+
+def bench_ppmi_svd_scale(r: dict) -> str:
+    """The measured phases as core-seconds per unit of work, carried to the sizing example."""
+    g, s, cores = r["generated"], r["scale"], r["machine"]["cpu_count"]
+    one, big = g["ppmi_svd_1x"], g.get(f"ppmi_svd_{s}x")
+    if big is None:
+        return "The larger run did not finish; no scale figures."
+    passes = [k for k in one if k.startswith("phase_") and k != "phase_count_seconds"
+              and not k.startswith(("phase_pmi", "phase_small"))]
+    # Both from the larger run (the later one, no first-use costs): per token, per entry and pass.
+    count_rate = big["phase_count_seconds"] * cores / big["corpus_tokens"]
+    pass_rate = np.mean([big[k] for k in passes]) * cores / big["sppmi_entries"]
+    tokens_per_event = one["corpus_tokens"] / g["events"]
+    count_hours = count_rate * SCALE_EVENTS * tokens_per_event / 3600
+    pass_hours = pass_rate * SCALE_ENTRIES / 3600
+    rows = [["counts (pairs within the window, summed)",
+             f"{_n(one['phase_count_seconds'], 1)} s ({_n(one['corpus_tokens'])} tokens), "
+             f"{_n(big['phase_count_seconds'], 1)} s ({_n(big['corpus_tokens'])} tokens)",
+             f"{count_rate * 1e6:.1f} per 1M tokens", _n(count_hours),
+             _n(count_hours * 60 / SCALE_CORES)],
+            [f"range-finder passes ({len(passes)}: multiply + Gram each)",
+             f"{np.mean([one[k] for k in passes]):.1f} s, {np.mean([big[k] for k in passes]):.1f} s per pass "
+             f"({_n(big['sppmi_entries'])} entries)",
+             f"{pass_rate * 1e6:.1f} per 1M entries and pass", _n(pass_hours * len(passes)),
+             _n(pass_hours * len(passes) * 60 / SCALE_CORES)]]
+    return "\n\n".join([
+        f"From `benchmarks/results/bench_ppmi_svd.json` (bench_train's generated log at 1x and {s}x, {cores} "
+        f"cores, local mode): the {s}x run's phases as core-seconds per unit of work, and what they come to for "
+        f"{_n(SCALE_EVENTS)} events ({tokens_per_event:.2f} tokens per event as measured) and "
+        f"{_n(SCALE_ENTRIES)} SPPMI entries if the per-unit cost stayed the same:",
+        _table(["phase", "measured", "core-seconds", "core-hours at that size",
+                f"minutes on {SCALE_CORES} cores"], rows),
+        f"At these sizes the phases are throughput, not Spark's per-job cost (the counts took "
+        f"{big['phase_count_seconds'] / one['phase_count_seconds']:.2f}x the seconds for {s}x the tokens), so "
+        "the per-unit figures carry over as long as the work spreads evenly over the cores; a cluster adds the "
+        "network's share of each shuffle, which local mode does not have, and the gensim comparison above "
+        "stops at one machine's memory."])
+
+
+def bench_ppmi_svd_readme(r: dict) -> str:
+    g, s = r["generated"], r["scale"]
+    if f"ppmi_svd_time_growth_1x_to_{s}x" not in r:
+        return "The speed run (benchmarks/bench_ppmi_svd.py) did not finish its larger log."
+    return (f"Its price on one {r['machine']['cpu_count']}-core machine is time: on a generated log of "
+            f"{_n(g['events'])} events the whole ppmi_svd call takes {r['ppmi_svd_vs_gensim_train_seconds']:.1f}x "
+            f"gensim's seconds, on {s}x the events {r[f'ppmi_svd_vs_gensim_train_seconds_{s}x']:.1f}x (its time grows "
+            f"{r[f'ppmi_svd_time_growth_1x_to_{s}x']:.2f}x, gensim's {r[f'gensim_time_growth_1x_to_{s}x']:.2f}x); "
+            "every phase is a Spark pass, so it spreads over a cluster ([scale](docs/pipeline.md#what-it-costs-as-"
+            "the-data-grows)).")
+
+
 RENDERERS: dict[str, Callable[[dict], str]] = {
+    "bench_ppmi_svd.readme": bench_ppmi_svd_readme,
+    "bench_ppmi_svd.scale": bench_ppmi_svd_scale,
+    "bench_churn_ppmi_settings": bench_churn_ppmi_settings,
     "bench_churn.ppmi": bench_churn_ppmi,
     "bench_ppmi_svd": bench_ppmi_svd,
     "bench_sequences": bench_sequences, "bench_train": bench_train, "bench_stabilize": bench_stabilize,

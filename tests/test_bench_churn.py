@@ -38,3 +38,30 @@ def test_best_overlap_variant_is_the_most_stable_at_the_hr_floor():
     assert out["best_overlap_variant"] == "b"
     assert out["best_overlap"] == pytest.approx(0.95)
     assert out["best_overlap_hr_ratio"] == pytest.approx(1.06)
+
+
+def test_ppmi_settings_variants_change_one_setting():
+    assert bench_churn.ppmi_settings("ppmi_svd") == {}
+    assert bench_churn.ppmi_settings("ppmi_svd_dims128") == {"vector_size": 128}
+    assert bench_churn.ppmi_settings("ppmi_svd_power5") == {"svd_power_iterations": 5}
+    assert bench_churn.ppmi_settings("ppmi_svd_eigen0.5") == {"eigen_weight": 0.5}
+    assert bench_churn.ppmi_settings("ppmi_svd_weightingdistance") == {"cooccurrence_weighting": "distance"}
+    assert bench_churn.ppmi_settings("ppmi_svd_alpha0.75") == {"ppmi_smoothing": 0.75}
+    assert bench_churn.smoothing_of("ppmi_svd_dims128_smooth0.5") == ("ppmi_svd_dims128", 0.5)
+    for bad, message in (("ppmi_svd_rank9", "unknown setting"), ("ppmi_svddims128", "unknown setting"),
+                         ("ppmi_svd_weightingfoo", "cooccurrence_weighting"), ("ppmi_svd_dimsx", "invalid literal")):
+        with pytest.raises(ValueError, match=f"variant {bad}: .*{message}"):
+            bench_churn.ppmi_settings(bad)
+
+
+def test_every_variant_of_the_runs_builds_its_trainer_config():
+    """The default run (smoothed variants included) and the --settings run: each ppmi_svd
+    variant's settings merge into the trainer config the chain trains with."""
+    from embedlib.config import TrainConfig
+    for name in (*bench_churn.VARIANTS, *bench_churn.PPMI_SETTING_VARIANTS):
+        base, _ = bench_churn.smoothing_of(name)
+        if base.startswith("ppmi_svd"):
+            cfg = bench_churn.ppmi_config(TrainConfig(), base)
+            assert cfg.trainer == "ppmi_svd"
+            assert all(getattr(cfg, k) == v for k, v in bench_churn.ppmi_settings(base).items())
+    assert bench_churn.ppmi_config(TrainConfig(), "ppmi_svd_dims128").vector_size == 128
