@@ -48,7 +48,7 @@ docs: setup
 
 bench: setup
 	@for b in benchmarks/bench_*.py benchmarks/stability_movielens.py; do echo "== $$b"; $(PY) $$b || exit 1; done
-	$(PY) benchmarks/bench_churn.py --settings
+	$(PY) benchmarks/bench_churn.py --settings --versions 6
 	$(PY) scripts/render_docs.py
 
 clean:

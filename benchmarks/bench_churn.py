@@ -56,7 +56,7 @@ keeps the full run's figures.
 
 Usage: python benchmarks/bench_churn.py [--versions 8] [--variants single,ppmi_svd] [--set train.epochs=10 ...]
        [--out NAME]
-       python benchmarks/bench_churn.py --settings   (the PPMI_SETTING_VARIANTS run, bench_churn_ppmi_settings.json)
+       python benchmarks/bench_churn.py --settings --versions 6   (the PPMI_SETTING_VARIANTS run, bench_churn_ppmi_settings.json)
 """
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ from pyspark.sql import functions as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import movielens_sequences, write_results  # noqa: E402
 
-from embedlib import evaluate, item2vec, knn, linalg, ppmi_svd  # noqa: E402
+from embedlib import evaluate, item2vec, knn, linalg, ppmi_svd, spark_passes  # noqa: E402
 from embedlib.config import ConfigError, TrainConfig  # noqa: E402
 from embedlib.item2vec import WarmStart  # noqa: E402
 from embedlib.log import get_logger  # noqa: E402
@@ -157,6 +157,7 @@ def train_ppmi_svd(train_df, cfg, name: str = "ppmi_svd") -> tuple[tuple, dict]:
     context_ids, context = evaluate.vectors_to_numpy(result.context_df)
     pos = {i: n for n, i in enumerate(context_ids)}
     context = context[[pos[i] for i in ids]]
+    spark_passes.release(result.cached)  # else every training's frames stay cached, filling the memory
     meta = result.meta
     times = {"train_cpu_seconds": meta["train_cpu_seconds"], "train_wall_seconds": meta["train_seconds"],
              "call_cpu_seconds": meta["train_cpu_seconds"], "call_wall_seconds": time.perf_counter() - wall0,
@@ -331,7 +332,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", help="results name (benchmarks/results/<out>.json); default bench_churn for "
                         "all the variants, bench_churn_<variants> for a subset")
     parser.add_argument("--settings", action="store_true", help="the ppmi_svd settings run: --variants "
-                        f"{','.join(PPMI_SETTING_VARIANTS)} --out bench_churn_ppmi_settings")
+                        f"{','.join(PPMI_SETTING_VARIANTS)} --out bench_churn_ppmi_settings, "
+                        "spark.driver_memory=8g (--versions 6 in the committed run)")
     args = parser.parse_args(argv)
     if args.settings:
         if args.variants != ",".join(VARIANTS):
@@ -345,8 +347,11 @@ def main(argv=None) -> dict:
     except ValueError as e:
         parser.error(str(e))
     started = time.perf_counter()
+    # --settings trains six ppmi_svd variants per version in one driver: with conf/movielens.yaml's
+    # driver memory it ran out building a broadcast at the second version.
+    memory = ["spark.driver_memory=8g"] if args.settings else []
     loaded = movielens_sequences("bench_churn", ["spark.master=local[2]", "train.ensemble_size=1",
-                                                 "train.init=cold", *args.overrides])
+                                                 "train.init=cold", *memory, *args.overrides])
     if loaded is None:
         return {}
     cfg, spark, seq_df = loaded  # the log read once

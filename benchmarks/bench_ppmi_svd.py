@@ -40,7 +40,7 @@ from bench_train import (
 )
 from common import write_results
 
-from embedlib import trainers
+from embedlib import spark_passes, trainers
 from embedlib.config import load_config
 from embedlib.spark import get_spark
 from embedlib.steps import train_item2vec
@@ -54,6 +54,7 @@ def timed_train(spark, cfg) -> dict:
     started = time.perf_counter()
     result = trainers.train(spark, sequences_df, cfg.train, corpus_name="speed")
     result.item_df.count()
+    spark_passes.release(result.cached)
     meta = result.meta
     return {"seconds": time.perf_counter() - started, "vocab_size": meta["vocab_size"],
             "corpus_tokens": meta["corpus_tokens"], "train_cpu_seconds": meta.get("train_cpu_seconds"),
