@@ -56,7 +56,7 @@ keeps the full run's figures.
 
 Usage: python benchmarks/bench_churn.py [--versions 8] [--variants single,ppmi_svd] [--set train.epochs=10 ...]
        [--out NAME]
-       python benchmarks/bench_churn.py --settings --versions 6   (the PPMI_SETTING_VARIANTS run, bench_churn_ppmi_settings.json)
+       python benchmarks/bench_churn.py --settings --versions 6   (bench_churn_ppmi_settings.json)
 """
 from __future__ import annotations
 
