@@ -74,7 +74,7 @@ import numpy as np
 from pyspark.sql import functions as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import movielens_sequences, write_results  # noqa: E402
+from common import PPMI, movielens_sequences, write_results  # noqa: E402
 
 from embedlib import evaluate, item2vec, knn, linalg, ppmi_svd, spark_passes  # noqa: E402
 from embedlib.config import ConfigError, TrainConfig  # noqa: E402
@@ -91,8 +91,6 @@ VARIANTS = ("single", "ensemble2", "ensemble4", "warm", "warm_cold84", "ppmi_svd
             "ppmi_svd_smooth0.5", "ppmi_svd_smooth0.3", "ensemble4_smooth0.5", "ensemble4_smooth0.3")
 # best_overlap_variant: the variant with the highest overlap among those at >= this HR@10 ratio
 BEST_MIN_HR_RATIO = 1.05
-PPMI = {"trainer": "ppmi_svd", "vector_size": 64, "window": 5, "ppmi_smoothing": 1.0, "ppmi_shift": 1.0,
-        "eigen_weight": 1.0}
 # ppmi_svd_<setting><value> variants (e.g. ppmi_svd_dims128): PPMI with one setting changed.
 PPMI_SETTINGS = {"dims": "vector_size", "window": "window", "power": "svd_power_iterations",
                  "oversample": "svd_oversample", "eigen": "eigen_weight", "weighting": "cooccurrence_weighting",
@@ -342,10 +340,11 @@ def main(argv=None) -> dict:
     if args.versions < 2:
         parser.error("--versions must be at least 2: the figures compare each version with its parent")
     variants = tuple(args.variants.split(","))
-    try:
-        [ppmi_settings(smoothing_of(v)[0]) for v in variants if v.startswith("ppmi_svd")]
-    except ValueError as e:
-        parser.error(str(e))
+    for variant in (v for v in variants if v.startswith("ppmi_svd")):
+        try:
+            ppmi_settings(smoothing_of(variant)[0])
+        except ValueError as e:
+            parser.error(str(e))
     started = time.perf_counter()
     # --settings trains six ppmi_svd variants per version in one driver: with conf/movielens.yaml's
     # driver memory it ran out building a broadcast at the second version.

@@ -29,7 +29,6 @@ from pathlib import Path
 from bench_train import (
     DEFAULT,
     GEN_DT,
-    PPMI,
     WORK,
     ensure_generated,
     ensure_scaled,
@@ -38,7 +37,7 @@ from bench_train import (
     spark_overrides,
     with_train,
 )
-from common import write_results
+from common import PPMI, write_results
 
 from embedlib import spark_passes, trainers
 from embedlib.config import load_config

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import gensim
 import numpy as np
-from common import machine, write_results  # benchmarks/, next to this file
+from common import PPMI, machine, write_results  # benchmarks/, next to this file
 from pyspark.sql import functions as F
 
 from embedlib import item2vec, tables
@@ -66,9 +66,6 @@ DEFAULT = dict(trainer="gensim", vector_size=64, window=5, negative=5, ns_expone
 TUNED = dict(trainer="gensim", vector_size=32, window=20, negative=5, ns_exponent=0.75, sample=1e-4,
              epochs=10, alpha=0.025)
 SPARK = dict(DEFAULT, trainer="spark", spark_partitions=1)
-# The count-based trainer with TrainConfig's defaults, every item admitted as in gensim's runs.
-PPMI = dict(trainer="ppmi_svd", vector_size=64, window=5, ppmi_smoothing=1.0, ppmi_shift=1.0,
-            eigen_weight=1.0, min_count=1)
 # ppmi_svd's parameters changed one at a time from PPMI on the MovieLens hold-out.
 PPMI_SWEEP = (("window", 10), ("window", 2), ("ppmi_smoothing", 0.75), ("ppmi_shift", 2.0),
               ("eigen_weight", 0.5), ("vector_size", 128), ("vector_size", 32))

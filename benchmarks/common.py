@@ -18,6 +18,10 @@ WORK = Path(__file__).resolve().parent / "work"
 # The real behaviour log beside the repository (see its README for the licence; never copied).
 MOVIELENS = REPO.parent / "shared" / "data" / "movielens-latest-small" / "ratings.csv"
 MOVIELENS_DT = "2018-09-24"  # after the last rating: the whole history in one dt
+# The count-based trainer as the benchmarks run it: TrainConfig's defaults (window 5, no context
+# smoothing, no shift, 64 dimensions, p = 1), every item admitted as in gensim's runs.
+PPMI = {"trainer": "ppmi_svd", "vector_size": 64, "window": 5, "ppmi_smoothing": 1.0, "ppmi_shift": 1.0,
+        "eigen_weight": 1.0, "min_count": 1}
 
 
 def load_average() -> float | None:

@@ -514,9 +514,10 @@ def bench_churn_ppmi_settings(r: dict) -> str:
         return np.mean([x[v][key] / x[base][key] for x in r["versions"]])
 
     def label(v):
+        if v == base:
+            return "ppmi_svd, defaults"
         changed = {k: x for k, x in settings.get(v, {}).items() if settings[base].get(k) != x}
-        return churn_label(v) + "".join(f", `{k}: {x}`" for k, x in changed.items()) if v != base else \
-            "ppmi_svd, defaults"
+        return churn_label(v) + "".join(f", `{k}: {x}`" for k, x in changed.items())
 
     rows = [[label(v), f"{r[f'overlap_{v}']:.3f}", f"{r[f'overlap_uniform_{v}']:.3f}", f"{r[f'churn_share_{v}']:.3f}",
              f"{r[f'hr_mean_{v}']:.4f}", "1" if v == "single" else f"{r[f'hr_ratio_{v}_vs_single']:.3f}",
